@@ -1,0 +1,7 @@
+//! # engram-conformance
+//!
+//! The suite that holds every Engram implementation to the same numbers. Its first layer is
+//! [`golden`]: the files produced by running the official reference code (shipped in this crate's
+//! `golden/` folder, so a fresh clone checks itself), and typed access to the tensors inside them.
+
+pub mod golden;

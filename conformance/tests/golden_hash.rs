@@ -1,0 +1,136 @@
+//! The hash against the official reference: multipliers, prime chains and per-position rows.
+
+use engram_conformance::golden::{golden_dir, read_json, GoldenFile, HashParams};
+use engram_core::hash::{layer_multipliers, prime_tables};
+use engram_core::{CompressedVocab, EngramConfig, NgramHasher};
+
+fn hash_params() -> HashParams {
+    read_json(golden_dir().join("hash_params.json")).unwrap()
+}
+
+#[test]
+fn all_320_multiplier_rows_match_numpy() {
+    let params = hash_params();
+    assert_eq!(params.multipliers.len(), 320);
+    for row in &params.multipliers {
+        let got = layer_multipliers(row.compressed_vocab, row.seed, row.layer_id, row.max_ngram)
+            .unwrap();
+        assert_eq!(got, row.multipliers, "row {row:?}");
+    }
+}
+
+#[test]
+fn prime_chains_match_the_reference() {
+    for case in hash_params().prime_tables {
+        let config = EngramConfig {
+            engram_vocab_size: case.engram_vocab_size.clone(),
+            max_ngram_size: case.engram_vocab_size.len() + 1,
+            n_embed_per_ngram: case.n_head,
+            n_head_per_ngram: case.n_head,
+            layer_ids: case.layer_ids.clone(),
+            pad_id: 0,
+            seed: 0,
+            kernel_size: 4,
+            hidden_size: 8,
+            hc_mult: 1,
+        };
+        let got = prime_tables(&config).unwrap();
+        for (layer, tables) in case.layer_ids.iter().zip(got) {
+            assert_eq!(tables, case.primes[&layer.to_string()], "layer {layer}");
+        }
+    }
+}
+
+struct PublicEngram {
+    config: EngramConfig,
+    json: serde_json::Value,
+    file: GoldenFile,
+}
+
+fn public_engram() -> PublicEngram {
+    let dir = golden_dir();
+    PublicEngram {
+        config: read_json(dir.join("engram_public.json")).unwrap(),
+        json: read_json(dir.join("engram_public.json")).unwrap(),
+        file: GoldenFile::open(dir.join("engram_public.safetensors")).unwrap(),
+    }
+}
+
+fn as_u32(v: &[i64]) -> Vec<u32> {
+    v.iter().map(|&x| u32::try_from(x).unwrap()).collect()
+}
+
+#[test]
+fn public_config_loads_as_it_is_and_derives_its_table_sizes() {
+    let p = public_engram();
+    assert_eq!(p.config.hidden_size, 64);
+    assert_eq!(p.config.hc_mult, 4);
+    let vocab = p.json["compressed_vocab_size"].as_u64().unwrap();
+    let pad = p.json["compressed_pad_id"].as_u64().unwrap() as u32;
+    let hasher = NgramHasher::new(&p.config, vocab, pad).unwrap();
+    for layer in hasher.layers() {
+        let key = layer.layer_id.to_string();
+        let expected: Vec<u32> = p.json["table_sizes"][&key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|order| order.as_array().unwrap().iter())
+            .map(|p| p.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(layer.table_sizes, expected, "layer {key}");
+        let mult: Vec<u64> = p.json["multipliers"][&key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_u64().unwrap())
+            .collect();
+        assert_eq!(layer.multipliers, mult);
+        let tensor = p.file.i64s(&format!("multipliers.layer{key}")).unwrap();
+        assert_eq!(layer.multipliers, tensor.data.iter().map(|&m| m as u64).collect::<Vec<_>>());
+    }
+    // The concatenated table of layer 1 starts each head at the golden offsets.
+    let offsets = p.file.i64s("weights.multi_head_embedding.offsets").unwrap();
+    let layer1 = hasher.layer(1).unwrap();
+    assert_eq!(layer1.offsets, offsets.data.iter().map(|&o| o as u64).collect::<Vec<_>>());
+    let rows = p.file.f32s("weights.multi_head_embedding.embedding.weight").unwrap();
+    assert_eq!(rows.shape[0] as u64, layer1.total_rows());
+}
+
+#[test]
+fn compressed_ids_are_the_lookup_of_the_raw_ids() {
+    let p = public_engram();
+    let lookup = GoldenFile::open(golden_dir().join("vocab_deepseek_v3_lookup.safetensors"))
+        .unwrap()
+        .i64s("lookup")
+        .unwrap();
+    let vocab = CompressedVocab::from_lookup(as_u32(&lookup.data)).unwrap();
+    assert_eq!(vocab.num_canonical(), 98_627);
+    let raw = as_u32(&p.file.i64s("input_ids").unwrap().data);
+    let expected = as_u32(&p.file.i64s("compressed_ids").unwrap().data);
+    let mut got = vec![0; raw.len()];
+    vocab.compress(&raw, &mut got).unwrap();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn hash_rows_match_every_position_of_both_layers() {
+    let p = public_engram();
+    let ids = p.file.i64s("compressed_ids").unwrap();
+    let (batch, seq) = (ids.shape[0], ids.shape[1]);
+    let compressed = as_u32(&ids.data);
+    // Each padded row of the golden batch is one sequence.
+    let cu_seqlens: Vec<u32> = (0..=batch).map(|b| (b * seq) as u32).collect();
+    let hasher = NgramHasher::new(&p.config, 98_627, 2).unwrap();
+    let all = hasher.hash_all_layers(&compressed, &cu_seqlens).unwrap();
+    for (layer, rows) in hasher.layers().iter().zip(&all) {
+        let expected = p.file.i64s(&format!("hash_ids.layer{}", layer.layer_id)).unwrap();
+        assert_eq!(expected.shape, [batch, seq, hasher.heads_per_position()]);
+        assert_eq!(rows, &as_u32(&expected.data), "layer {}", layer.layer_id);
+        // The single-layer entry point agrees with the one-pass one.
+        let mut one = vec![0; rows.len()];
+        hasher
+            .hash_layer(layer.layer_id, &compressed, &cu_seqlens, &mut one)
+            .unwrap();
+        assert_eq!(&one, rows);
+    }
+}

@@ -1,0 +1,31 @@
+//! # engram-core
+//!
+//! The ground every Engram backend stands on: the layer's configuration, exact N-gram hashing
+//! (bit-compatible with the official reference, including numpy's random generator), the
+//! tokenizer-compression normaliser, and the typed errors every entry point returns.
+//!
+//! The crate is `#![no_std]` + `alloc` when built without its default `std` feature, so it can be
+//! embedded in runtimes that bring their own allocator and threads. It performs no I/O.
+//!
+//! Modules:
+//! - [`config`]: [`EngramConfig`], validated on construction and on deserialisation.
+//! - [`hash`]: multipliers ([`hash::numpy`] reproduces `numpy.random.default_rng(..).integers`),
+//!   the prime chain of table sizes ([`hash::primes`]) and the N-gram hash over packed batches
+//!   ([`NgramHasher`]).
+//! - [`vocab`]: the normaliser chain and [`CompressedVocab`], the raw id -> canonical id map.
+//! - [`error`]: [`Error`], the one error type of the crate.
+#![cfg_attr(not(feature = "std"), no_std)]
+
+extern crate alloc;
+
+pub mod batch;
+pub mod config;
+pub mod error;
+pub mod hash;
+pub mod vocab;
+
+pub use batch::PackedBatch;
+pub use config::EngramConfig;
+pub use error::{Error, Result};
+pub use hash::NgramHasher;
+pub use vocab::{normalize, CompressedVocab, CompressedVocabBuilder};

@@ -1,0 +1,3 @@
+//! # engram-model
+//!
+//! Model assembly around the Engram kernels.
