@@ -111,7 +111,12 @@ impl GoldenFile {
 
     /// Names of every tensor in the file.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.tensors().names().into_iter().map(str::to_owned).collect();
+        let mut names: Vec<String> = self
+            .tensors()
+            .names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         names.sort();
         names
     }
@@ -121,7 +126,11 @@ impl GoldenFile {
         &self.path
     }
 
-    fn view(&self, name: &str, expected: Dtype) -> Result<safetensors::tensor::TensorView<'_>, GoldenError> {
+    fn view(
+        &self,
+        name: &str,
+        expected: Dtype,
+    ) -> Result<safetensors::tensor::TensorView<'_>, GoldenError> {
         let view = self
             .tensors()
             .tensor(name)

@@ -1,5 +1,7 @@
 //! The hash against the official reference: multipliers, prime chains and per-position rows.
 
+#![allow(clippy::unwrap_used)] // a failing test is a panic with the reason
+
 use engram_conformance::golden::{golden_dir, read_json, GoldenFile, HashParams};
 use engram_core::hash::{layer_multipliers, prime_tables};
 use engram_core::{CompressedVocab, EngramConfig, NgramHasher};
@@ -13,8 +15,8 @@ fn all_320_multiplier_rows_match_numpy() {
     let params = hash_params();
     assert_eq!(params.multipliers.len(), 320);
     for row in &params.multipliers {
-        let got = layer_multipliers(row.compressed_vocab, row.seed, row.layer_id, row.max_ngram)
-            .unwrap();
+        let got =
+            layer_multipliers(row.compressed_vocab, row.seed, row.layer_id, row.max_ngram).unwrap();
         assert_eq!(got, row.multipliers, "row {row:?}");
     }
 }
@@ -86,13 +88,22 @@ fn public_config_loads_as_it_is_and_derives_its_table_sizes() {
             .collect();
         assert_eq!(layer.multipliers, mult);
         let tensor = p.file.i64s(&format!("multipliers.layer{key}")).unwrap();
-        assert_eq!(layer.multipliers, tensor.data.iter().map(|&m| m as u64).collect::<Vec<_>>());
+        assert_eq!(
+            layer.multipliers,
+            tensor.data.iter().map(|&m| m as u64).collect::<Vec<_>>()
+        );
     }
     // The concatenated table of layer 1 starts each head at the golden offsets.
     let offsets = p.file.i64s("weights.multi_head_embedding.offsets").unwrap();
     let layer1 = hasher.layer(1).unwrap();
-    assert_eq!(layer1.offsets, offsets.data.iter().map(|&o| o as u64).collect::<Vec<_>>());
-    let rows = p.file.f32s("weights.multi_head_embedding.embedding.weight").unwrap();
+    assert_eq!(
+        layer1.offsets,
+        offsets.data.iter().map(|&o| o as u64).collect::<Vec<_>>()
+    );
+    let rows = p
+        .file
+        .f32s("weights.multi_head_embedding.embedding.weight")
+        .unwrap();
     assert_eq!(rows.shape[0] as u64, layer1.total_rows());
 }
 
@@ -123,7 +134,10 @@ fn hash_rows_match_every_position_of_both_layers() {
     let hasher = NgramHasher::new(&p.config, 98_627, 2).unwrap();
     let all = hasher.hash_all_layers(&compressed, &cu_seqlens).unwrap();
     for (layer, rows) in hasher.layers().iter().zip(&all) {
-        let expected = p.file.i64s(&format!("hash_ids.layer{}", layer.layer_id)).unwrap();
+        let expected = p
+            .file
+            .i64s(&format!("hash_ids.layer{}", layer.layer_id))
+            .unwrap();
         assert_eq!(expected.shape, [batch, seq, hasher.heads_per_position()]);
         assert_eq!(rows, &as_u32(&expected.data), "layer {}", layer.layer_id);
         // The single-layer entry point agrees with the one-pass one.

@@ -64,14 +64,25 @@ mod tests {
     fn accepts_valid_batches_including_empty_ones() {
         let b = PackedBatch::new(&[0, 3, 3, 5], 5).unwrap();
         assert_eq!(b.num_sequences(), 3);
-        assert_eq!(b.sequences().collect::<alloc::vec::Vec<_>>(), [0..3, 3..3, 3..5]);
+        assert_eq!(
+            b.sequences().collect::<alloc::vec::Vec<_>>(),
+            [0..3, 3..3, 3..5]
+        );
         assert_eq!(PackedBatch::new(&[0], 0).unwrap().num_sequences(), 0);
     }
 
     #[test]
     fn rejects_malformed_seqlens() {
-        for (cu, t) in [(&[][..], 0), (&[1, 3][..], 3), (&[0, 3, 2, 5][..], 5), (&[0, 4][..], 5)] {
-            assert!(matches!(PackedBatch::new(cu, t), Err(Error::InvalidSeqLens { .. })), "{cu:?}");
+        for (cu, t) in [
+            (&[][..], 0),
+            (&[1, 3][..], 3),
+            (&[0, 3, 2, 5][..], 5),
+            (&[0, 4][..], 5),
+        ] {
+            assert!(
+                matches!(PackedBatch::new(cu, t), Err(Error::InvalidSeqLens { .. })),
+                "{cu:?}"
+            );
         }
     }
 }

@@ -79,10 +79,14 @@ impl EngramConfig {
                 "must have one entry per order 2..=max_ngram_size",
             );
         }
-        if self.engram_vocab_size.iter().any(|&v| v == 0) {
+        if self.engram_vocab_size.contains(&0) {
             return bad("engram_vocab_size", "entries must be at least 1");
         }
-        if self.engram_vocab_size.iter().any(|&v| v > u64::from(u32::MAX)) {
+        if self
+            .engram_vocab_size
+            .iter()
+            .any(|&v| v > u64::from(u32::MAX))
+        {
             return bad(
                 "engram_vocab_size",
                 "entries must be below 2^32 (table rows are u32)",
@@ -139,6 +143,7 @@ impl EngramConfig {
 /// The accepted JSON shapes: every field may stand at the top level or inside an `engram` /
 /// `backbone` object (the golden files' layout). Unknown keys are ignored.
 #[derive(Deserialize, Default)]
+#[serde(expecting = "a JSON object with the Engram config fields")]
 struct RawConfig {
     #[serde(flatten)]
     top: RawFields,
@@ -226,7 +231,8 @@ mod tests {
     #[test]
     fn every_inconsistency_is_a_typed_error() {
         let base = EngramConfig::demo();
-        let cases: [(fn(&mut EngramConfig), &str); 11] = [
+        type Mutation = fn(&mut EngramConfig);
+        let cases: [(Mutation, &str); 11] = [
             (|c| c.max_ngram_size = 1, "max_ngram_size"),
             (|c| c.engram_vocab_size.push(5), "engram_vocab_size"),
             (|c| c.engram_vocab_size[0] = 0, "engram_vocab_size"),

@@ -64,7 +64,11 @@ impl fmt::Display for Error {
             Error::InvalidConfig { field, reason } => {
                 write!(f, "invalid config: `{field}` {reason}")
             }
-            Error::IdOutOfRange { position, id, limit } => write!(
+            Error::IdOutOfRange {
+                position,
+                id,
+                limit,
+            } => write!(
                 f,
                 "token id {id} at position {position} is out of range (vocabulary size {limit})"
             ),

@@ -236,21 +236,21 @@ mod tests {
     fn normaliser_chain_cases() {
         // Each expectation follows from the chain's definition, one step at a time.
         let cases = [
-            ("Hello", "hello"),                 // lowercase
-            ("  Apple ", "apple"),              // strip
-            (" ", " "),                         // a lone space is kept
-            ("\t\n", " "),                      // whitespace run -> one space -> kept
-            ("a \t\r\n b", "a b"),              // runs collapse to one space
-            ("Café", "cafe"),                   // NFD + strip accents
-            ("ﬁ", "fi"),                        // NFKC compatibility ligature
-            ("Ｂｅｅ", "bee"),                  // NFKC full-width letters
-            ("\u{00A0}x", "x"),                 // NFKC no-break space -> space -> stripped
-            ("\u{3000}", " "),                  // ideographic space -> space -> kept
-            ("ΣΑΣ", "σασ"),                     // per-character lowercase: no final sigma
-            ("İ", "i"),                         // U+0130 lowercases to i + U+0307, mark dropped
-            ("x\u{E000}y", "x y"),              // the sentinel always becomes a space
-            ("\u{0915}\u{093F}", "\u{0915}"),   // Devanagari vowel sign (Mc) is a mark
-            ("\u{000B}a\u{000B}", "a"),         // vertical tab: not collapsed, but stripped
+            ("Hello", "hello"),               // lowercase
+            ("  Apple ", "apple"),            // strip
+            (" ", " "),                       // a lone space is kept
+            ("\t\n", " "),                    // whitespace run -> one space -> kept
+            ("a \t\r\n b", "a b"),            // runs collapse to one space
+            ("Café", "cafe"),                 // NFD + strip accents
+            ("ﬁ", "fi"),                      // NFKC compatibility ligature
+            ("Ｂｅｅ", "bee"),                // NFKC full-width letters
+            ("\u{00A0}x", "x"),               // NFKC no-break space -> space -> stripped
+            ("\u{3000}", " "),                // ideographic space -> space -> kept
+            ("ΣΑΣ", "σασ"),                   // per-character lowercase: no final sigma
+            ("İ", "i"),                       // U+0130 lowercases to i + U+0307, mark dropped
+            ("x\u{E000}y", "x y"),            // the sentinel always becomes a space
+            ("\u{0915}\u{093F}", "\u{0915}"), // Devanagari vowel sign (Mc) is a mark
+            ("\u{000B}a\u{000B}", "a"),       // vertical tab: not collapsed, but stripped
             ("", ""),
         ];
         for (input, expected) in cases {
@@ -277,25 +277,42 @@ mod tests {
         let v = b.finish();
         assert_eq!(v.num_canonical(), 3);
         assert_eq!(v.keys(), ["the", "cat", "raw"]);
-        assert_eq!(v.merge_groups(), [(0, alloc::vec![0, 1, 3]), (1, alloc::vec![2, 5])]);
+        assert_eq!(
+            v.merge_groups(),
+            [(0, alloc::vec![0, 1, 3]), (1, alloc::vec![2, 5])]
+        );
         let mut out = [0; 3];
         v.compress(&[5, 4, 0], &mut out).unwrap();
         assert_eq!(out, [1, 2, 0]);
         let mut untouched = [7; 2];
         assert_eq!(
             v.compress(&[1, 6], &mut untouched),
-            Err(Error::IdOutOfRange { position: 1, id: 6, limit: 6 })
+            Err(Error::IdOutOfRange {
+                position: 1,
+                id: 6,
+                limit: 6
+            })
         );
         assert_eq!(untouched, [7, 7]);
     }
 
     #[test]
     fn from_lookup_checks_surjectivity() {
-        assert_eq!(CompressedVocab::from_lookup(alloc::vec![0, 2, 1, 2]).unwrap().num_canonical(), 3);
+        assert_eq!(
+            CompressedVocab::from_lookup(alloc::vec![0, 2, 1, 2])
+                .unwrap()
+                .num_canonical(),
+            3
+        );
         assert!(matches!(
             CompressedVocab::from_lookup(alloc::vec![0, 2]),
             Err(Error::InvalidVocab { .. })
         ));
-        assert_eq!(CompressedVocab::from_lookup(Vec::new()).unwrap().num_canonical(), 0);
+        assert_eq!(
+            CompressedVocab::from_lookup(Vec::new())
+                .unwrap()
+                .num_canonical(),
+            0
+        );
     }
 }

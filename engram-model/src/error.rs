@@ -38,6 +38,14 @@ pub enum ModelError {
         /// Why.
         source: serde_json::Error,
     },
+    /// A JSON file that is not a valid Engram config.
+    #[error("{path}: not a valid Engram config: {source}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
     /// A safetensors file that is malformed or lacks what is needed.
     #[error("{path}: {source}")]
     Safetensors {

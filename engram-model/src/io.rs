@@ -22,7 +22,7 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 pub fn read_config(path: impl AsRef<Path>) -> Result<EngramConfig> {
     let path = path.as_ref();
     let bytes = read(path)?;
-    serde_json::from_slice(&bytes).map_err(|source| ModelError::Json {
+    serde_json::from_slice(&bytes).map_err(|source| ModelError::Config {
         path: path.to_path_buf(),
         source,
     })
@@ -44,14 +44,18 @@ pub fn write_vocab(vocab: &CompressedVocab, path: impl AsRef<Path>) -> Result<()
         })?;
     let metadata = HashMap::from([
         ("num_raw".to_owned(), vocab.num_raw().to_string()),
-        ("num_canonical".to_owned(), vocab.num_canonical().to_string()),
+        (
+            "num_canonical".to_owned(),
+            vocab.num_canonical().to_string(),
+        ),
     ]);
-    let encoded = safetensors::serialize([(LOOKUP_TENSOR, view)], Some(metadata)).map_err(
-        |source| ModelError::Safetensors {
-            path: path.to_path_buf(),
-            source,
-        },
-    )?;
+    let encoded =
+        safetensors::serialize([(LOOKUP_TENSOR, view)], Some(metadata)).map_err(|source| {
+            ModelError::Safetensors {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
     std::fs::write(path, encoded).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
         source,
@@ -82,7 +86,11 @@ pub fn read_vocab(path: impl AsRef<Path>) -> Result<CompressedVocab> {
     let values: Vec<i128> = match view.dtype() {
         Dtype::I64 => data
             .chunks_exact(8)
-            .map(|c| i128::from(i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])))
+            .map(|c| {
+                i128::from(i64::from_le_bytes([
+                    c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
+                ]))
+            })
             .collect(),
         Dtype::I32 => data
             .chunks_exact(4)

@@ -49,7 +49,10 @@ impl EngramTokenizer {
 
     /// The DeepSeek-V3 tokenizer shipped with this crate.
     pub fn deepseek_v3() -> Result<Self> {
-        Self::from_bytes(DEEPSEEK_V3_TOKENIZER_JSON, "<built-in DeepSeek-V3 tokenizer.json>")
+        Self::from_bytes(
+            DEEPSEEK_V3_TOKENIZER_JSON,
+            "<built-in DeepSeek-V3 tokenizer.json>",
+        )
     }
 
     /// Number of ids, added tokens included (Python's `len(tokenizer)`).
@@ -90,9 +93,8 @@ impl EngramTokenizer {
     pub fn compressed_vocab(&self) -> Result<CompressedVocab> {
         let mut builder = CompressedVocabBuilder::new();
         for id in 0..self.vocab_size() {
-            let id = u32::try_from(id).map_err(|_| engram_core::Error::Overflow {
-                what: "token id",
-            })?;
+            let id =
+                u32::try_from(id).map_err(|_| engram_core::Error::Overflow { what: "token id" })?;
             let text = self.decode_one(id)?;
             let raw = self.token(id).unwrap_or_default();
             builder.push(&text, &raw)?;

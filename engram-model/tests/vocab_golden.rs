@@ -1,5 +1,7 @@
 //! The compressed vocabulary built from `tokenizer.json` against the reference's lookup table.
 
+#![allow(clippy::unwrap_used)] // a failing test is a panic with the reason
+
 use std::path::PathBuf;
 
 use engram_model::io::{read_vocab, write_vocab};
@@ -27,10 +29,18 @@ fn deepseek_v3_lookup_matches_the_reference_element_for_element() {
         .map(|(i, (a, b))| (i, *a, *b))
         .take(20)
         .collect();
-    assert!(mismatches.is_empty(), "first mismatches (raw, ours, reference): {mismatches:?}");
+    assert!(
+        mismatches.is_empty(),
+        "first mismatches (raw, ours, reference): {mismatches:?}"
+    );
     assert_eq!(built.lookup(), expected.lookup());
     // The paper's Table 6: the five largest merge groups.
-    let sizes: Vec<usize> = built.merge_groups().iter().take(5).map(|g| g.1.len()).collect();
+    let sizes: Vec<usize> = built
+        .merge_groups()
+        .iter()
+        .take(5)
+        .map(|g| g.1.len())
+        .collect();
     assert_eq!(sizes, [163, 54, 40, 35, 30]);
 }
 

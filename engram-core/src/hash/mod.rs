@@ -105,7 +105,11 @@ impl NgramHasher {
     ///
     /// `compressed_vocab` is the number of canonical ids and `compressed_pad_id` the canonical id
     /// of `config.pad_id` (see [`crate::CompressedVocab`]).
-    pub fn new(config: &EngramConfig, compressed_vocab: u64, compressed_pad_id: u32) -> Result<Self> {
+    pub fn new(
+        config: &EngramConfig,
+        compressed_vocab: u64,
+        compressed_pad_id: u32,
+    ) -> Result<Self> {
         config.validate()?;
         if u64::from(compressed_pad_id) >= compressed_vocab {
             return Err(Error::IdOutOfRange {
@@ -117,8 +121,12 @@ impl NgramHasher {
         let tables = prime_tables(config)?;
         let mut layers = Vec::with_capacity(tables.len());
         for (&layer_id, orders) in config.layer_ids.iter().zip(tables) {
-            let multipliers =
-                layer_multipliers(compressed_vocab, config.seed, layer_id, config.max_ngram_size)?;
+            let multipliers = layer_multipliers(
+                compressed_vocab,
+                config.seed,
+                layer_id,
+                config.max_ngram_size,
+            )?;
             let mut table_sizes = Vec::with_capacity(config.num_heads());
             let mut offsets = Vec::with_capacity(config.num_heads());
             let mut next_offset = 0u64;
@@ -208,7 +216,11 @@ impl NgramHasher {
 
     /// Rows of every layer in one pass over the ids: element `i` of the result is layer
     /// `layers()[i]`, laid out as in [`Self::hash_layer`].
-    pub fn hash_all_layers(&self, compressed_ids: &[u32], cu_seqlens: &[u32]) -> Result<Vec<Vec<u32>>> {
+    pub fn hash_all_layers(
+        &self,
+        compressed_ids: &[u32],
+        cu_seqlens: &[u32],
+    ) -> Result<Vec<Vec<u32>>> {
         let len = compressed_ids.len() * self.heads_per_position();
         let mut outs: Vec<Vec<u32>> = self.layers.iter().map(|_| vec![0; len]).collect();
         let indices: Vec<usize> = (0..self.layers.len()).collect();
@@ -255,8 +267,10 @@ impl NgramHasher {
                     for n in 2..=n_max {
                         mix ^= window[n - 1] * layer.multipliers[n - 1];
                         let first = (n - 2) * self.heads_per_order;
-                        for h in first..first + self.heads_per_order {
-                            row[h] = (mix % u64::from(layer.table_sizes[h])) as u32;
+                        let heads = first..first + self.heads_per_order;
+                        for (r, &p) in row[heads.clone()].iter_mut().zip(&layer.table_sizes[heads])
+                        {
+                            *r = (mix % u64::from(p)) as u32;
                         }
                     }
                 }

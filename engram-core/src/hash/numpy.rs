@@ -243,7 +243,13 @@ mod tests {
     #[test]
     fn bounded_draws_stay_in_range() {
         let mut g = Pcg64::from_seed(12345);
-        for (low, high) in [(0, 7), (-5, 5), (0, 1 << 40), (0, i64::MAX), (i64::MIN, i64::MAX)] {
+        for (low, high) in [
+            (0, 7),
+            (-5, 5),
+            (0, 1 << 40),
+            (0, i64::MAX),
+            (i64::MIN, i64::MAX),
+        ] {
             for v in g.integers_i64(low, high, 200).unwrap() {
                 assert!(v >= low && v < high, "{v} not in [{low}, {high})");
             }
