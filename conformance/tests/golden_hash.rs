@@ -35,6 +35,7 @@ fn prime_chains_match_the_reference() {
             kernel_size: 4,
             hidden_size: 8,
             hc_mult: 1,
+            short_conv: true,
         };
         let got = prime_tables(&config).unwrap();
         for (layer, tables) in case.layer_ids.iter().zip(got) {

@@ -41,6 +41,9 @@ pub struct EngramConfig {
     pub hidden_size: usize,
     /// Number of residual branches M (hyper-connection multiplicity).
     pub hc_mult: usize,
+    /// Whether the layer ends with the short convolution (`y = u + SiLU(conv(RMSNorm(u)))`). The
+    /// reference demo has one; DeepSeek-V4.1's Engram has none (`y = u`). Defaults to `true`.
+    pub short_conv: bool,
 }
 
 impl EngramConfig {
@@ -59,6 +62,7 @@ impl EngramConfig {
             kernel_size: 4,
             hidden_size: 1024,
             hc_mult: 4,
+            short_conv: true,
         }
     }
 
@@ -163,6 +167,7 @@ struct RawFields {
     kernel_size: Option<usize>,
     hidden_size: Option<usize>,
     hc_mult: Option<usize>,
+    short_conv: Option<bool>,
 }
 
 impl TryFrom<RawConfig> for EngramConfig {
@@ -199,9 +204,155 @@ impl TryFrom<RawConfig> for EngramConfig {
             kernel_size: take!(kernel_size),
             hidden_size: take!(hidden_size),
             hc_mult: take!(hc_mult),
+            short_conv: engram
+                .short_conv
+                .or(backbone.short_conv)
+                .or(top.short_conv)
+                .unwrap_or(true),
         };
         config.validate()?;
         Ok(config)
+    }
+}
+
+
+/// How the MoE gate turns logits into scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoreFunc {
+    /// `softmax` over the experts (computed in f32 or wider).
+    Softmax,
+    /// Element-wise `sigmoid`; route weights are renormalised to sum to one.
+    Sigmoid,
+}
+
+/// Configuration of a DeepSeek-V3 MoE layer (`Gate`, `Expert`, `MLP`, `MoE` of the reference
+/// `inference/model.py`), validated on construction and deserialisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawMoeConfig")]
+pub struct MoeConfig {
+    /// Model width.
+    pub dim: usize,
+    /// Hidden width of one routed expert.
+    pub moe_inter_dim: usize,
+    /// Number of routed experts E.
+    pub n_routed_experts: usize,
+    /// Shared experts, fused into one MLP of width `n_shared_experts * moe_inter_dim` (0: none).
+    pub n_shared_experts: usize,
+    /// Experts each token is routed to (top-k).
+    pub n_activated_experts: usize,
+    /// Expert groups for group-limited routing (1: no grouping).
+    pub n_expert_groups: usize,
+    /// Groups each token may route into.
+    pub n_limited_groups: usize,
+    /// Factor applied to the route weights.
+    pub route_scale: f64,
+    /// Softmax or sigmoid scores.
+    pub score_func: ScoreFunc,
+    /// Whether the gate has a selection bias (`gate.bias`, used to choose experts, not to weight them).
+    pub bias: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(expecting = "a JSON object with the MoE config fields")]
+struct RawMoeConfig {
+    dim: usize,
+    moe_inter_dim: usize,
+    n_routed_experts: usize,
+    #[serde(default)]
+    n_shared_experts: usize,
+    n_activated_experts: usize,
+    #[serde(default = "one")]
+    n_expert_groups: usize,
+    #[serde(default = "one")]
+    n_limited_groups: usize,
+    #[serde(default = "one_f64")]
+    route_scale: f64,
+    score_func: ScoreFunc,
+    #[serde(default)]
+    bias: bool,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn one_f64() -> f64 {
+    1.0
+}
+
+impl TryFrom<RawMoeConfig> for MoeConfig {
+    type Error = Error;
+
+    fn try_from(r: RawMoeConfig) -> Result<Self> {
+        let c = MoeConfig {
+            dim: r.dim,
+            moe_inter_dim: r.moe_inter_dim,
+            n_routed_experts: r.n_routed_experts,
+            n_shared_experts: r.n_shared_experts,
+            n_activated_experts: r.n_activated_experts,
+            n_expert_groups: r.n_expert_groups,
+            n_limited_groups: r.n_limited_groups,
+            route_scale: r.route_scale,
+            score_func: r.score_func,
+            bias: r.bias,
+        };
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+impl MoeConfig {
+    /// Checks every field and every relation between fields.
+    pub fn validate(&self) -> Result<()> {
+        fn bad(field: &'static str, reason: &'static str) -> Result<()> {
+            Err(Error::InvalidConfig { field, reason })
+        }
+        if self.dim == 0 {
+            return bad("dim", "must be at least 1");
+        }
+        if self.moe_inter_dim == 0 {
+            return bad("moe_inter_dim", "must be at least 1");
+        }
+        if self.n_routed_experts == 0 {
+            return bad("n_routed_experts", "must be at least 1");
+        }
+        if self.n_activated_experts == 0 || self.n_activated_experts > self.n_routed_experts {
+            return bad("n_activated_experts", "must be between 1 and n_routed_experts");
+        }
+        if self.n_expert_groups == 0 || self.n_routed_experts % self.n_expert_groups != 0 {
+            return bad("n_expert_groups", "must be at least 1 and divide n_routed_experts");
+        }
+        if self.n_limited_groups == 0 || self.n_limited_groups > self.n_expert_groups {
+            return bad("n_limited_groups", "must be between 1 and n_expert_groups");
+        }
+        let per_group = self.n_routed_experts / self.n_expert_groups;
+        if self.n_activated_experts > self.n_limited_groups * per_group {
+            return bad(
+                "n_activated_experts",
+                "must not exceed the experts of the n_limited_groups kept groups",
+            );
+        }
+        if self.bias && self.n_expert_groups > 1 && per_group < 2 {
+            return bad(
+                "n_expert_groups",
+                "with a bias, each group needs two experts (its score is the sum of its best two)",
+            );
+        }
+        if !self.route_scale.is_finite() {
+            return bad("route_scale", "must be finite");
+        }
+        Ok(())
+    }
+
+    /// Experts per group.
+    pub fn experts_per_group(&self) -> usize {
+        self.n_routed_experts / self.n_expert_groups
+    }
+
+    /// Hidden width of the fused shared-expert MLP.
+    pub fn shared_inter_dim(&self) -> usize {
+        self.n_shared_experts * self.moe_inter_dim
     }
 }
 
@@ -249,6 +400,50 @@ mod tests {
             let mut c = base.clone();
             mutate(&mut c);
             match c.validate() {
+                Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("expected InvalidConfig for {field}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn short_conv_defaults_to_on_and_can_be_turned_off() {
+        let base = r#"{"engram_vocab_size":[10],"max_ngram_size":2,"n_embed_per_ngram":8,
+            "n_head_per_ngram":4,"layer_ids":[0],"pad_id":2,"seed":0,"kernel_size":4,
+            "hidden_size":16,"hc_mult":1"#;
+        let on: EngramConfig = serde_json::from_str(&alloc::format!("{base}}}")).unwrap();
+        assert!(on.short_conv);
+        let off: EngramConfig =
+            serde_json::from_str(&alloc::format!("{base},\"short_conv\":false}}")).unwrap();
+        assert!(!off.short_conv);
+    }
+
+    #[test]
+    fn moe_config_validates_routing_relations() {
+        let ok = r#"{"dim":64,"moe_inter_dim":32,"n_routed_experts":16,"n_shared_experts":1,
+            "n_activated_experts":4,"n_expert_groups":4,"n_limited_groups":2,"route_scale":2.5,
+            "score_func":"sigmoid","bias":true,"name":"ignored"}"#;
+        let c: MoeConfig = serde_json::from_str(ok).unwrap();
+        assert_eq!(c.experts_per_group(), 4);
+        type Mutation = fn(&mut MoeConfig);
+        let mutations: [(Mutation, &str); 6] = [
+            (|c| c.n_activated_experts = 17, "n_activated_experts"),
+            (|c| c.n_expert_groups = 3, "n_expert_groups"),
+            (|c| c.n_limited_groups = 5, "n_limited_groups"),
+            (|c| c.n_activated_experts = 9, "n_activated_experts"),
+            (
+                |c| {
+                    c.n_expert_groups = 16;
+                    c.n_limited_groups = 16;
+                },
+                "n_expert_groups",
+            ),
+            (|c| c.route_scale = f64::NAN, "route_scale"),
+        ];
+        for (m, field) in mutations {
+            let mut bad = c.clone();
+            m(&mut bad);
+            match bad.validate() {
                 Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
                 other => panic!("expected InvalidConfig for {field}, got {other:?}"),
             }

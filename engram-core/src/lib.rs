@@ -20,12 +20,14 @@ extern crate alloc;
 
 pub mod batch;
 pub mod config;
+pub mod dtype;
 pub mod error;
 pub mod hash;
 pub mod vocab;
 
 pub use batch::PackedBatch;
-pub use config::EngramConfig;
+pub use config::{EngramConfig, MoeConfig, ScoreFunc};
+pub use dtype::{bf16, f16, DType, Element, Scalar};
 pub use error::{Error, Result};
 pub use hash::NgramHasher;
 pub use vocab::{normalize, CompressedVocab, CompressedVocabBuilder};
