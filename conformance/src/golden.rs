@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
 /// Problems reading a golden file.
@@ -17,14 +16,6 @@ pub enum GoldenError {
         /// Why.
         source: std::io::Error,
     },
-    /// The file is not a valid safetensors file.
-    #[error("{path} is not a valid safetensors file: {source}")]
-    Safetensors {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: safetensors::SafeTensorError,
-    },
     /// The file is not valid JSON of the expected shape.
     #[error("{path} is not valid JSON of the expected shape: {source}")]
     Json {
@@ -33,123 +24,11 @@ pub enum GoldenError {
         /// Why.
         source: serde_json::Error,
     },
-    /// A tensor the caller asked for is absent.
-    #[error("tensor `{name}` is missing")]
-    MissingTensor {
-        /// Its name.
-        name: String,
-    },
-    /// A tensor has another dtype than the caller asked for.
-    #[error("tensor `{name}` has dtype {actual:?}, expected {expected:?}")]
-    WrongDtype {
-        /// Its name.
-        name: String,
-        /// The dtype asked for.
-        expected: Dtype,
-        /// The dtype in the file.
-        actual: Dtype,
-    },
 }
 
 /// The folder holding the golden files shipped with this crate.
 pub fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("golden")
-}
-
-/// A tensor read from a golden file: its shape and its elements in row-major order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Tensor<T> {
-    /// Dimensions, outermost first.
-    pub shape: Vec<usize>,
-    /// Elements, row-major.
-    pub data: Vec<T>,
-}
-
-/// A whole safetensors file held in memory.
-#[derive(Debug)]
-pub struct GoldenFile {
-    path: PathBuf,
-    bytes: Vec<u8>,
-}
-
-macro_rules! typed_reader {
-    ($name:ident, $t:ty, $dtype:expr) => {
-        #[doc = concat!("Reads tensor `name`, which must be stored as `", stringify!($dtype), "`.")]
-        pub fn $name(&self, name: &str) -> Result<Tensor<$t>, GoldenError> {
-            let view = self.view(name, $dtype)?;
-            let data = view
-                .data()
-                .chunks_exact(std::mem::size_of::<$t>())
-                .map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk has the element size")))
-                .collect();
-            Ok(Tensor {
-                shape: view.shape().to_vec(),
-                data,
-            })
-        }
-    };
-}
-
-impl GoldenFile {
-    /// Reads a safetensors file and checks its header.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self, GoldenError> {
-        let path = path.as_ref().to_path_buf();
-        let bytes = std::fs::read(&path).map_err(|source| GoldenError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        SafeTensors::deserialize(&bytes).map_err(|source| GoldenError::Safetensors {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(GoldenFile { path, bytes })
-    }
-
-    fn tensors(&self) -> SafeTensors<'_> {
-        SafeTensors::deserialize(&self.bytes).expect("header was checked in open")
-    }
-
-    /// Names of every tensor in the file.
-    pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .tensors()
-            .names()
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
-        names.sort();
-        names
-    }
-
-    /// The file this was read from.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn view(
-        &self,
-        name: &str,
-        expected: Dtype,
-    ) -> Result<safetensors::tensor::TensorView<'_>, GoldenError> {
-        let view = self
-            .tensors()
-            .tensor(name)
-            .map_err(|_| GoldenError::MissingTensor {
-                name: name.to_owned(),
-            })?;
-        if view.dtype() != expected {
-            return Err(GoldenError::WrongDtype {
-                name: name.to_owned(),
-                expected,
-                actual: view.dtype(),
-            });
-        }
-        Ok(view)
-    }
-
-    typed_reader!(i64s, i64, Dtype::I64);
-    typed_reader!(f32s, f32, Dtype::F32);
-    typed_reader!(f64s, f64, Dtype::F64);
 }
 
 /// Reads and parses a JSON golden file.

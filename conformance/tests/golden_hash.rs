@@ -2,9 +2,10 @@
 
 #![allow(clippy::unwrap_used)] // a failing test is a panic with the reason
 
-use engram_conformance::golden::{golden_dir, read_json, GoldenFile, HashParams};
+use engram_conformance::golden::{golden_dir, read_json, HashParams};
 use engram_core::hash::{layer_multipliers, prime_tables};
-use engram_core::{CompressedVocab, EngramConfig, NgramHasher};
+use engram_core::{CompressedVocab, EngramConfig, NgramHasher, TensorSource};
+use engram_model::SafetensorsFile;
 
 fn hash_params() -> HashParams {
     read_json(golden_dir().join("hash_params.json")).unwrap()
@@ -47,7 +48,7 @@ fn prime_chains_match_the_reference() {
 struct PublicEngram {
     config: EngramConfig,
     json: serde_json::Value,
-    file: GoldenFile,
+    file: SafetensorsFile,
 }
 
 fn public_engram() -> PublicEngram {
@@ -55,7 +56,7 @@ fn public_engram() -> PublicEngram {
     PublicEngram {
         config: read_json(dir.join("engram_public.json")).unwrap(),
         json: read_json(dir.join("engram_public.json")).unwrap(),
-        file: GoldenFile::open(dir.join("engram_public.safetensors")).unwrap(),
+        file: SafetensorsFile::open(dir.join("engram_public.safetensors")).unwrap(),
     }
 }
 
@@ -88,37 +89,34 @@ fn public_config_loads_as_it_is_and_derives_its_table_sizes() {
             .map(|m| m.as_u64().unwrap())
             .collect();
         assert_eq!(layer.multipliers, mult);
-        let tensor = p.file.i64s(&format!("multipliers.layer{key}")).unwrap();
+        let tensor = p.file.read_i64(&format!("multipliers.layer{key}")).unwrap();
         assert_eq!(
             layer.multipliers,
-            tensor.data.iter().map(|&m| m as u64).collect::<Vec<_>>()
+            tensor.iter().map(|&m| m as u64).collect::<Vec<_>>()
         );
     }
     // The concatenated table of layer 1 starts each head at the golden offsets.
-    let offsets = p.file.i64s("weights.multi_head_embedding.offsets").unwrap();
+    let offsets = p.file.read_i64("weights.multi_head_embedding.offsets").unwrap();
     let layer1 = hasher.layer(1).unwrap();
     assert_eq!(
         layer1.offsets,
-        offsets.data.iter().map(|&o| o as u64).collect::<Vec<_>>()
+        offsets.iter().map(|&o| o as u64).collect::<Vec<_>>()
     );
-    let rows = p
-        .file
-        .f32s("weights.multi_head_embedding.embedding.weight")
-        .unwrap();
-    assert_eq!(rows.shape[0] as u64, layer1.total_rows());
+    let shape = p.file.shape("weights.multi_head_embedding.embedding.weight").unwrap();
+    assert_eq!(shape[0] as u64, layer1.total_rows());
 }
 
 #[test]
 fn compressed_ids_are_the_lookup_of_the_raw_ids() {
     let p = public_engram();
-    let lookup = GoldenFile::open(golden_dir().join("vocab_deepseek_v3_lookup.safetensors"))
+    let lookup = SafetensorsFile::open(golden_dir().join("vocab_deepseek_v3_lookup.safetensors"))
         .unwrap()
-        .i64s("lookup")
+        .read_i64("lookup")
         .unwrap();
-    let vocab = CompressedVocab::from_lookup(as_u32(&lookup.data)).unwrap();
+    let vocab = CompressedVocab::from_lookup(as_u32(&lookup)).unwrap();
     assert_eq!(vocab.num_canonical(), 98_627);
-    let raw = as_u32(&p.file.i64s("input_ids").unwrap().data);
-    let expected = as_u32(&p.file.i64s("compressed_ids").unwrap().data);
+    let raw = as_u32(&p.file.read_i64("input_ids").unwrap());
+    let expected = as_u32(&p.file.read_i64("compressed_ids").unwrap());
     let mut got = vec![0; raw.len()];
     vocab.compress(&raw, &mut got).unwrap();
     assert_eq!(got, expected);
@@ -127,20 +125,18 @@ fn compressed_ids_are_the_lookup_of_the_raw_ids() {
 #[test]
 fn hash_rows_match_every_position_of_both_layers() {
     let p = public_engram();
-    let ids = p.file.i64s("compressed_ids").unwrap();
-    let (batch, seq) = (ids.shape[0], ids.shape[1]);
-    let compressed = as_u32(&ids.data);
+    let shape = p.file.shape("compressed_ids").unwrap();
+    let (batch, seq) = (shape[0], shape[1]);
+    let compressed = as_u32(&p.file.read_i64("compressed_ids").unwrap());
     // Each padded row of the golden batch is one sequence.
     let cu_seqlens: Vec<u32> = (0..=batch).map(|b| (b * seq) as u32).collect();
     let hasher = NgramHasher::new(&p.config, 98_627, 2).unwrap();
     let all = hasher.hash_all_layers(&compressed, &cu_seqlens).unwrap();
     for (layer, rows) in hasher.layers().iter().zip(&all) {
-        let expected = p
-            .file
-            .i64s(&format!("hash_ids.layer{}", layer.layer_id))
-            .unwrap();
-        assert_eq!(expected.shape, [batch, seq, hasher.heads_per_position()]);
-        assert_eq!(rows, &as_u32(&expected.data), "layer {}", layer.layer_id);
+        let name = format!("hash_ids.layer{}", layer.layer_id);
+        assert_eq!(p.file.shape(&name).unwrap(), [batch, seq, hasher.heads_per_position()]);
+        let expected = p.file.read_i64(&name).unwrap();
+        assert_eq!(rows, &as_u32(&expected), "layer {}", layer.layer_id);
         // The single-layer entry point agrees with the one-pass one.
         let mut one = vec![0; rows.len()];
         hasher

@@ -23,7 +23,9 @@ pub mod config;
 pub mod dtype;
 pub mod error;
 pub mod hash;
+pub mod reference;
 pub mod vocab;
+pub mod weights;
 
 pub use batch::PackedBatch;
 pub use config::{EngramConfig, MoeConfig, ScoreFunc};
@@ -31,3 +33,4 @@ pub use dtype::{bf16, f16, DType, Element, Scalar};
 pub use error::{Error, Result};
 pub use hash::NgramHasher;
 pub use vocab::{normalize, CompressedVocab, CompressedVocabBuilder};
+pub use weights::{EngramLayer, EngramWeights, MoeLayer, MoeWeights, TensorSource};

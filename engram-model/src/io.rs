@@ -3,25 +3,23 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use engram_core::{CompressedVocab, EngramConfig};
-use safetensors::{Dtype, SafeTensors};
+use engram_core::{CompressedVocab, EngramConfig, TensorSource};
+use safetensors::Dtype;
 
 use crate::error::{ModelError, Result};
+use crate::safetensors_file::SafetensorsFile;
 
 /// Name of the lookup tensor in a vocabulary file (as the reference writes it).
 pub const LOOKUP_TENSOR: &str = "lookup";
 
-fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
 
 /// Reads and validates an [`EngramConfig`] (flat, or nested as in the golden files).
 pub fn read_config(path: impl AsRef<Path>) -> Result<EngramConfig> {
     let path = path.as_ref();
-    let bytes = read(path)?;
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     serde_json::from_slice(&bytes).map_err(|source| ModelError::Config {
         path: path.to_path_buf(),
         source,
@@ -66,43 +64,20 @@ pub fn write_vocab(vocab: &CompressedVocab, path: impl AsRef<Path>) -> Result<()
 /// integer dtype, one non-negative entry per raw id.
 pub fn read_vocab(path: impl AsRef<Path>) -> Result<CompressedVocab> {
     let path = path.as_ref();
-    let bytes = read(path)?;
-    let tensors = SafeTensors::deserialize(&bytes).map_err(|source| ModelError::Safetensors {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = SafetensorsFile::open(path)?;
     let bad = |problem: &str| ModelError::BadTensor {
         path: path.to_path_buf(),
         name: LOOKUP_TENSOR.to_owned(),
         problem: problem.to_owned(),
     };
-    let view = tensors
-        .tensor(LOOKUP_TENSOR)
-        .map_err(|_| bad("is missing"))?;
-    if view.shape().len() != 1 {
-        return Err(bad("must be one-dimensional"));
+    match file.shape(LOOKUP_TENSOR) {
+        None => return Err(bad("is missing")),
+        Some(shape) if shape.len() != 1 => return Err(bad("must be one-dimensional")),
+        Some(_) => {}
     }
-    let data = view.data();
-    let values: Vec<i128> = match view.dtype() {
-        Dtype::I64 => data
-            .chunks_exact(8)
-            .map(|c| {
-                i128::from(i64::from_le_bytes([
-                    c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
-                ]))
-            })
-            .collect(),
-        Dtype::I32 => data
-            .chunks_exact(4)
-            .map(|c| i128::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-            .collect(),
-        Dtype::U32 => data
-            .chunks_exact(4)
-            .map(|c| i128::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-            .collect(),
-        _ => return Err(bad("must be int64, int32 or uint32")),
-    };
-    let lookup = values
+    let lookup = file
+        .read_i64(LOOKUP_TENSOR)
+        .map_err(|_| bad("must be int64, int32 or uint32"))?
         .into_iter()
         .map(|v| u32::try_from(v).map_err(|_| bad("holds an entry outside 0..2^32")))
         .collect::<Result<Vec<u32>>>()?;

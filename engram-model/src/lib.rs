@@ -6,7 +6,9 @@
 
 pub mod error;
 pub mod io;
+pub mod safetensors_file;
 pub mod tokenizer;
 
 pub use error::{ModelError, Result};
+pub use safetensors_file::SafetensorsFile;
 pub use tokenizer::EngramTokenizer;

@@ -84,6 +84,23 @@ pub struct LayerHash {
 }
 
 impl LayerHash {
+    /// The rows one position reads, from its window of compressed ids, newest first
+    /// (`window[k] = x'_{t-k}`, pad ids before the sequence start; `window.len() == N`):
+    /// `out[(n - 2) * K + j] = (XOR_{k<n} window[k] * m_k) mod p_{n,j}`.
+    ///
+    /// The caller guarantees every id is below the compressed vocabulary size the multipliers
+    /// were drawn for, which keeps each product below 2^63.
+    pub fn rows_for_window(&self, window: &[u64], heads_per_order: usize, out: &mut [u32]) {
+        let mut mix = window[0] * self.multipliers[0];
+        for n in 2..=self.multipliers.len() {
+            mix ^= window[n - 1] * self.multipliers[n - 1];
+            let heads = (n - 2) * heads_per_order..(n - 1) * heads_per_order;
+            for (r, &p) in out[heads.clone()].iter_mut().zip(&self.table_sizes[heads]) {
+                *r = (mix % u64::from(p)) as u32;
+            }
+        }
+    }
+
     /// Total rows of the concatenated table of this layer.
     pub fn total_rows(&self) -> u64 {
         self.table_sizes.iter().map(|&p| u64::from(p)).sum()
@@ -172,6 +189,16 @@ impl NgramHasher {
         (self.max_ngram_size - 1) * self.heads_per_order
     }
 
+    /// Heads per order (K).
+    pub fn heads_per_order(&self) -> usize {
+        self.heads_per_order
+    }
+
+    /// N, the largest order.
+    pub fn max_ngram_size(&self) -> usize {
+        self.max_ngram_size
+    }
+
     /// Number of canonical ids the hash accepts.
     pub fn compressed_vocab(&self) -> u64 {
         self.compressed_vocab
@@ -182,7 +209,8 @@ impl NgramHasher {
         self.compressed_pad_id
     }
 
-    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+    /// Checks that every id is a canonical id of the vocabulary the hash was built for.
+    pub fn check_ids(&self, ids: &[u32]) -> Result<()> {
         match ids
             .iter()
             .position(|&id| u64::from(id) >= self.compressed_vocab)
@@ -236,46 +264,70 @@ impl NgramHasher {
         cu_seqlens: &[u32],
         outs: &mut [&mut [u32]],
     ) -> Result<()> {
-        let batch = PackedBatch::new(cu_seqlens, ids.len())?;
-        self.check_ids(ids)?;
-        let heads = self.heads_per_position();
-        for out in outs.iter() {
-            let expected = ids.len() * heads;
-            if out.len() != expected {
-                return Err(Error::ShapeMismatch {
-                    what: "hash output",
-                    expected,
-                    actual: out.len(),
-                });
-            }
-        }
-        let n_max = self.max_ngram_size;
-        let mut window = vec![0u64; n_max];
-        for seq in batch.sequences() {
-            for t in seq.clone() {
-                // window[k] = x'_{t-k}, the pad id before the sequence start.
-                for (k, w) in window.iter_mut().enumerate() {
-                    *w = match t.checked_sub(k) {
-                        Some(i) if i >= seq.start => u64::from(ids[i]),
-                        _ => u64::from(self.compressed_pad_id),
-                    };
-                }
-                for (&li, out) in layer_indices.iter().zip(outs.iter_mut()) {
-                    let layer = &self.layers[li];
-                    let row = &mut out[t * heads..(t + 1) * heads];
-                    let mut mix = window[0] * layer.multipliers[0];
-                    for n in 2..=n_max {
-                        mix ^= window[n - 1] * layer.multipliers[n - 1];
-                        let first = (n - 2) * self.heads_per_order;
-                        let heads = first..first + self.heads_per_order;
-                        for (r, &p) in row[heads.clone()].iter_mut().zip(&layer.table_sizes[heads])
-                        {
-                            *r = (mix % u64::from(p)) as u32;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
+        let layers: Vec<&LayerHash> = layer_indices.iter().map(|&i| &self.layers[i]).collect();
+        hash_packed(
+            &layers,
+            self.heads_per_order,
+            self.compressed_pad_id,
+            self.compressed_vocab,
+            ids,
+            cu_seqlens,
+            outs,
+        )
     }
+}
+
+/// The rows of several layers over a packed batch in one pass over the ids: `outs[i][t * H + h]`
+/// is the row head `h` of `layers[i]` reads at position `t` (`H = (N - 1) * K`).
+///
+/// Validates everything before writing: `cu_seqlens` against the batch, every id below
+/// `compressed_vocab`, every output's length.
+pub fn hash_packed(
+    layers: &[&LayerHash],
+    heads_per_order: usize,
+    compressed_pad_id: u32,
+    compressed_vocab: u64,
+    ids: &[u32],
+    cu_seqlens: &[u32],
+    outs: &mut [&mut [u32]],
+) -> Result<()> {
+    let batch = PackedBatch::new(cu_seqlens, ids.len())?;
+    if let Some(position) = ids.iter().position(|&id| u64::from(id) >= compressed_vocab) {
+        return Err(Error::IdOutOfRange {
+            position,
+            id: u64::from(ids[position]),
+            limit: compressed_vocab,
+        });
+    }
+    let Some(first) = layers.first() else {
+        return Ok(());
+    };
+    let n_max = first.multipliers.len();
+    let heads = (n_max - 1) * heads_per_order;
+    for out in outs.iter() {
+        let expected = ids.len() * heads;
+        if out.len() != expected {
+            return Err(Error::ShapeMismatch {
+                what: "hash output",
+                expected,
+                actual: out.len(),
+            });
+        }
+    }
+    let mut window = vec![0u64; n_max];
+    for seq in batch.sequences() {
+        for t in seq.clone() {
+            // window[k] = x'_{t-k}, the pad id before the sequence start.
+            for (k, w) in window.iter_mut().enumerate() {
+                *w = match t.checked_sub(k) {
+                    Some(i) if i >= seq.start => u64::from(ids[i]),
+                    _ => u64::from(compressed_pad_id),
+                };
+            }
+            for (layer, out) in layers.iter().zip(outs.iter_mut()) {
+                layer.rows_for_window(&window, heads_per_order, &mut out[t * heads..(t + 1) * heads]);
+            }
+        }
+    }
+    Ok(())
 }
