@@ -96,13 +96,19 @@ fn public_config_loads_as_it_is_and_derives_its_table_sizes() {
         );
     }
     // The concatenated table of layer 1 starts each head at the golden offsets.
-    let offsets = p.file.read_i64("weights.multi_head_embedding.offsets").unwrap();
+    let offsets = p
+        .file
+        .read_i64("weights.multi_head_embedding.offsets")
+        .unwrap();
     let layer1 = hasher.layer(1).unwrap();
     assert_eq!(
         layer1.offsets,
         offsets.iter().map(|&o| o as u64).collect::<Vec<_>>()
     );
-    let shape = p.file.shape("weights.multi_head_embedding.embedding.weight").unwrap();
+    let shape = p
+        .file
+        .shape("weights.multi_head_embedding.embedding.weight")
+        .unwrap();
     assert_eq!(shape[0] as u64, layer1.total_rows());
 }
 
@@ -134,7 +140,10 @@ fn hash_rows_match_every_position_of_both_layers() {
     let all = hasher.hash_all_layers(&compressed, &cu_seqlens).unwrap();
     for (layer, rows) in hasher.layers().iter().zip(&all) {
         let name = format!("hash_ids.layer{}", layer.layer_id);
-        assert_eq!(p.file.shape(&name).unwrap(), [batch, seq, hasher.heads_per_position()]);
+        assert_eq!(
+            p.file.shape(&name).unwrap(),
+            [batch, seq, hasher.heads_per_position()]
+        );
         let expected = p.file.read_i64(&name).unwrap();
         assert_eq!(rows, &as_u32(&expected), "layer {}", layer.layer_id);
         // The single-layer entry point agrees with the one-pass one.

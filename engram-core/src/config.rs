@@ -215,7 +215,6 @@ impl TryFrom<RawConfig> for EngramConfig {
     }
 }
 
-
 /// How the MoE gate turns logits into scores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -318,10 +317,16 @@ impl MoeConfig {
             return bad("n_routed_experts", "must be at least 1");
         }
         if self.n_activated_experts == 0 || self.n_activated_experts > self.n_routed_experts {
-            return bad("n_activated_experts", "must be between 1 and n_routed_experts");
+            return bad(
+                "n_activated_experts",
+                "must be between 1 and n_routed_experts",
+            );
         }
         if self.n_expert_groups == 0 || self.n_routed_experts % self.n_expert_groups != 0 {
-            return bad("n_expert_groups", "must be at least 1 and divide n_routed_experts");
+            return bad(
+                "n_expert_groups",
+                "must be at least 1 and divide n_routed_experts",
+            );
         }
         if self.n_limited_groups == 0 || self.n_limited_groups > self.n_expert_groups {
             return bad("n_limited_groups", "must be between 1 and n_expert_groups");

@@ -170,7 +170,10 @@ impl fmt::Display for Error {
                 "tensor `{name}` has shape {actual:?}, the config implies {expected:?}"
             ),
             Error::TensorDType { name, dtype } => {
-                write!(f, "tensor `{name}` has dtype {dtype}, which cannot be read here")
+                write!(
+                    f,
+                    "tensor `{name}` has dtype {dtype}, which cannot be read here"
+                )
             }
             Error::TensorValue { name, reason } => write!(f, "tensor `{name}`: {reason}"),
             Error::UnsupportedDType { backend, dtype } => {

@@ -148,24 +148,7 @@ impl CompressedVocab {
     /// Compresses `raw` into `out` (same length); fails on the first id out of range, leaving
     /// `out` untouched.
     pub fn compress(&self, raw: &[u32], out: &mut [u32]) -> Result<()> {
-        if out.len() != raw.len() {
-            return Err(Error::ShapeMismatch {
-                what: "compressed ids",
-                expected: raw.len(),
-                actual: out.len(),
-            });
-        }
-        if let Some(position) = raw.iter().position(|&r| r as usize >= self.lookup.len()) {
-            return Err(Error::IdOutOfRange {
-                position,
-                id: u64::from(raw[position]),
-                limit: self.lookup.len() as u64,
-            });
-        }
-        for (o, &r) in out.iter_mut().zip(raw) {
-            *o = self.lookup[r as usize];
-        }
-        Ok(())
+        crate::reference::compress_ids(&self.lookup, raw, out)
     }
 
     /// Canonical ids shared by more than one raw id, largest group first (ties by canonical id),

@@ -116,15 +116,22 @@ impl<T: Element> EngramLayer<T> {
         config.validate()?;
         let hash = hasher.layer(layer_id)?.clone();
         let (m, d, d_mem) = (config.hc_mult, config.hidden_size, config.d_mem());
-        let rows = usize::try_from(hash.total_rows()).map_err(|_| Error::Overflow {
-            what: "table rows",
-        })?;
-        let table = load(source, prefix, "multi_head_embedding.embedding.weight", &[rows, config.d_head()])?;
+        let rows = usize::try_from(hash.total_rows())
+            .map_err(|_| Error::Overflow { what: "table rows" })?;
+        let table = load(
+            source,
+            prefix,
+            "multi_head_embedding.embedding.weight",
+            &[rows, config.d_head()],
+        )?;
         let offsets_name = full_name(prefix, "multi_head_embedding.offsets");
         if source.shape(&offsets_name).is_some() {
             let stored = source.read_i64(&offsets_name)?;
             let same = stored.len() == hash.offsets.len()
-                && stored.iter().zip(&hash.offsets).all(|(&a, &b)| a >= 0 && a as u64 == b);
+                && stored
+                    .iter()
+                    .zip(&hash.offsets)
+                    .all(|(&a, &b)| a >= 0 && a as u64 == b);
             if !same {
                 return Err(Error::TensorValue {
                     name: offsets_name,
@@ -135,23 +142,64 @@ impl<T: Element> EngramLayer<T> {
         let mut proj_weight = Vec::with_capacity((m + 1) * d * d_mem);
         let mut proj_bias = Vec::with_capacity((m + 1) * d);
         for i in 0..m {
-            load_into(source, prefix, &format!("key_projs.{i}.weight"), &[d, d_mem], &mut proj_weight)?;
-            load_into(source, prefix, &format!("key_projs.{i}.bias"), &[d], &mut proj_bias)?;
+            load_into(
+                source,
+                prefix,
+                &format!("key_projs.{i}.weight"),
+                &[d, d_mem],
+                &mut proj_weight,
+            )?;
+            load_into(
+                source,
+                prefix,
+                &format!("key_projs.{i}.bias"),
+                &[d],
+                &mut proj_bias,
+            )?;
         }
-        load_into(source, prefix, "value_proj.weight", &[d, d_mem], &mut proj_weight)?;
+        load_into(
+            source,
+            prefix,
+            "value_proj.weight",
+            &[d, d_mem],
+            &mut proj_weight,
+        )?;
         load_into(source, prefix, "value_proj.bias", &[d], &mut proj_bias)?;
         let mut key_norm = Vec::with_capacity(m * d);
         let mut query_norm = Vec::with_capacity(m * d);
         let mut conv_norm = Vec::new();
         for i in 0..m {
-            load_into(source, prefix, &format!("norm1.{i}.weight"), &[d], &mut key_norm)?;
-            load_into(source, prefix, &format!("norm2.{i}.weight"), &[d], &mut query_norm)?;
+            load_into(
+                source,
+                prefix,
+                &format!("norm1.{i}.weight"),
+                &[d],
+                &mut key_norm,
+            )?;
+            load_into(
+                source,
+                prefix,
+                &format!("norm2.{i}.weight"),
+                &[d],
+                &mut query_norm,
+            )?;
             if config.short_conv {
-                load_into(source, prefix, &format!("short_conv.norms.{i}.weight"), &[d], &mut conv_norm)?;
+                load_into(
+                    source,
+                    prefix,
+                    &format!("short_conv.norms.{i}.weight"),
+                    &[d],
+                    &mut conv_norm,
+                )?;
             }
         }
         let conv_weight = if config.short_conv {
-            load(source, prefix, "short_conv.conv.weight", &[m * d, 1, config.kernel_size])?
+            load(
+                source,
+                prefix,
+                "short_conv.conv.weight",
+                &[m * d, 1, config.kernel_size],
+            )?
         } else {
             Vec::new()
         };
@@ -220,9 +268,27 @@ impl<T: Element> MoeLayer<T> {
         let mut w2 = Vec::with_capacity(e * inter * dim);
         let mut w3 = Vec::with_capacity(e * inter * dim);
         for i in 0..e {
-            load_into(source, prefix, &format!("experts.{i}.w1.weight"), &[inter, dim], &mut w1)?;
-            load_into(source, prefix, &format!("experts.{i}.w2.weight"), &[dim, inter], &mut w2)?;
-            load_into(source, prefix, &format!("experts.{i}.w3.weight"), &[inter, dim], &mut w3)?;
+            load_into(
+                source,
+                prefix,
+                &format!("experts.{i}.w1.weight"),
+                &[inter, dim],
+                &mut w1,
+            )?;
+            load_into(
+                source,
+                prefix,
+                &format!("experts.{i}.w2.weight"),
+                &[dim, inter],
+                &mut w2,
+            )?;
+            load_into(
+                source,
+                prefix,
+                &format!("experts.{i}.w3.weight"),
+                &[inter, dim],
+                &mut w3,
+            )?;
         }
         let shared = config.shared_inter_dim();
         let (shared_w1, shared_w2, shared_w3) = if shared > 0 {

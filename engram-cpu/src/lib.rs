@@ -1,12 +1,282 @@
 //! # engram-cpu
 //!
-//! The CPU backend of the Engram kernels. Its kernels are free functions over slices, usable
-//! without any trait; the backend adaptor over them follows the contracts of `engram-core`.
-//!
-//! Today the crate exposes the exact N-gram hash of `engram-core` over packed batches; the fused
-//! gather / projection / gate / convolution kernels build on it.
+//! The CPU backend of the Engram kernels. Buffers are host vectors; every op is the oracle's
+//! function of the same name in [`engram_core::reference`], so this backend is exact by
+//! construction and serves as the baseline every other backend is held to. (The tuned kernels,
+//! free functions over slices usable without the traits, replace these calls op by op.)
 
-pub use engram_core::hash::NgramHasher;
+use engram_core::hash::{hash_packed, LayerHash};
+use engram_core::reference;
+use engram_core::{
+    Backend, Capabilities, DType, Element, EngramOps, MoeConfig, MoeOps, Result, ScoreFunc,
+};
 
 /// The name users select this backend by (`--backend cpu`).
 pub const BACKEND_NAME: &str = "cpu";
+
+/// The CPU backend: host memory, the calling thread.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    /// The backend (it has no device to open, so this cannot fail).
+    pub fn new() -> Self {
+        CpuBackend
+    }
+}
+
+fn len_check<T>(what: &'static str, buf: &[T], expected: usize) -> Result<()> {
+    if buf.len() == expected {
+        Ok(())
+    } else {
+        Err(engram_core::Error::ShapeMismatch {
+            what,
+            expected,
+            actual: buf.len(),
+        })
+    }
+}
+
+impl Backend for CpuBackend {
+    type Buffer<T: engram_core::Scalar> = Vec<T>;
+
+    fn name(&self) -> &'static str {
+        BACKEND_NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            backend: BACKEND_NAME,
+            device: "host CPU".to_owned(),
+            float_dtypes: vec![DType::F32, DType::F64, DType::F16, DType::BF16],
+        }
+    }
+
+    fn upload<T: engram_core::Scalar>(&self, data: &[T]) -> Result<Vec<T>> {
+        Ok(data.to_vec())
+    }
+
+    fn zeros<T: engram_core::Scalar>(&self, len: usize) -> Result<Vec<T>> {
+        Ok(vec![T::default(); len])
+    }
+
+    fn download<T: engram_core::Scalar>(&self, buffer: &Vec<T>, out: &mut [T]) -> Result<()> {
+        len_check("download destination", out, buffer.len())?;
+        out.copy_from_slice(buffer);
+        Ok(())
+    }
+
+    fn copy<T: engram_core::Scalar>(&self, src: &Vec<T>, dst: &mut Vec<T>) -> Result<()> {
+        len_check("copy destination", dst, src.len())?;
+        dst.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn len<T: engram_core::Scalar>(&self, buffer: &Vec<T>) -> usize {
+        buffer.len()
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl EngramOps for CpuBackend {
+    fn compress_ids(&self, lookup: &Vec<u32>, raw: &Vec<u32>, out: &mut Vec<u32>) -> Result<()> {
+        reference::compress_ids(lookup, raw, out)
+    }
+
+    fn hash(
+        &self,
+        layer: &LayerHash,
+        heads_per_order: usize,
+        compressed_pad_id: u32,
+        compressed_vocab: u64,
+        ids: &Vec<u32>,
+        cu_seqlens: &Vec<u32>,
+        rows: &mut Vec<u32>,
+    ) -> Result<()> {
+        hash_packed(
+            &[layer],
+            heads_per_order,
+            compressed_pad_id,
+            compressed_vocab,
+            ids,
+            cu_seqlens,
+            &mut [rows],
+        )
+    }
+
+    fn hash_decode(
+        &self,
+        layer: &LayerHash,
+        heads_per_order: usize,
+        compressed_vocab: u64,
+        history: &Vec<u32>,
+        ids: &Vec<u32>,
+        rows: &mut Vec<u32>,
+    ) -> Result<()> {
+        reference::hash_decode(layer, heads_per_order, compressed_vocab, history, ids, rows)
+    }
+
+    fn gather_rows<T: Element>(
+        &self,
+        table: &Vec<T>,
+        d_head: usize,
+        layer: &LayerHash,
+        rows: &Vec<u32>,
+        out: &mut Vec<T>,
+    ) -> Result<()> {
+        reference::gather_rows(table, d_head, layer, rows, out)
+    }
+
+    fn rms_norm<T: Element>(
+        &self,
+        x: &Vec<T>,
+        weight: &Vec<T>,
+        d: usize,
+        eps: f64,
+        out: &mut Vec<T>,
+    ) -> Result<()> {
+        reference::rms_norm(x, weight, d, eps, out)
+    }
+
+    fn linear<T: Element>(
+        &self,
+        x: &Vec<T>,
+        weight: &Vec<T>,
+        bias: Option<&Vec<T>>,
+        in_features: usize,
+        out: &mut Vec<T>,
+    ) -> Result<()> {
+        reference::linear(x, weight, bias.map(Vec::as_slice), in_features, out)
+    }
+
+    fn gate<T: Element>(
+        &self,
+        proj: &Vec<T>,
+        hidden: &Vec<T>,
+        key_norm: &Vec<T>,
+        query_norm: &Vec<T>,
+        m: usize,
+        d: usize,
+        value: &mut Vec<T>,
+        alpha: &mut Vec<T>,
+    ) -> Result<()> {
+        reference::gate(proj, hidden, key_norm, query_norm, m, d, value, alpha)
+    }
+
+    fn short_conv<T: Element>(
+        &self,
+        normed: &Vec<T>,
+        value: &Vec<T>,
+        weight: &Vec<T>,
+        channels: usize,
+        kernel: usize,
+        dilation: usize,
+        cu_seqlens: &Vec<u32>,
+        out: &mut Vec<T>,
+    ) -> Result<()> {
+        reference::short_conv(
+            normed, value, weight, channels, kernel, dilation, cu_seqlens, out,
+        )
+    }
+
+    fn short_conv_decode<T: Element>(
+        &self,
+        normed: &Vec<T>,
+        value: &Vec<T>,
+        weight: &Vec<T>,
+        channels: usize,
+        kernel: usize,
+        dilation: usize,
+        history: &mut Vec<T>,
+        out: &mut Vec<T>,
+    ) -> Result<()> {
+        reference::short_conv_decode(
+            normed, value, weight, channels, kernel, dilation, history, out,
+        )
+    }
+
+    fn capture_state<T: Element>(
+        &self,
+        ids: &Vec<u32>,
+        cu_seqlens: &Vec<u32>,
+        normed: &Vec<T>,
+        keep: usize,
+        hist: usize,
+        channels: usize,
+        pad: u32,
+        state_ids: &mut Vec<u32>,
+        state_conv: &mut Vec<T>,
+    ) -> Result<()> {
+        reference::capture_state(
+            ids, cu_seqlens, normed, keep, hist, channels, pad, state_ids, state_conv,
+        )
+    }
+
+    fn push_ids(&self, history: &mut Vec<u32>, ids: &Vec<u32>, keep: usize) -> Result<()> {
+        reference::push_ids(history, ids, keep)
+    }
+}
+
+impl MoeOps for CpuBackend {
+    fn moe_scores<T: Element>(
+        &self,
+        x: &Vec<T>,
+        gate_weight: &Vec<T>,
+        dim: usize,
+        score_func: ScoreFunc,
+        scores: &mut Vec<T>,
+    ) -> Result<()> {
+        reference::moe_scores(x, gate_weight, dim, score_func, scores)
+    }
+
+    fn moe_route<T: Element>(
+        &self,
+        scores: &Vec<T>,
+        bias: &Vec<T>,
+        config: &MoeConfig,
+        weights: &mut Vec<T>,
+        indices: &mut Vec<u32>,
+    ) -> Result<()> {
+        reference::moe_route(scores, bias, config, weights, indices)
+    }
+
+    fn expert_ffn<T: Element>(
+        &self,
+        x: &Vec<T>,
+        w1: &Vec<T>,
+        w2: &Vec<T>,
+        w3: &Vec<T>,
+        dim: usize,
+        out: &mut Vec<T>,
+    ) -> Result<()> {
+        reference::expert_ffn(x, w1, w2, w3, dim, out)
+    }
+
+    fn routed_experts<T: Element>(
+        &self,
+        x: &Vec<T>,
+        w1: &Vec<T>,
+        w2: &Vec<T>,
+        w3: &Vec<T>,
+        indices: &Vec<u32>,
+        dim: usize,
+        inter: usize,
+        out: &mut Vec<T>,
+    ) -> Result<()> {
+        reference::routed_experts(x, w1, w2, w3, indices, dim, inter, out)
+    }
+
+    fn moe_combine<T: Element>(
+        &self,
+        expert_out: &Vec<T>,
+        weights: &Vec<T>,
+        shared: &Vec<T>,
+        dim: usize,
+        out: &mut Vec<T>,
+    ) -> Result<()> {
+        reference::moe_combine(expert_out, weights, shared, dim, out)
+    }
+}

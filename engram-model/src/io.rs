@@ -12,7 +12,6 @@ use crate::safetensors_file::SafetensorsFile;
 /// Name of the lookup tensor in a vocabulary file (as the reference writes it).
 pub const LOOKUP_TENSOR: &str = "lookup";
 
-
 /// Reads and validates an [`EngramConfig`] (flat, or nested as in the golden files).
 pub fn read_config(path: impl AsRef<Path>) -> Result<EngramConfig> {
     let path = path.as_ref();

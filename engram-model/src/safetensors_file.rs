@@ -149,9 +149,18 @@ impl TensorSource for SafetensorsFile {
         let info = self.info(name)?;
         let data = self.data(info);
         Ok(match info.dtype {
-            Dtype::I64 => data.chunks_exact(8).map(|c| i64::from_le_bytes(le(c))).collect(),
-            Dtype::I32 => data.chunks_exact(4).map(|c| i64::from(i32::from_le_bytes(le(c)))).collect(),
-            Dtype::U32 => data.chunks_exact(4).map(|c| i64::from(u32::from_le_bytes(le(c)))).collect(),
+            Dtype::I64 => data
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(le(c)))
+                .collect(),
+            Dtype::I32 => data
+                .chunks_exact(4)
+                .map(|c| i64::from(i32::from_le_bytes(le(c))))
+                .collect(),
+            Dtype::U32 => data
+                .chunks_exact(4)
+                .map(|c| i64::from(u32::from_le_bytes(le(c))))
+                .collect(),
             other => {
                 return Err(engram_core::Error::TensorDType {
                     name: name.to_owned(),

@@ -325,7 +325,11 @@ pub fn hash_packed(
                 };
             }
             for (layer, out) in layers.iter().zip(outs.iter_mut()) {
-                layer.rows_for_window(&window, heads_per_order, &mut out[t * heads..(t + 1) * heads]);
+                layer.rows_for_window(
+                    &window,
+                    heads_per_order,
+                    &mut out[t * heads..(t + 1) * heads],
+                );
             }
         }
     }

@@ -1,14 +1,18 @@
 //! The Engram layer, composed from the oracle's ops: prefill over a packed batch and decode one
-//! token per sequence with state.
+//! token per sequence with state. The composition mirrors the default methods of
+//! [`crate::ops::EngramOps`] step for step.
 
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::{check_len, conv_history_len, gate, gather_rows, linear, rms_norm, short_conv, short_conv_decode, CONV_NORM_EPS};
+use super::{
+    check_len, conv_history_len, gate, gather_rows, linear, rms_norm, short_conv,
+    short_conv_decode, CONV_NORM_EPS,
+};
 use crate::batch::PackedBatch;
 use crate::dtype::Element;
 use crate::error::{Error, Result};
-use crate::hash::hash_packed;
+use crate::hash::{hash_packed, LayerHash};
 use crate::weights::EngramLayer;
 
 /// What decoding needs to continue each sequence of a batch.
@@ -30,24 +34,31 @@ pub struct EngramState<T> {
 impl<T: Element> EngramState<T> {
     /// The state of `num_seqs` sequences that have seen no token yet.
     pub fn new(layer: &EngramLayer<T>, num_seqs: usize) -> Self {
-        let c = &layer.config;
         EngramState {
             num_seqs,
-            ids: vec![layer.compressed_pad_id; num_seqs * (c.max_ngram_size - 1)],
-            conv: vec![T::default(); num_seqs * conv_state_len(layer)],
+            ids: vec![layer.compressed_pad_id; num_seqs * (layer.config.max_ngram_size - 1)],
+            conv: vec![T::default(); num_seqs * conv_state_len(&layer.config)],
         }
     }
 
-    fn check(&self, layer: &EngramLayer<T>) -> Result<()> {
-        let c = &layer.config;
-        check_len("state ids", self.ids.len(), self.num_seqs * (c.max_ngram_size - 1))?;
-        check_len("state conv", self.conv.len(), self.num_seqs * conv_state_len(layer))
+    /// Checks the state's buffers against the layer and a batch of `num_seqs` sequences.
+    pub fn check(&self, layer: &EngramLayer<T>, num_seqs: usize) -> Result<()> {
+        check_len("state sequences", self.num_seqs, num_seqs)?;
+        check_len(
+            "state ids",
+            self.ids.len(),
+            num_seqs * (layer.config.max_ngram_size - 1),
+        )?;
+        check_len(
+            "state conv",
+            self.conv.len(),
+            num_seqs * conv_state_len(&layer.config),
+        )
     }
 }
 
-/// Elements of one sequence's convolution state.
-fn conv_state_len<T>(layer: &EngramLayer<T>) -> usize {
-    let c = &layer.config;
+/// Elements of one sequence's convolution state: `(w - 1) N M d`, or 0 without a convolution.
+pub fn conv_state_len(c: &crate::config::EngramConfig) -> usize {
     if c.short_conv {
         conv_history_len(c.kernel_size, c.max_ngram_size) * c.hc_mult * c.hidden_size
     } else {
@@ -55,38 +66,95 @@ fn conv_state_len<T>(layer: &EngramLayer<T>) -> usize {
     }
 }
 
-/// Everything after the hash: gather, projection, gate, optional convolution. `conv` decides how
-/// the convolution sees the past (the packed batch, or the decode history).
-fn forward_rows<T: Element>(
-    layer: &EngramLayer<T>,
-    rows: &[u32],
-    hidden: &[T],
-    out: &mut [T],
-    gates: Option<&mut [T]>,
-    conv: impl FnOnce(&[T], &[T], &mut [T]) -> Result<()>,
-) -> Result<Vec<T>> {
-    let c = &layer.config;
-    let w = &layer.weights;
-    let (m, d) = (c.hc_mult, c.hidden_size);
-    let tokens = hidden.len() / (m * d);
-    let mut e = vec![T::default(); tokens * c.d_mem()];
-    gather_rows(&w.table, c.d_head(), &layer.hash, rows, &mut e)?;
-    let mut proj = vec![T::default(); tokens * (m + 1) * d];
-    linear(&e, &w.proj_weight, Some(&w.proj_bias), c.d_mem(), &mut proj)?;
-    let mut alpha = vec![T::default(); tokens * m];
-    let mut value = vec![T::default(); tokens * m * d];
-    gate(&proj, hidden, &w.key_norm, &w.query_norm, m, d, &mut value, &mut alpha)?;
-    if let Some(g) = gates {
-        g.copy_from_slice(&alpha);
+/// The rows each sequence's new token reads in decode: the window is the sequence's history
+/// (`[S, N - 1]`, oldest first) followed by its new id (`ids`, `[S]`). `rows`: `[S, H]`.
+pub fn hash_decode(
+    layer: &LayerHash,
+    heads_per_order: usize,
+    compressed_vocab: u64,
+    history: &[u32],
+    ids: &[u32],
+    rows: &mut [u32],
+) -> Result<()> {
+    let n = layer.multipliers.len();
+    let keep = n - 1;
+    let heads = keep * heads_per_order;
+    let seqs = ids.len();
+    check_len("id history", history.len(), seqs * keep)?;
+    check_len("decode rows", rows.len(), seqs * heads)?;
+    for (position, &id) in ids.iter().chain(history).enumerate() {
+        if u64::from(id) >= compressed_vocab {
+            return Err(Error::IdOutOfRange {
+                position: position % seqs.max(1),
+                id: u64::from(id),
+                limit: compressed_vocab,
+            });
+        }
     }
-    if !c.short_conv {
-        out.copy_from_slice(&value);
-        return Ok(Vec::new());
+    let mut window = vec![0u64; n];
+    for s in 0..seqs {
+        window[0] = u64::from(ids[s]);
+        for k in 1..n {
+            window[k] = u64::from(history[s * keep + keep - k]);
+        }
+        layer.rows_for_window(
+            &window,
+            heads_per_order,
+            &mut rows[s * heads..(s + 1) * heads],
+        );
     }
-    let mut normed = vec![T::default(); value.len()];
-    rms_norm(&value, &w.conv_norm, d, CONV_NORM_EPS, &mut normed)?;
-    conv(&normed, &value, out)?;
-    Ok(normed)
+    Ok(())
+}
+
+/// Advances each sequence's id history (`[S, keep]`, oldest first) by its new id (`[S]`).
+pub fn push_ids(history: &mut [u32], ids: &[u32], keep: usize) -> Result<()> {
+    check_len("id history", history.len(), ids.len() * keep)?;
+    if keep == 0 {
+        return Ok(());
+    }
+    for (slot, &id) in history.chunks_exact_mut(keep).zip(ids) {
+        slot.copy_within(1.., 0);
+        slot[keep - 1] = id;
+    }
+    Ok(())
+}
+
+/// Fills the decode state of every sequence of a packed batch after its last token: the last
+/// `keep` ids (`state_ids`, `[S, keep]`) and the last `hist` rows of `normed` (`[T, channels]`;
+/// `state_conv`, `[S, hist, channels]`), with `pad` / zeros before the sequence's start.
+#[allow(clippy::too_many_arguments)]
+pub fn capture_state<T: Element>(
+    ids: &[u32],
+    cu_seqlens: &[u32],
+    normed: &[T],
+    keep: usize,
+    hist: usize,
+    channels: usize,
+    pad: u32,
+    state_ids: &mut [u32],
+    state_conv: &mut [T],
+) -> Result<()> {
+    let batch = PackedBatch::new(cu_seqlens, ids.len())?;
+    let seqs = batch.num_sequences();
+    check_len("state ids", state_ids.len(), seqs * keep)?;
+    check_len("state conv", state_conv.len(), seqs * hist * channels)?;
+    if hist > 0 {
+        check_len("normed conv input", normed.len(), ids.len() * channels)?;
+    }
+    for (s, seq) in batch.sequences().enumerate() {
+        for k in 0..keep {
+            let pos = (seq.end + k).checked_sub(keep).filter(|&p| p >= seq.start);
+            state_ids[s * keep + k] = pos.map_or(pad, |p| ids[p]);
+        }
+        for k in 0..hist {
+            let dst = &mut state_conv[(s * hist + k) * channels..(s * hist + k + 1) * channels];
+            match (seq.end + k).checked_sub(hist).filter(|&p| p >= seq.start) {
+                Some(p) => dst.copy_from_slice(&normed[p * channels..(p + 1) * channels]),
+                None => dst.fill(T::default()),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_io<T: Element>(
@@ -104,6 +172,35 @@ fn check_io<T: Element>(
         check_len("gates", g.len(), tokens * c.hc_mult)?;
     }
     Ok(())
+}
+
+/// Gather, projection and gate: `value` `[T, M, d]` and `alpha` `[T, M]` from the rows.
+fn gated_value<T: Element>(
+    layer: &EngramLayer<T>,
+    rows: &[u32],
+    hidden: &[T],
+    alpha: &mut [T],
+) -> Result<Vec<T>> {
+    let c = &layer.config;
+    let w = &layer.weights;
+    let (m, d) = (c.hc_mult, c.hidden_size);
+    let tokens = hidden.len() / (m * d);
+    let mut e = vec![T::default(); tokens * c.d_mem()];
+    gather_rows(&w.table, c.d_head(), &layer.hash, rows, &mut e)?;
+    let mut proj = vec![T::default(); tokens * (m + 1) * d];
+    linear(&e, &w.proj_weight, Some(&w.proj_bias), c.d_mem(), &mut proj)?;
+    let mut value = vec![T::default(); tokens * m * d];
+    gate(
+        &proj,
+        hidden,
+        &w.key_norm,
+        &w.query_norm,
+        m,
+        d,
+        &mut value,
+        alpha,
+    )?;
+    Ok(value)
 }
 
 /// The layer over a packed batch.
@@ -125,14 +222,7 @@ pub fn engram_prefill<T: Element>(
     let batch = PackedBatch::new(cu_seqlens, ids.len())?;
     check_io(layer, ids.len(), hidden, out, gates.as_deref())?;
     if let Some(s) = &state {
-        if s.num_seqs != batch.num_sequences() {
-            return Err(Error::ShapeMismatch {
-                what: "state sequences",
-                expected: batch.num_sequences(),
-                actual: s.num_seqs,
-            });
-        }
-        s.check(layer)?;
+        s.check(layer, batch.num_sequences())?;
     }
     let mut rows = vec![0u32; ids.len() * c.num_heads()];
     hash_packed(
@@ -144,29 +234,52 @@ pub fn engram_prefill<T: Element>(
         cu_seqlens,
         &mut [&mut rows],
     )?;
+    let mut alpha = vec![T::default(); ids.len() * c.hc_mult];
+    let value = gated_value(layer, &rows, hidden, &mut alpha)?;
     let (channels, kernel, dilation) = (c.hc_mult * c.hidden_size, c.kernel_size, c.max_ngram_size);
-    let normed = forward_rows(layer, &rows, hidden, out, gates, |normed, value, out| {
-        short_conv(normed, value, &layer.weights.conv_weight, channels, kernel, dilation, cu_seqlens, out)
-    })?;
+    let mut normed = Vec::new();
+    if c.short_conv {
+        normed = vec![T::default(); value.len()];
+        rms_norm(
+            &value,
+            &layer.weights.conv_norm,
+            c.hidden_size,
+            CONV_NORM_EPS,
+            &mut normed,
+        )?;
+        short_conv(
+            &normed,
+            &value,
+            &layer.weights.conv_weight,
+            channels,
+            kernel,
+            dilation,
+            cu_seqlens,
+            out,
+        )?;
+    } else {
+        out.copy_from_slice(&value);
+    }
+    if let Some(g) = gates {
+        g.copy_from_slice(&alpha);
+    }
     if let Some(state) = state {
-        let keep = c.max_ngram_size - 1;
-        let hist = conv_history_len(kernel, dilation);
-        for (s, seq) in batch.sequences().enumerate() {
-            for k in 0..keep {
-                // Slot k holds x'_{end - keep + k}.
-                let pos = (seq.end + k).checked_sub(keep).filter(|&p| p >= seq.start);
-                state.ids[s * keep + k] = pos.map_or(layer.compressed_pad_id, |p| ids[p]);
-            }
-            if c.short_conv {
-                for k in 0..hist {
-                    let dst = &mut state.conv[(s * hist + k) * channels..(s * hist + k + 1) * channels];
-                    match (seq.end + k).checked_sub(hist).filter(|&p| p >= seq.start) {
-                        Some(p) => dst.copy_from_slice(&normed[p * channels..(p + 1) * channels]),
-                        None => dst.fill(T::default()),
-                    }
-                }
-            }
-        }
+        let hist = if c.short_conv {
+            conv_history_len(kernel, dilation)
+        } else {
+            0
+        };
+        capture_state(
+            ids,
+            cu_seqlens,
+            &normed,
+            c.max_ngram_size - 1,
+            hist,
+            channels,
+            layer.compressed_pad_id,
+            &mut state.ids,
+            &mut state.conv,
+        )?;
     }
     Ok(())
 }
@@ -186,48 +299,43 @@ pub fn engram_decode<T: Element>(
     let c = &layer.config;
     let seqs = ids.len();
     check_io(layer, seqs, hidden, out, gates.as_deref())?;
-    check_len("state sequences", state.num_seqs, seqs)?;
-    state.check(layer)?;
-    let keep = c.max_ngram_size - 1;
-    // Each sequence's window, oldest first, as a packed batch of N tokens per sequence: the last
-    // position of each window is the new token.
-    let mut windows = Vec::with_capacity(seqs * (keep + 1));
-    for (s, &id) in ids.iter().enumerate() {
-        windows.extend_from_slice(&state.ids[s * keep..(s + 1) * keep]);
-        windows.push(id);
-    }
-    let cu: Vec<u32> = (0..=seqs).map(|s| (s * (keep + 1)) as u32).collect();
-    let heads = c.num_heads();
-    let mut window_rows = vec![0u32; windows.len() * heads];
-    hash_packed(
-        &[&layer.hash],
+    state.check(layer, seqs)?;
+    let mut rows = vec![0u32; seqs * c.num_heads()];
+    hash_decode(
+        &layer.hash,
         c.n_head_per_ngram,
-        layer.compressed_pad_id,
         layer.compressed_vocab,
-        &windows,
-        &cu,
-        &mut [&mut window_rows],
+        &state.ids,
+        ids,
+        &mut rows,
     )?;
-    // A window's first ids stand in for the pad-extended past, so only its last position is
-    // right; it sees exactly the N ids the hash reads.
-    let rows: Vec<u32> = (0..seqs)
-        .flat_map(|s| {
-            let last = (s + 1) * (keep + 1) - 1;
-            window_rows[last * heads..(last + 1) * heads].iter().copied()
-        })
-        .collect();
-    let (channels, kernel, dilation) = (c.hc_mult * c.hidden_size, c.kernel_size, c.max_ngram_size);
-    let mut conv_state = state.conv.clone();
-    forward_rows(layer, &rows, hidden, out, gates, |normed, value, out| {
-        short_conv_decode(normed, value, &layer.weights.conv_weight, channels, kernel, dilation, &mut conv_state, out)
-    })?;
-    state.conv = conv_state;
-    for (s, &id) in ids.iter().enumerate() {
-        let slot = &mut state.ids[s * keep..(s + 1) * keep];
-        if keep > 0 {
-            slot.copy_within(1.., 0);
-            slot[keep - 1] = id;
-        }
+    let mut alpha = vec![T::default(); seqs * c.hc_mult];
+    let value = gated_value(layer, &rows, hidden, &mut alpha)?;
+    if c.short_conv {
+        let mut normed = vec![T::default(); value.len()];
+        rms_norm(
+            &value,
+            &layer.weights.conv_norm,
+            c.hidden_size,
+            CONV_NORM_EPS,
+            &mut normed,
+        )?;
+        let channels = c.hc_mult * c.hidden_size;
+        short_conv_decode(
+            &normed,
+            &value,
+            &layer.weights.conv_weight,
+            channels,
+            c.kernel_size,
+            c.max_ngram_size,
+            &mut state.conv,
+            out,
+        )?;
+    } else {
+        out.copy_from_slice(&value);
     }
-    Ok(())
+    if let Some(g) = gates {
+        g.copy_from_slice(&alpha);
+    }
+    push_ids(&mut state.ids, ids, c.max_ngram_size - 1)
 }

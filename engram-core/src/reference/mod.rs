@@ -21,8 +21,13 @@ use crate::dtype::Element;
 use crate::error::{Error, Result};
 use crate::hash::LayerHash;
 
-pub use engram::{engram_decode, engram_prefill, EngramState};
-pub use moe::{expert_ffn, moe_combine, moe_forward, moe_route, moe_scores, MoeRouting};
+pub use engram::{
+    capture_state, conv_state_len, engram_decode, engram_prefill, hash_decode, push_ids,
+    EngramState,
+};
+pub use moe::{
+    expert_ffn, moe_combine, moe_forward, moe_route, moe_scores, routed_experts, MoeRouting,
+};
 
 /// RMSNorm eps of the gate's key and query norms: float32 machine epsilon.
 pub const KEY_QUERY_EPS: f64 = f32::EPSILON as f64;
@@ -65,6 +70,22 @@ pub fn gate_activation(s: f64) -> f64 {
     sigmoid(sign * libm::sqrt(s.abs().max(GATE_CLAMP)))
 }
 
+/// `out[i] = lookup[raw[i]]`: raw token ids to canonical ids.
+pub fn compress_ids(lookup: &[u32], raw: &[u32], out: &mut [u32]) -> Result<()> {
+    check_len("compressed ids", out.len(), raw.len())?;
+    if let Some(position) = raw.iter().position(|&r| r as usize >= lookup.len()) {
+        return Err(Error::IdOutOfRange {
+            position,
+            id: u64::from(raw[position]),
+            limit: lookup.len() as u64,
+        });
+    }
+    for (o, &r) in out.iter_mut().zip(raw) {
+        *o = lookup[r as usize];
+    }
+    Ok(())
+}
+
 /// Copies table rows into `out`: `out[t, h * d_head + c] = table[offsets[h] + rows[t, h], c]`.
 ///
 /// `table`: `[total_rows, d_head]`; `rows`: `[T, H]` (within each head's table, as the hash
@@ -77,7 +98,8 @@ pub fn gather_rows<T: Element>(
     out: &mut [T],
 ) -> Result<()> {
     let heads = layer.table_sizes.len();
-    let total = usize::try_from(layer.total_rows()).map_err(|_| Error::Overflow { what: "table rows" })?;
+    let total =
+        usize::try_from(layer.total_rows()).map_err(|_| Error::Overflow { what: "table rows" })?;
     check_len("table", table.len(), total * d_head)?;
     if heads == 0 || rows.len() % heads != 0 {
         return Err(Error::ShapeMismatch {
@@ -108,7 +130,13 @@ pub fn gather_rows<T: Element>(
 
 /// RMSNorm over groups: `x` is `[rows, G, d]`, `weight` is `[G, d]` (group `g` of every row uses
 /// `weight[g]`), `out` like `x`.
-pub fn rms_norm<T: Element>(x: &[T], weight: &[T], d: usize, eps: f64, out: &mut [T]) -> Result<()> {
+pub fn rms_norm<T: Element>(
+    x: &[T],
+    weight: &[T],
+    d: usize,
+    eps: f64,
+    out: &mut [T],
+) -> Result<()> {
     if d == 0 || weight.is_empty() || weight.len() % d != 0 || x.len() % weight.len() != 0 {
         return Err(Error::ShapeMismatch {
             what: "rms_norm input",
@@ -213,7 +241,8 @@ pub fn gate<T: Element>(
             let qn = &query_norm[b * d..(b + 1) * d];
             let mut dot = 0.0;
             for i in 0..d {
-                dot += (k[i].to_f64() * rk * kn[i].to_f64()) * (h[i].to_f64() * rh * qn[i].to_f64());
+                dot +=
+                    (k[i].to_f64() * rk * kn[i].to_f64()) * (h[i].to_f64() * rh * qn[i].to_f64());
             }
             let a = T::from_f64(gate_activation(dot * inv_sqrt_d));
             alpha[t * m + b] = a;
@@ -270,7 +299,8 @@ pub fn short_conv<T: Element>(
                 for k in 0..kernel {
                     let back = (kernel - 1 - k) * dilation;
                     if t >= seq.start + back {
-                        acc += weight[c * kernel + k].to_f64() * normed[(t - back) * channels + c].to_f64();
+                        acc += weight[c * kernel + k].to_f64()
+                            * normed[(t - back) * channels + c].to_f64();
                     }
                 }
                 out[t * channels + c] = T::from_f64(value[t * channels + c].to_f64() + silu(acc));
@@ -316,7 +346,8 @@ pub fn short_conv_decode<T: Element>(
     for s in 0..seqs {
         let h = &mut history[s * hist * channels..(s + 1) * hist * channels];
         for c in 0..channels {
-            let mut acc = weight[c * kernel + kernel - 1].to_f64() * normed[s * channels + c].to_f64();
+            let mut acc =
+                weight[c * kernel + kernel - 1].to_f64() * normed[s * channels + c].to_f64();
             for k in 0..kernel - 1 {
                 let back = (kernel - 1 - k) * dilation;
                 acc += weight[c * kernel + k].to_f64() * h[(hist - back) * channels + c].to_f64();
@@ -334,7 +365,11 @@ pub fn short_conv_decode<T: Element>(
 /// Normalised mean squared error `sum (a - b)^2 / sum b^2` of `got` against `expected`
 /// (`0` when both are all zero, infinite when only `expected` is).
 pub fn nmse(got: &[f64], expected: &[f64]) -> f64 {
-    let num: f64 = got.iter().zip(expected).map(|(a, b)| (a - b) * (a - b)).sum();
+    let num: f64 = got
+        .iter()
+        .zip(expected)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum();
     let den: f64 = expected.iter().map(|b| b * b).sum();
     if den == 0.0 {
         if num == 0.0 {

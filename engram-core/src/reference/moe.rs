@@ -38,7 +38,10 @@ pub fn moe_scores<T: Element>(
     let mut logits = vec![T::default(); scores.len()];
     linear(x, gate_weight, None, dim, &mut logits)?;
     let experts = gate_weight.len() / dim;
-    for (ls, ss) in logits.chunks_exact(experts).zip(scores.chunks_exact_mut(experts)) {
+    for (ls, ss) in logits
+        .chunks_exact(experts)
+        .zip(scores.chunks_exact_mut(experts))
+    {
         match score_func {
             ScoreFunc::Sigmoid => {
                 for (s, l) in ss.iter_mut().zip(ls) {
@@ -46,7 +49,10 @@ pub fn moe_scores<T: Element>(
                 }
             }
             ScoreFunc::Softmax => {
-                let max = ls.iter().map(|l| l.to_f64()).fold(f64::NEG_INFINITY, f64::max);
+                let max = ls
+                    .iter()
+                    .map(|l| l.to_f64())
+                    .fold(f64::NEG_INFINITY, f64::max);
                 let sum: f64 = ls.iter().map(|l| libm::exp(l.to_f64() - max)).sum();
                 for (s, l) in ss.iter_mut().zip(ls) {
                     *s = T::from_f64(libm::exp(l.to_f64() - max) / sum);
@@ -97,7 +103,11 @@ pub fn moe_route<T: Element>(
                 .map(|g| {
                     let mut members: Vec<f64> = biased[g * per_group..(g + 1) * per_group].to_vec();
                     members.sort_by(|a, b| b.total_cmp(a));
-                    let score = if bias.is_empty() { members[0] } else { members[0] + members[1] };
+                    let score = if bias.is_empty() {
+                        members[0]
+                    } else {
+                        members[0] + members[1]
+                    };
                     (g, score)
                 })
                 .collect();
@@ -159,6 +169,59 @@ pub fn expert_ffn<T: Element>(
     linear(&h, w2, None, inter, out)
 }
 
+/// Every token through each of its chosen experts: `out[t, j] = expert_{indices[t, j]}(x[t])`.
+/// `x`: `[T, dim]`; `w1`, `w3`: `[E, inter, dim]`; `w2`: `[E, dim, inter]`; `indices`: `[T, k]`;
+/// `out`: `[T, k, dim]`.
+#[allow(clippy::too_many_arguments)]
+pub fn routed_experts<T: Element>(
+    x: &[T],
+    w1: &[T],
+    w2: &[T],
+    w3: &[T],
+    indices: &[u32],
+    dim: usize,
+    inter: usize,
+    out: &mut [T],
+) -> Result<()> {
+    let per_expert = dim * inter;
+    if per_expert == 0 || x.len() % dim != 0 || w1.len() % per_expert != 0 {
+        return Err(Error::ShapeMismatch {
+            what: "expert weights",
+            expected: per_expert,
+            actual: w1.len(),
+        });
+    }
+    let experts = w1.len() / per_expert;
+    check_len("expert w3", w3.len(), w1.len())?;
+    check_len("expert w2", w2.len(), w1.len())?;
+    let tokens = x.len() / dim;
+    let k = indices.len().checked_div(tokens).unwrap_or(0);
+    check_len("route indices", indices.len(), tokens * k)?;
+    check_len("expert outputs", out.len(), tokens * k * dim)?;
+    if let Some(position) = indices.iter().position(|&i| i as usize >= experts) {
+        return Err(Error::IdOutOfRange {
+            position,
+            id: u64::from(indices[position]),
+            limit: experts as u64,
+        });
+    }
+    for t in 0..tokens {
+        for j in 0..k {
+            let span = indices[t * k + j] as usize * per_expert
+                ..(indices[t * k + j] as usize + 1) * per_expert;
+            expert_ffn(
+                &x[t * dim..(t + 1) * dim],
+                &w1[span.clone()],
+                &w2[span.clone()],
+                &w3[span],
+                dim,
+                &mut out[(t * k + j) * dim..(t * k + j + 1) * dim],
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// Weighted sum of each token's expert outputs plus the shared experts' output:
 /// `out[t] = shared[t] + sum_j weights[t, j] * expert_out[t, j]`. `expert_out`: `[T, k, dim]`;
 /// `weights`: `[T, k]`; `shared`: `[T, dim]` or empty; `out`: `[T, dim]`.
@@ -208,7 +271,11 @@ pub struct MoeRouting<T> {
 }
 
 /// The whole MoE layer: `x` `[T, dim]` -> `out` `[T, dim]`; returns the routing it used.
-pub fn moe_forward<T: Element>(layer: &MoeLayer<T>, x: &[T], out: &mut [T]) -> Result<MoeRouting<T>> {
+pub fn moe_forward<T: Element>(
+    layer: &MoeLayer<T>,
+    x: &[T],
+    out: &mut [T],
+) -> Result<MoeRouting<T>> {
     let c = &layer.config;
     let w = &layer.weights;
     let dim = c.dim;
@@ -228,27 +295,35 @@ pub fn moe_forward<T: Element>(layer: &MoeLayer<T>, x: &[T], out: &mut [T]) -> R
         weights: vec![T::default(); tokens * k],
         indices: vec![0; tokens * k],
     };
-    moe_route(&scores, &w.gate_bias, c, &mut routing.weights, &mut routing.indices)?;
-    let per_expert = c.moe_inter_dim * dim;
+    moe_route(
+        &scores,
+        &w.gate_bias,
+        c,
+        &mut routing.weights,
+        &mut routing.indices,
+    )?;
     let mut expert_out = vec![T::default(); tokens * k * dim];
-    for t in 0..tokens {
-        for j in 0..k {
-            let i = routing.indices[t * k + j] as usize;
-            let span = i * per_expert..(i + 1) * per_expert;
-            expert_ffn(
-                &x[t * dim..(t + 1) * dim],
-                &w.w1[span.clone()],
-                &w.w2[span.clone()],
-                &w.w3[span],
-                dim,
-                &mut expert_out[(t * k + j) * dim..(t * k + j + 1) * dim],
-            )?;
-        }
-    }
+    routed_experts(
+        x,
+        &w.w1,
+        &w.w2,
+        &w.w3,
+        &routing.indices,
+        dim,
+        c.moe_inter_dim,
+        &mut expert_out,
+    )?;
     let mut shared = Vec::new();
     if c.n_shared_experts > 0 {
         shared = vec![T::default(); tokens * dim];
-        expert_ffn(x, &w.shared_w1, &w.shared_w2, &w.shared_w3, dim, &mut shared)?;
+        expert_ffn(
+            x,
+            &w.shared_w1,
+            &w.shared_w2,
+            &w.shared_w3,
+            dim,
+            &mut shared,
+        )?;
     }
     moe_combine(&expert_out, &routing.weights, &shared, dim, out)?;
     Ok(routing)
