@@ -18,6 +18,7 @@
 //! - [`backend`] and [`ops`]: the contracts a backend implements ([`Backend`], [`EngramOps`],
 //!   [`MoeOps`]), with the layer forwards as default methods composed from the ops.
 //! - [`reference`]: the scalar oracle of every op and both layers (f64 accumulation).
+//! - [`synthetic`]: seeded synthetic layers and inputs for tests, demos and benchmarks.
 //! - [`error`]: [`Error`], the one error type of the crate.
 #![cfg_attr(not(feature = "std"), no_std)]
 
@@ -31,6 +32,7 @@ pub mod error;
 pub mod hash;
 pub mod ops;
 pub mod reference;
+pub mod synthetic;
 pub mod vocab;
 pub mod weights;
 
