@@ -7,8 +7,8 @@
 
 use engram_core::reference::{engram_decode, engram_prefill, moe_forward, EngramState};
 use engram_core::{
-    synthetic, Backend, DeviceEngramLayer, DeviceEngramState, DeviceMoeLayer, EngramConfig, EngramLayer, EngramOps,
-    MoeConfig, MoeOps, NgramHasher, ScoreFunc,
+    synthetic, Backend, DeviceEngramLayer, DeviceEngramState, DeviceMoeLayer, EngramConfig,
+    EngramLayer, EngramOps, MoeConfig, MoeOps, NgramHasher, ScoreFunc,
 };
 use engram_cpu::CpuBackend;
 
@@ -51,7 +51,10 @@ fn layer(c: &EngramConfig, seed: u64) -> EngramLayer<f64> {
 fn assert_close(got: &[f64], expected: &[f64], what: &str) {
     assert_eq!(got.len(), expected.len(), "{what}: lengths");
     for (i, (a, b)) in got.iter().zip(expected).enumerate() {
-        assert!((a - b).abs() <= 1e-12 * (1.0 + b.abs()), "{what}: element {i}: {a} vs {b}");
+        assert!(
+            (a - b).abs() <= 1e-12 * (1.0 + b.abs()),
+            "{what}: element {i}: {a} vs {b}"
+        );
     }
 }
 
@@ -79,7 +82,16 @@ fn prefill(l: &EngramLayer<f64>, b: &Batch) -> (Vec<f64>, Vec<f64>, EngramState<
     let mut out = vec![0.0; b.ids.len() * md];
     let mut gates = vec![0.0; b.ids.len() * l.config.hc_mult];
     let mut state = EngramState::new(l, b.cu.len() - 1);
-    engram_prefill(l, &b.ids, &b.cu, &b.hidden, &mut out, Some(&mut gates), Some(&mut state)).unwrap();
+    engram_prefill(
+        l,
+        &b.ids,
+        &b.cu,
+        &b.hidden,
+        &mut out,
+        Some(&mut gates),
+        Some(&mut state),
+    )
+    .unwrap();
     (out, gates, state)
 }
 
@@ -99,10 +111,25 @@ fn decoding_token_by_token_equals_prefill() {
             for t in start..start + len {
                 let mut out = vec![0.0; md];
                 let mut gates = vec![0.0; c.hc_mult];
-                engram_decode(&l, &b.ids[t..t + 1], &b.hidden[t * md..(t + 1) * md], &mut state, &mut out, Some(&mut gates))
-                    .unwrap();
-                assert_close(&out, &full[t * md..(t + 1) * md], &format!("config {i} seq {s} pos {t}"));
-                assert_close(&gates, &full_gates[t * c.hc_mult..(t + 1) * c.hc_mult], "gates");
+                engram_decode(
+                    &l,
+                    &b.ids[t..t + 1],
+                    &b.hidden[t * md..(t + 1) * md],
+                    &mut state,
+                    &mut out,
+                    Some(&mut gates),
+                )
+                .unwrap();
+                assert_close(
+                    &out,
+                    &full[t * md..(t + 1) * md],
+                    &format!("config {i} seq {s} pos {t}"),
+                );
+                assert_close(
+                    &gates,
+                    &full_gates[t * c.hc_mult..(t + 1) * c.hc_mult],
+                    "gates",
+                );
             }
         }
     }
@@ -124,9 +151,20 @@ fn prefill_then_decode_equals_prefill_of_the_whole() {
             let (_, _, mut state) = prefill(&l, &head);
             for t in split..13 {
                 let mut out = vec![0.0; md];
-                engram_decode(&l, &whole.ids[t..t + 1], &whole.hidden[t * md..(t + 1) * md], &mut state, &mut out, None)
-                    .unwrap();
-                assert_close(&out, &full[t * md..(t + 1) * md], &format!("config {i} split {split} pos {t}"));
+                engram_decode(
+                    &l,
+                    &whole.ids[t..t + 1],
+                    &whole.hidden[t * md..(t + 1) * md],
+                    &mut state,
+                    &mut out,
+                    None,
+                )
+                .unwrap();
+                assert_close(
+                    &out,
+                    &full[t * md..(t + 1) * md],
+                    &format!("config {i} split {split} pos {t}"),
+                );
             }
         }
     }
@@ -150,17 +188,26 @@ fn packing_equals_one_by_one_and_order_does_not_matter() {
             };
             let (alone, _, state) = prefill(&l, &one);
             // Same operations in the same order: bit-identical, not merely close.
-            assert_eq!(alone, packed[r.start * md..r.end * md], "config {i} seq {s}");
+            assert_eq!(
+                alone,
+                packed[r.start * md..r.end * md],
+                "config {i} seq {s}"
+            );
             assert_eq!(state.ids, packed_state.ids[s * keep..(s + 1) * keep]);
             assert_eq!(state.conv, packed_state.conv[s * conv..(s + 1) * conv]);
         }
         // Reverse the sequences: each one's output moves with it.
         let order: Vec<usize> = (0..LENS.len()).rev().collect();
-        let mut rev = Batch { ids: vec![], cu: vec![0], hidden: vec![] };
+        let mut rev = Batch {
+            ids: vec![],
+            cu: vec![0],
+            hidden: vec![],
+        };
         for &s in &order {
             let r = b.cu[s] as usize..b.cu[s + 1] as usize;
             rev.ids.extend_from_slice(&b.ids[r.clone()]);
-            rev.hidden.extend_from_slice(&b.hidden[r.start * md..r.end * md]);
+            rev.hidden
+                .extend_from_slice(&b.hidden[r.start * md..r.end * md]);
             rev.cu.push(rev.ids.len() as u32);
         }
         let (rev_out, _, _) = prefill(&l, &rev);
@@ -183,8 +230,16 @@ fn cpu_backend_trait_composition_equals_the_oracle() {
         let mut out = cpu.zeros::<f64>(expected.len()).unwrap();
         let mut gates = cpu.zeros::<f64>(expected_gates.len()).unwrap();
         let mut state = DeviceEngramState::new(&cpu, &dev, LENS.len()).unwrap();
-        cpu.engram_prefill(&dev, &b.ids, &b.cu, &b.hidden, &mut out, Some(&mut gates), Some(&mut state))
-            .unwrap();
+        cpu.engram_prefill(
+            &dev,
+            &b.ids,
+            &b.cu,
+            &b.hidden,
+            &mut out,
+            Some(&mut gates),
+            Some(&mut state),
+        )
+        .unwrap();
         assert_eq!(out, expected, "config {i}");
         assert_eq!(gates, expected_gates);
         assert_eq!(state.download(&cpu).unwrap(), expected_state);
@@ -196,13 +251,20 @@ fn cpu_backend_trait_composition_equals_the_oracle() {
         let mut host_out = vec![0.0; LENS.len() * md];
         engram_decode(&l, &next_ids, &hidden, &mut host_state, &mut host_out, None).unwrap();
         let mut dev_out = cpu.zeros::<f64>(host_out.len()).unwrap();
-        cpu.engram_decode(&dev, &next_ids, &hidden, &mut state, &mut dev_out, None).unwrap();
+        cpu.engram_decode(&dev, &next_ids, &hidden, &mut state, &mut dev_out, None)
+            .unwrap();
         assert_eq!(dev_out, host_out);
         assert_eq!(state.download(&cpu).unwrap(), host_state);
     }
 }
 
-fn moe_config(score_func: ScoreFunc, groups: usize, limited: usize, bias: bool, shared: usize) -> MoeConfig {
+fn moe_config(
+    score_func: ScoreFunc,
+    groups: usize,
+    limited: usize,
+    bias: bool,
+    shared: usize,
+) -> MoeConfig {
     MoeConfig {
         dim: 12,
         moe_inter_dim: 6,
@@ -245,7 +307,8 @@ fn moe_tokens_are_independent_and_the_backend_equals_the_oracle() {
         let mut dev_out = cpu.zeros::<f64>(x.len()).unwrap();
         let mut w = cpu.zeros::<f64>(routing.weights.len()).unwrap();
         let mut idx = cpu.zeros::<u32>(routing.indices.len()).unwrap();
-        cpu.moe_forward(&dev, &x, &mut dev_out, &mut w, &mut idx).unwrap();
+        cpu.moe_forward(&dev, &x, &mut dev_out, &mut w, &mut idx)
+            .unwrap();
         assert_eq!(dev_out, out);
         assert_eq!((w, idx), (routing.weights, routing.indices));
     }

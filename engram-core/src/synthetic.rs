@@ -108,14 +108,24 @@ pub fn engram_layer_with_table<T: Element>(
 ) -> Result<EngramLayer<T>> {
     config.validate()?;
     let hash = hasher.layer(layer_id)?.clone();
-    let (m, d, d_mem, w) = (config.hc_mult, config.hidden_size, config.d_mem(), config.kernel_size);
+    let (m, d, d_mem, w) = (
+        config.hc_mult,
+        config.hidden_size,
+        config.d_mem(),
+        config.kernel_size,
+    );
     let fan_in = 1.0 / libm::sqrt(d_mem as f64);
     let near_one = |stream| -> Vec<T> {
         let mut g = SplitMix64::stream(seed, stream);
-        (0..m * d).map(|_| T::from_f64(1.0 + 0.25 * g.next_signed_unit())).collect()
+        (0..m * d)
+            .map(|_| T::from_f64(1.0 + 0.25 * g.next_signed_unit()))
+            .collect()
     };
     let (conv_norm, conv_weight) = if config.short_conv {
-        (near_one(6), uniform(m * d * w, 1.0 / libm::sqrt(w as f64), seed, 7))
+        (
+            near_one(6),
+            uniform(m * d * w, 1.0 / libm::sqrt(w as f64), seed, 7),
+        )
     } else {
         (Vec::new(), Vec::new())
     };
@@ -143,12 +153,20 @@ pub fn moe_layer<T: Element>(config: &MoeConfig, seed: u64) -> Result<MoeLayer<T
     let shared = config.shared_inter_dim();
     let s_dim = 1.0 / libm::sqrt(dim as f64);
     let s_inter = 1.0 / libm::sqrt(inter as f64);
-    let s_shared = if shared > 0 { 1.0 / libm::sqrt(shared as f64) } else { 0.0 };
+    let s_shared = if shared > 0 {
+        1.0 / libm::sqrt(shared as f64)
+    } else {
+        0.0
+    };
     Ok(MoeLayer {
         config: config.clone(),
         weights: MoeWeights {
             gate_weight: uniform(e * dim, s_dim, seed, 10),
-            gate_bias: if config.bias { uniform(e, 0.05, seed, 11) } else { Vec::new() },
+            gate_bias: if config.bias {
+                uniform(e, 0.05, seed, 11)
+            } else {
+                Vec::new()
+            },
             w1: uniform(e * inter * dim, s_dim, seed, 12),
             w2: uniform(e * dim * inter, s_inter, seed, 13),
             w3: uniform(e * inter * dim, s_dim, seed, 14),
