@@ -43,6 +43,12 @@ pub trait Backend: Sized + Send + Sync {
     /// A new buffer holding a copy of `data`.
     fn upload<T: Scalar>(&self, data: &[T]) -> Result<Self::Buffer<T>>;
 
+    /// A new buffer holding `data`, which the backend may keep instead of copying (the CPU
+    /// backend does, so a multi-gigabyte table is not held twice).
+    fn upload_vec<T: Scalar>(&self, data: Vec<T>) -> Result<Self::Buffer<T>> {
+        self.upload(&data)
+    }
+
     /// A new buffer of `len` zeros.
     fn zeros<T: Scalar>(&self, len: usize) -> Result<Self::Buffer<T>>;
 

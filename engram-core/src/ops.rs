@@ -72,6 +72,26 @@ pub struct DeviceEngramLayer<B: Backend, T: Element> {
 }
 
 impl<B: Backend, T: Element> DeviceEngramLayer<B, T> {
+    /// Moves a host layer's weights to the device (without a second host copy where the backend
+    /// can keep the vectors).
+    pub fn upload_owned(backend: &B, layer: EngramLayer<T>) -> Result<Self> {
+        check_dtype::<B, T>(backend)?;
+        let w = layer.weights;
+        Ok(DeviceEngramLayer {
+            config: layer.config,
+            hash: layer.hash,
+            compressed_pad_id: layer.compressed_pad_id,
+            compressed_vocab: layer.compressed_vocab,
+            table: backend.upload_vec(w.table)?,
+            proj_weight: backend.upload_vec(w.proj_weight)?,
+            proj_bias: backend.upload_vec(w.proj_bias)?,
+            key_norm: backend.upload_vec(w.key_norm)?,
+            query_norm: backend.upload_vec(w.query_norm)?,
+            conv_norm: backend.upload_vec(w.conv_norm)?,
+            conv_weight: backend.upload_vec(w.conv_weight)?,
+        })
+    }
+
     /// Uploads a host layer's weights.
     pub fn upload(backend: &B, layer: &EngramLayer<T>) -> Result<Self> {
         check_dtype::<B, T>(backend)?;

@@ -56,6 +56,10 @@ impl Backend for CpuBackend {
         Ok(data.to_vec())
     }
 
+    fn upload_vec<T: engram_core::Scalar>(&self, data: Vec<T>) -> Result<Vec<T>> {
+        Ok(data)
+    }
+
     fn zeros<T: engram_core::Scalar>(&self, len: usize) -> Result<Vec<T>> {
         Ok(vec![T::default(); len])
     }

@@ -4,6 +4,7 @@
 //! from any HuggingFace `tokenizer.json` ([`tokenizer`]), configs from JSON and tensors from
 //! safetensors ([`io`]), and the `engram` command-line tool built on them.
 
+pub mod demo;
 pub mod error;
 pub mod io;
 pub mod safetensors_file;

@@ -1,12 +1,14 @@
 //! The `engram` command-line tool: inspect the compressed vocabulary and the memory rows a text
 //! hits.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use engram_core::{CompressedVocab, EngramConfig, NgramHasher};
+use clap::{Parser, Subcommand, ValueEnum};
+use engram_core::{bf16, f16, CompressedVocab, Element, EngramConfig, NgramHasher};
+use engram_cpu::CpuBackend;
+use engram_model::demo::{self, DemoRun};
 use engram_model::io::{read_config, write_vocab};
 use engram_model::{EngramTokenizer, ModelError};
 
@@ -18,8 +20,57 @@ struct Cli {
     command: Command,
 }
 
+/// Element type of the demo's tables, weights and activations.
+#[derive(Clone, Copy, ValueEnum)]
+enum DemoDType {
+    F32,
+    Bf16,
+    F16,
+}
+
+/// When to colour the terminal heatmap.
+#[derive(Clone, Copy, ValueEnum)]
+enum ColourChoice {
+    /// When standard output is a terminal and NO_COLOR is unset.
+    Auto,
+    Always,
+    Never,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run one Engram layer (reference demo configuration, seeded random weights) over a sentence
+    /// on the CPU backend and show each branch's gate per token.
+    Demo {
+        /// The sentence.
+        #[arg(long, default_value = "Only Alexander the Great could tame the horse Bucephalus.")]
+        text: String,
+        /// Also write the heatmap as an HTML page here.
+        #[arg(long, value_name = "FILE.html")]
+        html: Option<PathBuf>,
+        /// Engram config (JSON) [default: the reference demo's: hidden 1024, M = 4, N = 3,
+        /// 8 heads x 64 per order, tables of about 646k rows per head]
+        #[arg(long, value_name = "FILE.json")]
+        config: Option<PathBuf>,
+        /// Which Engram layer [default: the config's first]
+        #[arg(long, value_name = "L")]
+        layer: Option<u32>,
+        /// Seed of the random weights and embeddings.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Element type of tables, weights and activations.
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: DemoDType,
+        /// Forwards to time (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Colour the heatmap.
+        #[arg(long, value_enum, default_value = "auto")]
+        color: ColourChoice,
+        /// A HuggingFace tokenizer.json [default: the built-in DeepSeek-V3 tokenizer]
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+    },
     /// Build the compressed vocabulary of a tokenizer and report how much it merges.
     Vocab {
         /// A HuggingFace tokenizer.json [default: the built-in DeepSeek-V3 tokenizer]
@@ -230,6 +281,108 @@ fn run_hash(
     Ok(())
 }
 
+/// Everything `engram demo` was asked for.
+struct DemoArgs<'a> {
+    text: &'a str,
+    html: Option<&'a PathBuf>,
+    config: Option<&'a PathBuf>,
+    layer: Option<u32>,
+    seed: u64,
+    runs: usize,
+    colour: bool,
+    tokenizer: Option<&'a PathBuf>,
+}
+
+fn run_demo<T: Element>(out: &mut impl Write, args: &DemoArgs<'_>, dtype_name: &str) -> Result<(), CliError> {
+    let config = match args.config {
+        Some(p) => read_config(p)?,
+        None => EngramConfig::demo(),
+    };
+    let layer_id = match args.layer {
+        Some(l) if config.layer_ids.contains(&l) => l,
+        Some(l) => return Err(engram_core::Error::UnknownLayer { layer_id: l }.into()),
+        None => config.layer_ids[0],
+    };
+    let tokenizer = load_tokenizer(args.tokenizer)?;
+    let vocab = tokenizer.compressed_vocab()?;
+    let pad = vocab.canonical(config.pad_id).map_err(|_| CliError::PadOutOfVocab {
+        pad_id: config.pad_id,
+        vocab: vocab.num_raw(),
+    })?;
+    let hasher = NgramHasher::new(&config, u64::from(vocab.num_canonical()), pad)?;
+    let rows = hasher.layer(layer_id)?.total_rows();
+    let table_bytes = rows * config.d_head() as u64 * std::mem::size_of::<T>() as u64;
+    writeln!(
+        out,
+        "config:  hidden {}, M = {}, N = {}, {} heads x {} columns per order, layer {layer_id} of {:?}, {dtype_name}{}",
+        config.hidden_size,
+        config.hc_mult,
+        config.max_ngram_size,
+        config.n_head_per_ngram,
+        config.d_head(),
+        config.layer_ids,
+        if config.short_conv { "" } else { ", no short conv" }
+    )?;
+    writeln!(
+        out,
+        "tables:  {} heads, {rows} rows x {} columns = {:.2} GB (seeded random, seed {})",
+        config.num_heads(),
+        config.d_head(),
+        table_bytes as f64 / 1e9,
+        args.seed
+    )?;
+    out.flush()?;
+    let bar = indicatif::ProgressBar::new(rows).with_style(
+        indicatif::ProgressStyle::with_template("building tables {bar:40} {percent:>3}% {bytes_per_sec} {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let row_bytes = config.d_head() as u64 * std::mem::size_of::<T>() as u64;
+    bar.set_length(rows * row_bytes);
+    let layer = demo::build_layer::<T>(&config, &hasher, layer_id, args.seed, &|n| bar.inc(n * row_bytes))?;
+    bar.finish_and_clear();
+    let backend = CpuBackend::new();
+    let device = demo::to_device(&backend, layer)?;
+
+    let raw = tokenizer.encode(args.text)?;
+    let mut canonical = vec![0; raw.len()];
+    vocab.compress(&raw, &mut canonical)?;
+    let hidden = demo::token_hidden::<T>(&raw, config.hc_mult, config.hidden_size, args.seed);
+    let (gates, median_s) = demo::run_layer(&backend, &device, &canonical, &hidden, args.runs)?;
+    let tokens = raw
+        .iter()
+        .zip(&canonical)
+        .map(|(&r, &c)| Ok((r, c, tokenizer.decode_one(r)?)))
+        .collect::<Result<Vec<_>, ModelError>>()?;
+    let run = DemoRun {
+        tokens,
+        gates,
+        branches: config.hc_mult,
+        median_s,
+        runs: args.runs.max(1),
+    };
+    writeln!(out, "text:    {:?}", args.text)?;
+    writeln!(out, "gates:   alpha of each residual branch m per token (0: memory ignored, 1: admitted)")?;
+    write!(out, "{}", demo::render_terminal(&run, args.colour))?;
+    writeln!(
+        out,
+        "speed:   {} tokens in {:.3} ms (median of {} forwards) = {:.1} tokens/s on the {} backend",
+        run.tokens.len(),
+        run.median_s * 1e3,
+        run.runs,
+        run.tokens_per_s(),
+        engram_cpu::BACKEND_NAME
+    )?;
+    if let Some(path) = args.html {
+        let page = demo::render_html(&run, &format!("Engram gates: {}", args.text));
+        std::fs::write(path, page).map_err(|source| ModelError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        writeln!(out, "html:    wrote {}", path.display())?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let stdout = std::io::stdout();
@@ -246,6 +399,38 @@ fn main() -> ExitCode {
             layer,
             tokenizer,
         } => run_hash(&mut out, text, config.as_ref(), *layer, tokenizer.as_ref()),
+        Command::Demo {
+            text,
+            html,
+            config,
+            layer,
+            seed,
+            dtype,
+            runs,
+            color,
+            tokenizer,
+        } => {
+            let colour = match color {
+                ColourChoice::Always => true,
+                ColourChoice::Never => false,
+                ColourChoice::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            };
+            let args = DemoArgs {
+                text,
+                html: html.as_ref(),
+                config: config.as_ref(),
+                layer: *layer,
+                seed: *seed,
+                runs: *runs,
+                colour,
+                tokenizer: tokenizer.as_ref(),
+            };
+            match dtype {
+                DemoDType::F32 => run_demo::<f32>(&mut out, &args, "f32"),
+                DemoDType::Bf16 => run_demo::<bf16>(&mut out, &args, "bf16"),
+                DemoDType::F16 => run_demo::<f16>(&mut out, &args, "f16"),
+            }
+        }
     };
     let result = result.and_then(|()| out.flush().map_err(CliError::from));
     match result {

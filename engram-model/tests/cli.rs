@@ -171,3 +171,45 @@ fn bad_input_ends_with_one_line_and_a_nonzero_exit() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn demo_runs_a_layer_and_renders_every_gate() {
+    let dir = std::env::temp_dir().join(format!("engram-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let html = dir.join("gates.html");
+    // The public golden config keeps the tables small; the default is the 2.6 GB reference demo.
+    let o = engram(&[
+        "demo",
+        "--config",
+        &golden("engram_public.json"),
+        "--text",
+        "Only Alexander the Great could tame the horse Bucephalus.",
+        "--html",
+        html.to_str().unwrap(),
+        "--runs",
+        "2",
+        "--color",
+        "never",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let text = stdout(&o);
+    let gate_rows: Vec<Vec<f64>> = text
+        .lines()
+        .filter(|l| l.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .map(|l| l.split_whitespace().rev().take(4).map(|v| v.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(gate_rows.len(), 13, "{text}");
+    for row in &gate_rows {
+        assert!(row.iter().all(|&a| a > 0.0 && a < 1.0), "{text}");
+    }
+    assert!(text.contains("tokens/s"), "{text}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert_eq!(page.matches("<tr>").count(), 14, "header + 13 tokens");
+    // A different seed gives different weights, hence different gates.
+    let other = engram(&["demo", "--config", &golden("engram_public.json"), "--seed", "1", "--runs", "1", "--color", "never"]);
+    assert!(other.status.success());
+    assert_ne!(stdout(&other).lines().nth(5), text.lines().nth(5));
+    let unknown = engram(&["demo", "--config", &golden("engram_public.json"), "--layer", "2"]);
+    assert_clean_failure(&unknown, "layer 2");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
