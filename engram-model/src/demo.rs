@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use engram_core::synthetic::{self, SplitMix64, TABLE_CHUNK_ROWS};
-use engram_core::{Backend, DeviceEngramLayer, Element, EngramConfig, EngramLayer, EngramOps, NgramHasher};
+use engram_core::{
+    Backend, DeviceEngramLayer, Element, EngramConfig, EngramLayer, EngramOps, NgramHasher,
+};
 use rayon::prelude::*;
 
 use crate::error::Result;
@@ -29,7 +31,9 @@ pub fn build_layer<T: Element>(
             synthetic::fill_table_chunk(chunk, seed, i);
             on_rows((chunk.len() / d_head) as u64);
         });
-    Ok(synthetic::engram_layer_with_table(config, hasher, layer_id, seed, table)?)
+    Ok(synthetic::engram_layer_with_table(
+        config, hasher, layer_id, seed, table,
+    )?)
 }
 
 /// Hidden states for a token sequence: each raw id has a fixed random unit-variance row (a
@@ -39,7 +43,9 @@ pub fn token_hidden<T: Element>(raw_ids: &[u32], m: usize, d: usize, seed: u64) 
     let mut out = Vec::with_capacity(raw_ids.len() * m * d);
     for &id in raw_ids {
         let mut g = SplitMix64::stream(seed ^ 0xE3B0_C442, u64::from(id));
-        let row: Vec<T> = (0..d).map(|_| T::from_f64(1.732_050_8 * g.next_signed_unit())).collect();
+        let row: Vec<T> = (0..d)
+            .map(|_| T::from_f64(1.732_050_8 * g.next_signed_unit()))
+            .collect();
         for _ in 0..m {
             out.extend_from_slice(&row);
         }
@@ -104,7 +110,11 @@ pub fn gate_colour(alpha: f64) -> (u8, u8, u8) {
         (94.0, 201.0, 98.0),
         (253.0, 231.0, 37.0),
     ];
-    let x = if alpha.is_nan() { 0.0 } else { alpha.clamp(0.0, 1.0) * 4.0 };
+    let x = if alpha.is_nan() {
+        0.0
+    } else {
+        alpha.clamp(0.0, 1.0) * 4.0
+    };
     let i = (x.floor() as usize).min(3);
     let f = x - i as f64;
     let (a, b) = (STOPS[i], STOPS[i + 1]);
@@ -206,7 +216,10 @@ pub fn render_html(run: &DemoRun, title: &str) -> String {
 }
 
 /// Moves a built layer onto a backend.
-pub fn to_device<B: Backend, T: Element>(backend: &B, layer: EngramLayer<T>) -> Result<DeviceEngramLayer<B, T>> {
+pub fn to_device<B: Backend, T: Element>(
+    backend: &B,
+    layer: EngramLayer<T>,
+) -> Result<DeviceEngramLayer<B, T>> {
     Ok(DeviceEngramLayer::upload_owned(backend, layer)?)
 }
 
@@ -219,7 +232,9 @@ mod tests {
         assert_eq!(gate_colour(0.0), (68, 1, 84));
         assert_eq!(gate_colour(1.0), (253, 231, 37));
         assert_eq!(gate_colour(f64::NAN), gate_colour(0.0));
-        let luma = |c: (u8, u8, u8)| 0.299 * f64::from(c.0) + 0.587 * f64::from(c.1) + 0.114 * f64::from(c.2);
+        let luma = |c: (u8, u8, u8)| {
+            0.299 * f64::from(c.0) + 0.587 * f64::from(c.1) + 0.114 * f64::from(c.2)
+        };
         let mut last = -1.0;
         for i in 0..=20 {
             let l = luma(gate_colour(f64::from(i) / 20.0));

@@ -43,7 +43,10 @@ enum Command {
     /// on the CPU backend and show each branch's gate per token.
     Demo {
         /// The sentence.
-        #[arg(long, default_value = "Only Alexander the Great could tame the horse Bucephalus.")]
+        #[arg(
+            long,
+            default_value = "Only Alexander the Great could tame the horse Bucephalus."
+        )]
         text: String,
         /// Also write the heatmap as an HTML page here.
         #[arg(long, value_name = "FILE.html")]
@@ -293,7 +296,11 @@ struct DemoArgs<'a> {
     tokenizer: Option<&'a PathBuf>,
 }
 
-fn run_demo<T: Element>(out: &mut impl Write, args: &DemoArgs<'_>, dtype_name: &str) -> Result<(), CliError> {
+fn run_demo<T: Element>(
+    out: &mut impl Write,
+    args: &DemoArgs<'_>,
+    dtype_name: &str,
+) -> Result<(), CliError> {
     let config = match args.config {
         Some(p) => read_config(p)?,
         None => EngramConfig::demo(),
@@ -305,10 +312,12 @@ fn run_demo<T: Element>(out: &mut impl Write, args: &DemoArgs<'_>, dtype_name: &
     };
     let tokenizer = load_tokenizer(args.tokenizer)?;
     let vocab = tokenizer.compressed_vocab()?;
-    let pad = vocab.canonical(config.pad_id).map_err(|_| CliError::PadOutOfVocab {
-        pad_id: config.pad_id,
-        vocab: vocab.num_raw(),
-    })?;
+    let pad = vocab
+        .canonical(config.pad_id)
+        .map_err(|_| CliError::PadOutOfVocab {
+            pad_id: config.pad_id,
+            vocab: vocab.num_raw(),
+        })?;
     let hasher = NgramHasher::new(&config, u64::from(vocab.num_canonical()), pad)?;
     let rows = hasher.layer(layer_id)?.total_rows();
     let table_bytes = rows * config.d_head() as u64 * std::mem::size_of::<T>() as u64;
@@ -333,12 +342,16 @@ fn run_demo<T: Element>(out: &mut impl Write, args: &DemoArgs<'_>, dtype_name: &
     )?;
     out.flush()?;
     let bar = indicatif::ProgressBar::new(rows).with_style(
-        indicatif::ProgressStyle::with_template("building tables {bar:40} {percent:>3}% {bytes_per_sec} {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "building tables {bar:40} {percent:>3}% {bytes_per_sec} {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let row_bytes = config.d_head() as u64 * std::mem::size_of::<T>() as u64;
     bar.set_length(rows * row_bytes);
-    let layer = demo::build_layer::<T>(&config, &hasher, layer_id, args.seed, &|n| bar.inc(n * row_bytes))?;
+    let layer = demo::build_layer::<T>(&config, &hasher, layer_id, args.seed, &|n| {
+        bar.inc(n * row_bytes)
+    })?;
     bar.finish_and_clear();
     let backend = CpuBackend::new();
     let device = demo::to_device(&backend, layer)?;
@@ -361,7 +374,10 @@ fn run_demo<T: Element>(out: &mut impl Write, args: &DemoArgs<'_>, dtype_name: &
         runs: args.runs.max(1),
     };
     writeln!(out, "text:    {:?}", args.text)?;
-    writeln!(out, "gates:   alpha of each residual branch m per token (0: memory ignored, 1: admitted)")?;
+    writeln!(
+        out,
+        "gates:   alpha of each residual branch m per token (0: memory ignored, 1: admitted)"
+    )?;
     write!(out, "{}", demo::render_terminal(&run, args.colour))?;
     writeln!(
         out,
@@ -413,7 +429,9 @@ fn main() -> ExitCode {
             let colour = match color {
                 ColourChoice::Always => true,
                 ColourChoice::Never => false,
-                ColourChoice::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+                ColourChoice::Auto => {
+                    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+                }
             };
             let args = DemoArgs {
                 text,

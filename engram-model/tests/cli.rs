@@ -195,8 +195,19 @@ fn demo_runs_a_layer_and_renders_every_gate() {
     let text = stdout(&o);
     let gate_rows: Vec<Vec<f64>> = text
         .lines()
-        .filter(|l| l.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit()))
-        .map(|l| l.split_whitespace().rev().take(4).map(|v| v.parse().unwrap()).collect())
+        .filter(|l| {
+            l.trim_start()
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit())
+        })
+        .map(|l| {
+            l.split_whitespace()
+                .rev()
+                .take(4)
+                .map(|v| v.parse().unwrap())
+                .collect()
+        })
         .collect();
     assert_eq!(gate_rows.len(), 13, "{text}");
     for row in &gate_rows {
@@ -206,10 +217,26 @@ fn demo_runs_a_layer_and_renders_every_gate() {
     let page = std::fs::read_to_string(&html).unwrap();
     assert_eq!(page.matches("<tr>").count(), 14, "header + 13 tokens");
     // A different seed gives different weights, hence different gates.
-    let other = engram(&["demo", "--config", &golden("engram_public.json"), "--seed", "1", "--runs", "1", "--color", "never"]);
+    let other = engram(&[
+        "demo",
+        "--config",
+        &golden("engram_public.json"),
+        "--seed",
+        "1",
+        "--runs",
+        "1",
+        "--color",
+        "never",
+    ]);
     assert!(other.status.success());
     assert_ne!(stdout(&other).lines().nth(5), text.lines().nth(5));
-    let unknown = engram(&["demo", "--config", &golden("engram_public.json"), "--layer", "2"]);
+    let unknown = engram(&[
+        "demo",
+        "--config",
+        &golden("engram_public.json"),
+        "--layer",
+        "2",
+    ]);
     assert_clean_failure(&unknown, "layer 2");
     std::fs::remove_dir_all(&dir).unwrap();
 }
