@@ -230,18 +230,23 @@ fn cpu_backend_trait_composition_equals_the_oracle() {
         let mut out = cpu.zeros::<f64>(expected.len()).unwrap();
         let mut gates = cpu.zeros::<f64>(expected_gates.len()).unwrap();
         let mut state = DeviceEngramState::new(&cpu, &dev, LENS.len()).unwrap();
+        let (ids, cu, hidden) = (
+            cpu.upload(&b.ids).unwrap(),
+            cpu.upload(&b.cu).unwrap(),
+            cpu.upload(&b.hidden).unwrap(),
+        );
         cpu.engram_prefill(
             &dev,
-            &b.ids,
-            &b.cu,
-            &b.hidden,
+            &ids,
+            &cu,
+            &hidden,
             &mut out,
             Some(&mut gates),
             Some(&mut state),
         )
         .unwrap();
-        assert_eq!(out, expected, "config {i}");
-        assert_eq!(gates, expected_gates);
+        assert_eq!(cpu.to_vec(&out).unwrap(), expected, "config {i}");
+        assert_eq!(cpu.to_vec(&gates).unwrap(), expected_gates);
         assert_eq!(state.download(&cpu).unwrap(), expected_state);
         // One decode step through the traits equals the oracle's.
         let md = c.hc_mult * c.hidden_size;
@@ -251,9 +256,10 @@ fn cpu_backend_trait_composition_equals_the_oracle() {
         let mut host_out = vec![0.0; LENS.len() * md];
         engram_decode(&l, &next_ids, &hidden, &mut host_state, &mut host_out, None).unwrap();
         let mut dev_out = cpu.zeros::<f64>(host_out.len()).unwrap();
-        cpu.engram_decode(&dev, &next_ids, &hidden, &mut state, &mut dev_out, None)
+        let (next_dev, hidden_dev) = (cpu.upload(&next_ids).unwrap(), cpu.upload(&hidden).unwrap());
+        cpu.engram_decode(&dev, &next_dev, &hidden_dev, &mut state, &mut dev_out, None)
             .unwrap();
-        assert_eq!(dev_out, host_out);
+        assert_eq!(cpu.to_vec(&dev_out).unwrap(), host_out);
         assert_eq!(state.download(&cpu).unwrap(), host_state);
     }
 }
@@ -307,9 +313,18 @@ fn moe_tokens_are_independent_and_the_backend_equals_the_oracle() {
         let mut dev_out = cpu.zeros::<f64>(x.len()).unwrap();
         let mut w = cpu.zeros::<f64>(routing.weights.len()).unwrap();
         let mut idx = cpu.zeros::<u32>(routing.indices.len()).unwrap();
-        cpu.moe_forward(&dev, &x, &mut dev_out, &mut w, &mut idx)
-            .unwrap();
-        assert_eq!(dev_out, out);
-        assert_eq!((w, idx), (routing.weights, routing.indices));
+        cpu.moe_forward(
+            &dev,
+            &cpu.upload(&x).unwrap(),
+            &mut dev_out,
+            &mut w,
+            &mut idx,
+        )
+        .unwrap();
+        assert_eq!(cpu.to_vec(&dev_out).unwrap(), out);
+        assert_eq!(
+            (cpu.to_vec(&w).unwrap(), cpu.to_vec(&idx).unwrap()),
+            (routing.weights, routing.indices)
+        );
     }
 }

@@ -52,6 +52,16 @@ pub trait Backend: Sized + Send + Sync {
     /// A new buffer of `len` zeros.
     fn zeros<T: Scalar>(&self, len: usize) -> Result<Self::Buffer<T>>;
 
+    /// A buffer of `len` elements, all `fill`, between two guard zones of `guard` elements each
+    /// that also hold `fill`. Ops see only the `len` usable elements; [`Backend::guards_intact`]
+    /// tells whether anything wrote into the guards. The conformance suite allocates every output
+    /// this way to catch out-of-bounds writes.
+    fn guarded<T: Scalar>(&self, len: usize, guard: usize, fill: T) -> Result<Self::Buffer<T>>;
+
+    /// Whether the guard zones of a buffer made by [`Backend::guarded`] still hold their fill
+    /// value, bit for bit (`true` for a buffer without guards).
+    fn guards_intact<T: Scalar>(&self, buffer: &Self::Buffer<T>) -> Result<bool>;
+
     /// Copies a buffer back to the host (`out.len()` must equal the buffer's length).
     fn download<T: Scalar>(&self, buffer: &Self::Buffer<T>, out: &mut [T]) -> Result<()>;
 

@@ -11,6 +11,10 @@ use engram_core::{
     Backend, Capabilities, DType, Element, EngramOps, MoeConfig, MoeOps, Result, ScoreFunc,
 };
 
+mod buffer;
+
+pub use buffer::CpuBuffer;
+
 /// The name users select this backend by (`--backend cpu`).
 pub const BACKEND_NAME: &str = "cpu";
 
@@ -38,7 +42,7 @@ fn len_check<T>(what: &'static str, buf: &[T], expected: usize) -> Result<()> {
 }
 
 impl Backend for CpuBackend {
-    type Buffer<T: engram_core::Scalar> = Vec<T>;
+    type Buffer<T: engram_core::Scalar> = CpuBuffer<T>;
 
     fn name(&self) -> &'static str {
         BACKEND_NAME
@@ -52,31 +56,48 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn upload<T: engram_core::Scalar>(&self, data: &[T]) -> Result<Vec<T>> {
-        Ok(data.to_vec())
+    fn upload<T: engram_core::Scalar>(&self, data: &[T]) -> Result<CpuBuffer<T>> {
+        Ok(CpuBuffer::from_vec(data.to_vec()))
     }
 
-    fn upload_vec<T: engram_core::Scalar>(&self, data: Vec<T>) -> Result<Vec<T>> {
-        Ok(data)
+    fn upload_vec<T: engram_core::Scalar>(&self, data: Vec<T>) -> Result<CpuBuffer<T>> {
+        Ok(CpuBuffer::from_vec(data))
     }
 
-    fn zeros<T: engram_core::Scalar>(&self, len: usize) -> Result<Vec<T>> {
-        Ok(vec![T::default(); len])
+    fn zeros<T: engram_core::Scalar>(&self, len: usize) -> Result<CpuBuffer<T>> {
+        Ok(CpuBuffer::from_vec(vec![T::default(); len]))
     }
 
-    fn download<T: engram_core::Scalar>(&self, buffer: &Vec<T>, out: &mut [T]) -> Result<()> {
+    fn guarded<T: engram_core::Scalar>(
+        &self,
+        len: usize,
+        guard: usize,
+        fill: T,
+    ) -> Result<CpuBuffer<T>> {
+        Ok(CpuBuffer::guarded(len, guard, fill))
+    }
+
+    fn guards_intact<T: engram_core::Scalar>(&self, buffer: &CpuBuffer<T>) -> Result<bool> {
+        Ok(buffer.guards_intact())
+    }
+
+    fn download<T: engram_core::Scalar>(&self, buffer: &CpuBuffer<T>, out: &mut [T]) -> Result<()> {
         len_check("download destination", out, buffer.len())?;
         out.copy_from_slice(buffer);
         Ok(())
     }
 
-    fn copy<T: engram_core::Scalar>(&self, src: &Vec<T>, dst: &mut Vec<T>) -> Result<()> {
+    fn copy<T: engram_core::Scalar>(
+        &self,
+        src: &CpuBuffer<T>,
+        dst: &mut CpuBuffer<T>,
+    ) -> Result<()> {
         len_check("copy destination", dst, src.len())?;
         dst.copy_from_slice(src);
         Ok(())
     }
 
-    fn len<T: engram_core::Scalar>(&self, buffer: &Vec<T>) -> usize {
+    fn len<T: engram_core::Scalar>(&self, buffer: &CpuBuffer<T>) -> usize {
         buffer.len()
     }
 
@@ -86,7 +107,12 @@ impl Backend for CpuBackend {
 }
 
 impl EngramOps for CpuBackend {
-    fn compress_ids(&self, lookup: &Vec<u32>, raw: &Vec<u32>, out: &mut Vec<u32>) -> Result<()> {
+    fn compress_ids(
+        &self,
+        lookup: &CpuBuffer<u32>,
+        raw: &CpuBuffer<u32>,
+        out: &mut CpuBuffer<u32>,
+    ) -> Result<()> {
         reference::compress_ids(lookup, raw, out)
     }
 
@@ -96,9 +122,9 @@ impl EngramOps for CpuBackend {
         heads_per_order: usize,
         compressed_pad_id: u32,
         compressed_vocab: u64,
-        ids: &Vec<u32>,
-        cu_seqlens: &Vec<u32>,
-        rows: &mut Vec<u32>,
+        ids: &CpuBuffer<u32>,
+        cu_seqlens: &CpuBuffer<u32>,
+        rows: &mut CpuBuffer<u32>,
     ) -> Result<()> {
         hash_packed(
             &[layer],
@@ -116,70 +142,70 @@ impl EngramOps for CpuBackend {
         layer: &LayerHash,
         heads_per_order: usize,
         compressed_vocab: u64,
-        history: &Vec<u32>,
-        ids: &Vec<u32>,
-        rows: &mut Vec<u32>,
+        history: &CpuBuffer<u32>,
+        ids: &CpuBuffer<u32>,
+        rows: &mut CpuBuffer<u32>,
     ) -> Result<()> {
         reference::hash_decode(layer, heads_per_order, compressed_vocab, history, ids, rows)
     }
 
     fn gather_rows<T: Element>(
         &self,
-        table: &Vec<T>,
+        table: &CpuBuffer<T>,
         d_head: usize,
         layer: &LayerHash,
-        rows: &Vec<u32>,
-        out: &mut Vec<T>,
+        rows: &CpuBuffer<u32>,
+        out: &mut CpuBuffer<T>,
     ) -> Result<()> {
         reference::gather_rows(table, d_head, layer, rows, out)
     }
 
     fn rms_norm<T: Element>(
         &self,
-        x: &Vec<T>,
-        weight: &Vec<T>,
+        x: &CpuBuffer<T>,
+        weight: &CpuBuffer<T>,
         d: usize,
         eps: f64,
-        out: &mut Vec<T>,
+        out: &mut CpuBuffer<T>,
     ) -> Result<()> {
         reference::rms_norm(x, weight, d, eps, out)
     }
 
     fn linear<T: Element>(
         &self,
-        x: &Vec<T>,
-        weight: &Vec<T>,
-        bias: Option<&Vec<T>>,
+        x: &CpuBuffer<T>,
+        weight: &CpuBuffer<T>,
+        bias: Option<&CpuBuffer<T>>,
         in_features: usize,
-        out: &mut Vec<T>,
+        out: &mut CpuBuffer<T>,
     ) -> Result<()> {
-        reference::linear(x, weight, bias.map(Vec::as_slice), in_features, out)
+        reference::linear(x, weight, bias.map(|b| &**b), in_features, out)
     }
 
     fn gate<T: Element>(
         &self,
-        proj: &Vec<T>,
-        hidden: &Vec<T>,
-        key_norm: &Vec<T>,
-        query_norm: &Vec<T>,
+        proj: &CpuBuffer<T>,
+        hidden: &CpuBuffer<T>,
+        key_norm: &CpuBuffer<T>,
+        query_norm: &CpuBuffer<T>,
         m: usize,
         d: usize,
-        value: &mut Vec<T>,
-        alpha: &mut Vec<T>,
+        value: &mut CpuBuffer<T>,
+        alpha: &mut CpuBuffer<T>,
     ) -> Result<()> {
         reference::gate(proj, hidden, key_norm, query_norm, m, d, value, alpha)
     }
 
     fn short_conv<T: Element>(
         &self,
-        normed: &Vec<T>,
-        value: &Vec<T>,
-        weight: &Vec<T>,
+        normed: &CpuBuffer<T>,
+        value: &CpuBuffer<T>,
+        weight: &CpuBuffer<T>,
         channels: usize,
         kernel: usize,
         dilation: usize,
-        cu_seqlens: &Vec<u32>,
-        out: &mut Vec<T>,
+        cu_seqlens: &CpuBuffer<u32>,
+        out: &mut CpuBuffer<T>,
     ) -> Result<()> {
         reference::short_conv(
             normed, value, weight, channels, kernel, dilation, cu_seqlens, out,
@@ -188,14 +214,14 @@ impl EngramOps for CpuBackend {
 
     fn short_conv_decode<T: Element>(
         &self,
-        normed: &Vec<T>,
-        value: &Vec<T>,
-        weight: &Vec<T>,
+        normed: &CpuBuffer<T>,
+        value: &CpuBuffer<T>,
+        weight: &CpuBuffer<T>,
         channels: usize,
         kernel: usize,
         dilation: usize,
-        history: &mut Vec<T>,
-        out: &mut Vec<T>,
+        history: &mut CpuBuffer<T>,
+        out: &mut CpuBuffer<T>,
     ) -> Result<()> {
         reference::short_conv_decode(
             normed, value, weight, channels, kernel, dilation, history, out,
@@ -204,22 +230,27 @@ impl EngramOps for CpuBackend {
 
     fn capture_state<T: Element>(
         &self,
-        ids: &Vec<u32>,
-        cu_seqlens: &Vec<u32>,
-        normed: &Vec<T>,
+        ids: &CpuBuffer<u32>,
+        cu_seqlens: &CpuBuffer<u32>,
+        normed: &CpuBuffer<T>,
         keep: usize,
         hist: usize,
         channels: usize,
         pad: u32,
-        state_ids: &mut Vec<u32>,
-        state_conv: &mut Vec<T>,
+        state_ids: &mut CpuBuffer<u32>,
+        state_conv: &mut CpuBuffer<T>,
     ) -> Result<()> {
         reference::capture_state(
             ids, cu_seqlens, normed, keep, hist, channels, pad, state_ids, state_conv,
         )
     }
 
-    fn push_ids(&self, history: &mut Vec<u32>, ids: &Vec<u32>, keep: usize) -> Result<()> {
+    fn push_ids(
+        &self,
+        history: &mut CpuBuffer<u32>,
+        ids: &CpuBuffer<u32>,
+        keep: usize,
+    ) -> Result<()> {
         reference::push_ids(history, ids, keep)
     }
 }
@@ -227,59 +258,59 @@ impl EngramOps for CpuBackend {
 impl MoeOps for CpuBackend {
     fn moe_scores<T: Element>(
         &self,
-        x: &Vec<T>,
-        gate_weight: &Vec<T>,
+        x: &CpuBuffer<T>,
+        gate_weight: &CpuBuffer<T>,
         dim: usize,
         score_func: ScoreFunc,
-        scores: &mut Vec<T>,
+        scores: &mut CpuBuffer<T>,
     ) -> Result<()> {
         reference::moe_scores(x, gate_weight, dim, score_func, scores)
     }
 
     fn moe_route<T: Element>(
         &self,
-        scores: &Vec<T>,
-        bias: &Vec<T>,
+        scores: &CpuBuffer<T>,
+        bias: &CpuBuffer<T>,
         config: &MoeConfig,
-        weights: &mut Vec<T>,
-        indices: &mut Vec<u32>,
+        weights: &mut CpuBuffer<T>,
+        indices: &mut CpuBuffer<u32>,
     ) -> Result<()> {
         reference::moe_route(scores, bias, config, weights, indices)
     }
 
     fn expert_ffn<T: Element>(
         &self,
-        x: &Vec<T>,
-        w1: &Vec<T>,
-        w2: &Vec<T>,
-        w3: &Vec<T>,
+        x: &CpuBuffer<T>,
+        w1: &CpuBuffer<T>,
+        w2: &CpuBuffer<T>,
+        w3: &CpuBuffer<T>,
         dim: usize,
-        out: &mut Vec<T>,
+        out: &mut CpuBuffer<T>,
     ) -> Result<()> {
         reference::expert_ffn(x, w1, w2, w3, dim, out)
     }
 
     fn routed_experts<T: Element>(
         &self,
-        x: &Vec<T>,
-        w1: &Vec<T>,
-        w2: &Vec<T>,
-        w3: &Vec<T>,
-        indices: &Vec<u32>,
+        x: &CpuBuffer<T>,
+        w1: &CpuBuffer<T>,
+        w2: &CpuBuffer<T>,
+        w3: &CpuBuffer<T>,
+        indices: &CpuBuffer<u32>,
         dim: usize,
         inter: usize,
-        out: &mut Vec<T>,
+        out: &mut CpuBuffer<T>,
     ) -> Result<()> {
         reference::routed_experts(x, w1, w2, w3, indices, dim, inter, out)
     }
 
     fn moe_combine<T: Element>(
         &self,
-        expert_out: &Vec<T>,
-        weights: &Vec<T>,
-        shared: &Vec<T>,
+        expert_out: &CpuBuffer<T>,
+        weights: &CpuBuffer<T>,
+        shared: &CpuBuffer<T>,
         dim: usize,
-        out: &mut Vec<T>,
+        out: &mut CpuBuffer<T>,
     ) -> Result<()> {
         reference::moe_combine(expert_out, weights, shared, dim, out)
     }
