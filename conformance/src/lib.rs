@@ -5,5 +5,9 @@
 //! `golden/` folder, so a fresh clone checks itself), and [`runner`], which runs a layer stored in
 //! that format on any backend and compares every output with the reference.
 
+pub mod cases;
 pub mod golden;
+pub mod harness;
+pub mod metrics;
 pub mod runner;
+pub mod testgen;
