@@ -1,8 +1,73 @@
 //! # engram-cuda
 //!
-//! The NVIDIA backend of the Engram kernels: CUDA C++ compiled to PTX for `sm_90`/`sm_90a`,
-//! loaded through `cust`. The crate builds on machines without a GPU or a CUDA toolkit; the
-//! kernels and their launch contracts are added on top of this crate's public surface.
+//! The NVIDIA backend of the Engram kernels: CUDA C++ (`kernels/engram.cu`) compiled to PTX for
+//! `sm_90` by a pinned NVRTC (`tools/gen_ptx.py`), committed beside its source
+//! (`kernels/engram.ptx`), embedded here as [`ENGRAM_PTX`] and loaded with `cust`. Another runtime
+//! can load the same PTX and launch the kernels itself: each kernel's parameters, grid, block and
+//! shared memory are written above it in the source ([`ENGRAM_CU`]).
+//!
+//! The driver is linked only with the `cuda` feature. Without it, and on a machine without a
+//! device, [`CudaBackend::new`] returns [`engram_core::Error::NoDevice`] with the reason; the type
+//! exists either way.
+
+/// The CUDA C++ source of every kernel, with their launch contracts.
+pub const ENGRAM_CU: &str = include_str!("../kernels/engram.cu");
+/// The PTX (ISA 8.2, `sm_90`) every kernel is loaded from.
+pub const ENGRAM_PTX: &str = include_str!("../kernels/engram.ptx");
 
 /// The name users select this backend by (`--backend cuda`).
 pub const BACKEND_NAME: &str = "cuda";
+
+#[cfg(feature = "cuda")]
+mod device;
+
+#[cfg(feature = "cuda")]
+pub use device::{CudaBackend, CudaBuffer};
+
+/// The CUDA backend (built without the `cuda` feature: it never has a device).
+#[cfg(not(feature = "cuda"))]
+#[derive(Debug)]
+pub struct CudaBackend {
+    _private: (),
+}
+
+#[cfg(not(feature = "cuda"))]
+impl CudaBackend {
+    /// Always [`engram_core::Error::NoDevice`]: this build has no CUDA driver linked.
+    pub fn new() -> engram_core::Result<Self> {
+        Err(engram_core::Error::NoDevice {
+            backend: BACKEND_NAME,
+            reason: "engram-cuda was built without its `cuda` feature".to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ptx_is_generated_from_the_embedded_source_for_sm_90() {
+        assert!(ENGRAM_PTX.starts_with("// Generated from engram.cu by tools/gen_ptx.py with NVRTC 12.2"));
+        assert!(ENGRAM_PTX.contains(".target sm_90"));
+        assert!(ENGRAM_PTX.contains(".version 8.2"), "PTX ISA 8.2 loads on drivers from 535 on");
+        for kernel in ["hash_rows", "gather_bf16", "linear_f32", "gate_f16", "route_f64", "short_conv_decode_f32"] {
+            assert!(ENGRAM_PTX.contains(&format!(".entry {kernel}(")), "{kernel} is missing");
+            assert!(ENGRAM_CU.contains(kernel.trim_end_matches(|c: char| c != '_').trim_end_matches('_')));
+        }
+    }
+
+    #[test]
+    fn without_a_device_construction_is_a_typed_error() {
+        // On CI (no GPU, or no `cuda` feature) this is the answer; on a GPU machine with the
+        // feature it succeeds, which the conformance suite then exercises.
+        match CudaBackend::new() {
+            Ok(_) => {}
+            Err(engram_core::Error::NoDevice { backend, reason }) => {
+                assert_eq!(backend, BACKEND_NAME);
+                assert!(!reason.is_empty());
+            }
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+}

@@ -1,0 +1,654 @@
+//! The backend proper: device buffers, the loaded module, one stream, and every op as a launch
+//! of the PTX kernels. Inputs are validated exactly as the oracle validates them (same typed
+//! errors), before any kernel writes.
+
+use std::ffi::c_void;
+use std::mem::size_of;
+
+use cust::context::Context;
+use cust::function::{BlockSize, GridSize};
+use cust::memory::{CopyDestination, DeviceBuffer};
+use cust::module::Module;
+use cust::stream::{Stream, StreamFlags};
+use engram_core::hash::LayerHash;
+use engram_core::reference::conv_history_len;
+use engram_core::{
+    Backend, Capabilities, DType, Element, EngramOps, Error, MoeConfig, MoeOps, PackedBatch, Result, Scalar, ScoreFunc,
+};
+
+use crate::{BACKEND_NAME, ENGRAM_PTX};
+
+const THREADS: u32 = 256;
+const MAX_BLOCKS: u64 = 1 << 20;
+
+fn cuda_err(e: cust::error::CudaError) -> Error {
+    Error::Backend {
+        backend: BACKEND_NAME,
+        message: e.to_string(),
+    }
+}
+
+fn check_len(what: &'static str, actual: usize, expected: usize) -> Result<()> {
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch { what, expected, actual })
+    }
+}
+
+/// A buffer in device memory: `len` elements of `T`, optionally between two guard zones.
+pub struct CudaBuffer<T> {
+    raw: DeviceBuffer<u8>,
+    guard: usize,
+    len: usize,
+    fill: T,
+}
+
+impl<T: Scalar> CudaBuffer<T> {
+    /// The device address of the first usable element.
+    pub fn device_ptr(&self) -> u64 {
+        self.raw.as_device_ptr().as_raw() + (self.guard * size_of::<T>()) as u64
+    }
+
+    fn from_host(data: &[T], guard: usize, len: usize, fill: T) -> Result<Self> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        // cuMemAlloc rejects zero bytes: an empty buffer still owns a few.
+        let raw = if bytes.is_empty() {
+            DeviceBuffer::zeroed(8)
+        } else {
+            DeviceBuffer::from_slice(bytes)
+        }
+        .map_err(cuda_err)?;
+        Ok(CudaBuffer { raw, guard, len, fill })
+    }
+
+    fn read_all(&self) -> Result<Vec<T>> {
+        let total = self.len + 2 * self.guard;
+        let mut out = vec![T::default(); total];
+        if total > 0 {
+            let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
+            self.raw.index(0..bytes.len()).copy_to(bytes).map_err(cuda_err)?;
+        }
+        Ok(out)
+    }
+}
+
+/// One kernel argument.
+#[derive(Clone, Copy)]
+enum Arg {
+    U32(u32),
+    U64(u64),
+    F64(f64),
+}
+
+fn ptr<T: Scalar>(b: &CudaBuffer<T>) -> Arg {
+    Arg::U64(b.device_ptr())
+}
+
+fn opt_ptr<T: Scalar>(b: Option<&CudaBuffer<T>>) -> Arg {
+    Arg::U64(b.map_or(0, CudaBuffer::device_ptr))
+}
+
+fn u32_of(what: &'static str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::Overflow { what })
+}
+
+fn suffix(dtype: DType) -> Result<&'static str> {
+    match dtype {
+        DType::F32 => Ok("f32"),
+        DType::F64 => Ok("f64"),
+        DType::F16 => Ok("f16"),
+        DType::BF16 => Ok("bf16"),
+        other => Err(Error::UnsupportedDType {
+            backend: BACKEND_NAME,
+            dtype: other,
+        }),
+    }
+}
+
+/// The CUDA backend: a context on device 0, the Engram module, one stream.
+pub struct CudaBackend {
+    module: Module,
+    stream: Stream,
+    device: String,
+    _context: Context,
+}
+
+impl std::fmt::Debug for CudaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaBackend").field("device", &self.device).finish()
+    }
+}
+
+impl CudaBackend {
+    /// Opens device 0 and loads the kernels; [`Error::NoDevice`] when there is no usable driver
+    /// or device.
+    pub fn new() -> Result<Self> {
+        let no_device = |e: cust::error::CudaError| Error::NoDevice {
+            backend: BACKEND_NAME,
+            reason: e.to_string(),
+        };
+        let context = cust::quick_init().map_err(no_device)?;
+        let device = cust::device::Device::get_device(0)
+            .and_then(|d| d.name())
+            .map_err(no_device)?;
+        let module = Module::from_ptx(ENGRAM_PTX, &[]).map_err(cuda_err)?;
+        let stream = Stream::new(StreamFlags::DEFAULT, None).map_err(cuda_err)?;
+        Ok(CudaBackend {
+            module,
+            stream,
+            device,
+            _context: context,
+        })
+    }
+
+    fn launch(&self, kernel: &str, grid: impl Into<GridSize>, block: impl Into<BlockSize>, shared: u32, args: &[Arg]) -> Result<()> {
+        let function = self.module.get_function(kernel).map_err(cuda_err)?;
+        let mut storage: Vec<u64> = args
+            .iter()
+            .map(|a| match *a {
+                Arg::U32(v) => u64::from(v),
+                Arg::U64(v) => v,
+                Arg::F64(v) => v.to_bits(),
+            })
+            .collect();
+        // Each pointer addresses an 8-byte slot whose first bytes hold the argument in the
+        // little-endian layout the kernel reads (a u32 parameter reads the low half).
+        let mut pointers: Vec<*mut c_void> = storage.iter_mut().map(|v| v as *mut u64 as *mut c_void).collect();
+        // SAFETY: the kernel's parameter list (see kernels/engram.cu) matches `args` in number and
+        // width; every pointer argument is a live device allocation sized for the launch; the
+        // argument storage outlives the call, which copies the arguments before returning.
+        unsafe {
+            self.stream
+                .launch(&function, grid, block, shared, &pointers[..])
+                .map_err(cuda_err)?;
+        }
+        pointers.clear();
+        Ok(())
+    }
+
+    /// A grid-stride launch over `n` items.
+    fn launch_n(&self, kernel: &str, n: u64, args: &[Arg]) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        let blocks = n.div_ceil(u64::from(THREADS)).min(MAX_BLOCKS) as u32;
+        self.launch(kernel, blocks, THREADS, 0, args)
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.stream.synchronize().map_err(cuda_err)
+    }
+
+    /// The first index `i` with `v[i] >= limit`, if any (a device-side scan).
+    fn first_at_or_above(&self, v: &CudaBuffer<u32>, limit: u64) -> Result<Option<usize>> {
+        if v.len == 0 {
+            return Ok(None);
+        }
+        let first = CudaBuffer::from_host(&[u64::MAX], 0, 1, 0u64)?;
+        self.launch_n("first_ge_u32", v.len as u64, &[ptr(v), Arg::U64(v.len as u64), Arg::U64(limit), ptr(&first)])?;
+        let found = self.to_vec(&first)?[0];
+        Ok((found != u64::MAX).then_some(found as usize))
+    }
+
+    fn host<T: Scalar>(&self, b: &CudaBuffer<T>) -> Result<Vec<T>> {
+        self.to_vec(b)
+    }
+
+    fn layer_params(&self, layer: &LayerHash) -> Result<(CudaBuffer<u64>, CudaBuffer<u32>)> {
+        Ok((self.upload(&layer.multipliers)?, self.upload(&layer.table_sizes)?))
+    }
+
+    fn check_ids(&self, ids: &CudaBuffer<u32>, limit: u64) -> Result<()> {
+        if let Some(position) = self.first_at_or_above(ids, limit)? {
+            let id = self.host(ids)?[position];
+            return Err(Error::IdOutOfRange {
+                position,
+                id: u64::from(id),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    fn linear_raw<T: Element>(&self, x: &CudaBuffer<T>, w: &CudaBuffer<T>, bias: Option<&CudaBuffer<T>>, in_features: usize, out: &mut CudaBuffer<T>) -> Result<()> {
+        if in_features == 0 || w.len % in_features != 0 || x.len % in_features != 0 {
+            return Err(Error::ShapeMismatch {
+                what: "linear input",
+                expected: in_features,
+                actual: x.len,
+            });
+        }
+        let out_features = w.len / in_features;
+        if let Some(b) = bias {
+            check_len("linear bias", b.len, out_features)?;
+        }
+        let rows = x.len / in_features;
+        check_len("linear output", out.len, rows * out_features)?;
+        if rows == 0 || out_features == 0 {
+            return Ok(());
+        }
+        let grid = (out_features.div_ceil(16) as u32, u32_of("linear rows", rows.div_ceil(16))?, 1);
+        self.launch(
+            &format!("linear_{}", suffix(T::DTYPE)?),
+            grid,
+            (16, 16, 1),
+            0,
+            &[ptr(x), ptr(w), opt_ptr(bias), Arg::U64(rows as u64), Arg::U32(u32_of("in", in_features)?), Arg::U32(u32_of("out", out_features)?), ptr(out)],
+        )
+    }
+
+    fn silu_mul<T: Element>(&self, a: &CudaBuffer<T>, b: &CudaBuffer<T>, h: &mut CudaBuffer<T>) -> Result<()> {
+        self.launch_n(&format!("silu_mul_{}", suffix(T::DTYPE)?), a.len as u64, &[ptr(a), ptr(b), Arg::U64(a.len as u64), ptr(h)])
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn routed_linear<T: Element>(&self, x: &CudaBuffer<T>, w: &CudaBuffer<T>, idx: &CudaBuffer<u32>, tokens: usize, k: usize, inputs: usize, outputs: usize, per_slot: bool, y: &mut CudaBuffer<T>) -> Result<()> {
+        self.launch_n(
+            &format!("routed_linear_{}", suffix(T::DTYPE)?),
+            (tokens * k * outputs) as u64,
+            &[ptr(x), ptr(w), ptr(idx), Arg::U64(tokens as u64), Arg::U32(u32_of("k", k)?), Arg::U32(u32_of("in", inputs)?), Arg::U32(u32_of("out", outputs)?), Arg::U32(u32::from(per_slot)), ptr(y)],
+        )
+    }
+}
+
+impl Backend for CudaBackend {
+    type Buffer<T: Scalar> = CudaBuffer<T>;
+
+    fn name(&self) -> &'static str {
+        BACKEND_NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            backend: BACKEND_NAME,
+            device: self.device.clone(),
+            float_dtypes: vec![DType::F32, DType::F64, DType::F16, DType::BF16],
+        }
+    }
+
+    fn upload<T: Scalar>(&self, data: &[T]) -> Result<CudaBuffer<T>> {
+        CudaBuffer::from_host(data, 0, data.len(), T::default())
+    }
+
+    fn zeros<T: Scalar>(&self, len: usize) -> Result<CudaBuffer<T>> {
+        self.upload(&vec![T::default(); len])
+    }
+
+    fn guarded<T: Scalar>(&self, len: usize, guard: usize, fill: T) -> Result<CudaBuffer<T>> {
+        CudaBuffer::from_host(&vec![fill; len + 2 * guard], guard, len, fill)
+    }
+
+    fn guards_intact<T: Scalar>(&self, buffer: &CudaBuffer<T>) -> Result<bool> {
+        self.sync()?;
+        let all = buffer.read_all()?;
+        let fill = bytemuck::bytes_of(&buffer.fill);
+        let g = buffer.guard;
+        Ok(all[..g].iter().chain(&all[g + buffer.len..]).all(|v| bytemuck::bytes_of(v) == fill))
+    }
+
+    fn download<T: Scalar>(&self, buffer: &CudaBuffer<T>, out: &mut [T]) -> Result<()> {
+        check_len("download destination", out.len(), buffer.len)?;
+        self.sync()?;
+        if out.is_empty() {
+            return Ok(());
+        }
+        let start = buffer.guard * size_of::<T>();
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(out);
+        buffer.raw.index(start..start + bytes.len()).copy_to(bytes).map_err(cuda_err)
+    }
+
+    fn copy<T: Scalar>(&self, src: &CudaBuffer<T>, dst: &mut CudaBuffer<T>) -> Result<()> {
+        check_len("copy destination", dst.len, src.len)?;
+        let data = self.to_vec(src)?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let start = dst.guard * size_of::<T>();
+        let bytes: &[u8] = bytemuck::cast_slice(&data);
+        let mut slice = dst.raw.index(start..start + bytes.len());
+        slice.copy_from(bytes).map_err(cuda_err)
+    }
+
+    fn len<T: Scalar>(&self, buffer: &CudaBuffer<T>) -> usize {
+        buffer.len
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.sync()
+    }
+}
+
+impl EngramOps for CudaBackend {
+    fn compress_ids(&self, lookup: &CudaBuffer<u32>, raw: &CudaBuffer<u32>, out: &mut CudaBuffer<u32>) -> Result<()> {
+        check_len("compressed ids", out.len, raw.len)?;
+        self.check_ids(raw, lookup.len as u64)?;
+        self.launch_n("compress_ids", raw.len as u64, &[ptr(lookup), ptr(raw), Arg::U64(raw.len as u64), ptr(out)])
+    }
+
+    fn hash(
+        &self,
+        layer: &LayerHash,
+        heads_per_order: usize,
+        compressed_pad_id: u32,
+        compressed_vocab: u64,
+        ids: &CudaBuffer<u32>,
+        cu_seqlens: &CudaBuffer<u32>,
+        rows: &mut CudaBuffer<u32>,
+    ) -> Result<()> {
+        let cu = self.host(cu_seqlens)?;
+        let batch = PackedBatch::new(&cu, ids.len)?;
+        self.check_ids(ids, compressed_vocab)?;
+        let n_max = layer.multipliers.len();
+        let heads = (n_max - 1) * heads_per_order;
+        check_len("hash output", rows.len, ids.len * heads)?;
+        if ids.len == 0 {
+            return Ok(());
+        }
+        let (mult, sizes) = self.layer_params(layer)?;
+        self.launch_n(
+            "hash_rows",
+            ids.len as u64,
+            &[
+                ptr(ids),
+                Arg::U64(ids.len as u64),
+                ptr(cu_seqlens),
+                Arg::U32(u32_of("sequences", batch.num_sequences())?),
+                ptr(&mult),
+                Arg::U32(u32_of("max_ngram_size", n_max)?),
+                ptr(&sizes),
+                Arg::U32(u32_of("heads", heads_per_order)?),
+                Arg::U32(compressed_pad_id),
+                ptr(rows),
+            ],
+        )?;
+        // The parameter buffers are freed on drop: finish the launch that reads them first.
+        self.sync()
+    }
+
+    fn hash_decode(
+        &self,
+        layer: &LayerHash,
+        heads_per_order: usize,
+        compressed_vocab: u64,
+        history: &CudaBuffer<u32>,
+        ids: &CudaBuffer<u32>,
+        rows: &mut CudaBuffer<u32>,
+    ) -> Result<()> {
+        let n_max = layer.multipliers.len();
+        let keep = n_max - 1;
+        let seqs = ids.len;
+        check_len("id history", history.len, seqs * keep)?;
+        check_len("decode rows", rows.len, seqs * keep * heads_per_order)?;
+        if let Some(position) = self.first_at_or_above(ids, compressed_vocab)? {
+            let id = self.host(ids)?[position];
+            return Err(Error::IdOutOfRange { position, id: u64::from(id), limit: compressed_vocab });
+        }
+        if let Some(p) = self.first_at_or_above(history, compressed_vocab)? {
+            let id = self.host(history)?[p];
+            return Err(Error::IdOutOfRange { position: (seqs + p) % seqs.max(1), id: u64::from(id), limit: compressed_vocab });
+        }
+        if seqs == 0 {
+            return Ok(());
+        }
+        let (mult, sizes) = self.layer_params(layer)?;
+        self.launch_n(
+            "hash_decode",
+            seqs as u64,
+            &[ptr(history), ptr(ids), Arg::U64(seqs as u64), ptr(&mult), Arg::U32(u32_of("max_ngram_size", n_max)?), ptr(&sizes), Arg::U32(u32_of("heads", heads_per_order)?), ptr(rows)],
+        )?;
+        self.sync()
+    }
+
+    fn gather_rows<T: Element>(&self, table: &CudaBuffer<T>, d_head: usize, layer: &LayerHash, rows: &CudaBuffer<u32>, out: &mut CudaBuffer<T>) -> Result<()> {
+        let heads = layer.table_sizes.len();
+        let total = usize::try_from(layer.total_rows()).map_err(|_| Error::Overflow { what: "table rows" })?;
+        check_len("table", table.len, total * d_head)?;
+        if heads == 0 || rows.len % heads != 0 {
+            return Err(Error::ShapeMismatch { what: "rows", expected: heads, actual: rows.len });
+        }
+        check_len("gathered rows", out.len, rows.len * d_head)?;
+        if rows.len == 0 {
+            return Ok(());
+        }
+        let sizes = self.upload(&layer.table_sizes)?;
+        let offsets = self.upload(&layer.offsets)?;
+        let first = CudaBuffer::from_host(&[u64::MAX], 0, 1, 0u64)?;
+        self.launch_n("first_row_beyond", rows.len as u64, &[ptr(rows), Arg::U64(rows.len as u64), Arg::U32(u32_of("heads", heads)?), ptr(&sizes), ptr(&first)])?;
+        let bad = self.to_vec(&first)?[0];
+        if bad != u64::MAX {
+            let i = bad as usize;
+            let row = self.host(rows)?[i];
+            return Err(Error::RowOutOfRange { position: i / heads, head: i % heads, row, rows: layer.table_sizes[i % heads] });
+        }
+        self.launch_n(
+            &format!("gather_{}", suffix(T::DTYPE)?),
+            (rows.len * d_head) as u64,
+            &[ptr(table), Arg::U32(u32_of("d_head", d_head)?), ptr(&offsets), Arg::U32(heads as u32), ptr(rows), Arg::U64(rows.len as u64), ptr(out)],
+        )?;
+        self.sync()
+    }
+
+    fn rms_norm<T: Element>(&self, x: &CudaBuffer<T>, weight: &CudaBuffer<T>, d: usize, eps: f64, out: &mut CudaBuffer<T>) -> Result<()> {
+        if d == 0 || weight.len == 0 || weight.len % d != 0 || x.len % weight.len != 0 {
+            return Err(Error::ShapeMismatch { what: "rms_norm input", expected: weight.len, actual: x.len });
+        }
+        check_len("rms_norm output", out.len, x.len)?;
+        let vectors = x.len / d;
+        if vectors == 0 {
+            return Ok(());
+        }
+        let acc = if T::DTYPE == DType::F64 { 8 } else { 4 };
+        self.launch(
+            &format!("rms_norm_{}", suffix(T::DTYPE)?),
+            vectors.min(MAX_BLOCKS as usize) as u32,
+            THREADS,
+            3 * THREADS * acc,
+            &[ptr(x), ptr(weight), Arg::U64(vectors as u64), Arg::U32(u32_of("d", d)?), Arg::U32((weight.len / d) as u32), Arg::F64(eps), ptr(out)],
+        )
+    }
+
+    fn linear<T: Element>(&self, x: &CudaBuffer<T>, weight: &CudaBuffer<T>, bias: Option<&CudaBuffer<T>>, in_features: usize, out: &mut CudaBuffer<T>) -> Result<()> {
+        self.linear_raw(x, weight, bias, in_features, out)
+    }
+
+    fn gate<T: Element>(&self, proj: &CudaBuffer<T>, hidden: &CudaBuffer<T>, key_norm: &CudaBuffer<T>, query_norm: &CudaBuffer<T>, m: usize, d: usize, value: &mut CudaBuffer<T>, alpha: &mut CudaBuffer<T>) -> Result<()> {
+        if m == 0 || d == 0 || proj.len % ((m + 1) * d) != 0 {
+            return Err(Error::ShapeMismatch { what: "projection", expected: (m + 1) * d, actual: proj.len });
+        }
+        let tokens = proj.len / ((m + 1) * d);
+        check_len("hidden", hidden.len, tokens * m * d)?;
+        check_len("key_norm", key_norm.len, m * d)?;
+        check_len("query_norm", query_norm.len, m * d)?;
+        check_len("value", value.len, tokens * m * d)?;
+        check_len("alpha", alpha.len, tokens * m)?;
+        if tokens == 0 {
+            return Ok(());
+        }
+        let acc = if T::DTYPE == DType::F64 { 8 } else { 4 };
+        self.launch(
+            &format!("gate_{}", suffix(T::DTYPE)?),
+            (tokens * m).min(MAX_BLOCKS as usize) as u32,
+            THREADS,
+            3 * THREADS * acc,
+            &[ptr(proj), ptr(hidden), ptr(key_norm), ptr(query_norm), Arg::U64(tokens as u64), Arg::U32(u32_of("m", m)?), Arg::U32(u32_of("d", d)?), ptr(value), ptr(alpha)],
+        )
+    }
+
+    fn short_conv<T: Element>(&self, normed: &CudaBuffer<T>, value: &CudaBuffer<T>, weight: &CudaBuffer<T>, channels: usize, kernel: usize, dilation: usize, cu_seqlens: &CudaBuffer<u32>, out: &mut CudaBuffer<T>) -> Result<()> {
+        if kernel == 0 {
+            return Err(Error::InvalidConfig { field: "kernel_size", reason: "must be at least 1" });
+        }
+        check_len("conv weight", weight.len, channels * kernel)?;
+        if channels == 0 || normed.len % channels != 0 {
+            return Err(Error::ShapeMismatch { what: "conv input", expected: channels, actual: normed.len });
+        }
+        let tokens = normed.len / channels;
+        let cu = self.host(cu_seqlens)?;
+        let batch = PackedBatch::new(&cu, tokens)?;
+        check_len("conv value", value.len, normed.len)?;
+        check_len("conv output", out.len, normed.len)?;
+        self.launch_n(
+            &format!("short_conv_{}", suffix(T::DTYPE)?),
+            normed.len as u64,
+            &[ptr(normed), ptr(value), ptr(weight), Arg::U64(tokens as u64), Arg::U32(u32_of("channels", channels)?), Arg::U32(u32_of("kernel", kernel)?), Arg::U32(u32_of("dilation", dilation)?), ptr(cu_seqlens), Arg::U32(u32_of("sequences", batch.num_sequences())?), ptr(out)],
+        )
+    }
+
+    fn short_conv_decode<T: Element>(&self, normed: &CudaBuffer<T>, value: &CudaBuffer<T>, weight: &CudaBuffer<T>, channels: usize, kernel: usize, dilation: usize, history: &mut CudaBuffer<T>, out: &mut CudaBuffer<T>) -> Result<()> {
+        if kernel == 0 {
+            return Err(Error::InvalidConfig { field: "kernel_size", reason: "must be at least 1" });
+        }
+        check_len("conv weight", weight.len, channels * kernel)?;
+        if channels == 0 || normed.len % channels != 0 {
+            return Err(Error::ShapeMismatch { what: "conv input", expected: channels, actual: normed.len });
+        }
+        let seqs = normed.len / channels;
+        check_len("conv history", history.len, seqs * conv_history_len(kernel, dilation) * channels)?;
+        check_len("conv value", value.len, normed.len)?;
+        check_len("conv output", out.len, normed.len)?;
+        self.launch_n(
+            &format!("short_conv_decode_{}", suffix(T::DTYPE)?),
+            normed.len as u64,
+            &[ptr(normed), ptr(value), ptr(weight), Arg::U64(seqs as u64), Arg::U32(u32_of("channels", channels)?), Arg::U32(u32_of("kernel", kernel)?), Arg::U32(u32_of("dilation", dilation)?), ptr(history), ptr(out)],
+        )
+    }
+
+    fn capture_state<T: Element>(&self, ids: &CudaBuffer<u32>, cu_seqlens: &CudaBuffer<u32>, normed: &CudaBuffer<T>, keep: usize, hist: usize, channels: usize, pad: u32, state_ids: &mut CudaBuffer<u32>, state_conv: &mut CudaBuffer<T>) -> Result<()> {
+        let cu = self.host(cu_seqlens)?;
+        let batch = PackedBatch::new(&cu, ids.len)?;
+        let seqs = batch.num_sequences();
+        check_len("state ids", state_ids.len, seqs * keep)?;
+        check_len("state conv", state_conv.len, seqs * hist * channels)?;
+        if hist > 0 {
+            check_len("normed conv input", normed.len, ids.len * channels)?;
+        }
+        self.launch_n("capture_ids", (seqs * keep) as u64, &[ptr(ids), ptr(cu_seqlens), Arg::U64(seqs as u64), Arg::U32(u32_of("keep", keep)?), Arg::U32(pad), ptr(state_ids)])?;
+        self.launch_n(
+            &format!("capture_conv_{}", suffix(T::DTYPE)?),
+            (seqs * hist * channels) as u64,
+            &[ptr(normed), ptr(cu_seqlens), Arg::U64(seqs as u64), Arg::U32(u32_of("hist", hist)?), Arg::U32(u32_of("channels", channels)?), ptr(state_conv)],
+        )
+    }
+
+    fn push_ids(&self, history: &mut CudaBuffer<u32>, ids: &CudaBuffer<u32>, keep: usize) -> Result<()> {
+        check_len("id history", history.len, ids.len * keep)?;
+        self.launch_n("push_ids", ids.len as u64, &[ptr(history), ptr(ids), Arg::U64(ids.len as u64), Arg::U32(u32_of("keep", keep)?)])
+    }
+}
+
+impl MoeOps for CudaBackend {
+    fn moe_scores<T: Element>(&self, x: &CudaBuffer<T>, gate_weight: &CudaBuffer<T>, dim: usize, score_func: ScoreFunc, scores: &mut CudaBuffer<T>) -> Result<()> {
+        let mut logits = self.zeros::<T>(scores.len)?;
+        self.linear_raw(x, gate_weight, None, dim, &mut logits)?;
+        let experts = gate_weight.len / dim;
+        let tokens = if experts == 0 { 0 } else { scores.len / experts };
+        self.launch_n(
+            &format!("scores_act_{}", suffix(T::DTYPE)?),
+            tokens as u64,
+            &[ptr(&logits), Arg::U64(tokens as u64), Arg::U32(u32_of("experts", experts)?), Arg::U32(u32::from(score_func == ScoreFunc::Softmax)), ptr(scores)],
+        )?;
+        self.sync()
+    }
+
+    fn moe_route<T: Element>(&self, scores: &CudaBuffer<T>, bias: &CudaBuffer<T>, config: &MoeConfig, weights: &mut CudaBuffer<T>, indices: &mut CudaBuffer<u32>) -> Result<()> {
+        config.validate()?;
+        let (e, k) = (config.n_routed_experts, config.n_activated_experts);
+        if scores.len % e != 0 {
+            return Err(Error::ShapeMismatch { what: "scores", expected: e, actual: scores.len });
+        }
+        let tokens = scores.len / e;
+        if bias.len != 0 || config.bias {
+            check_len("gate bias", bias.len, e)?;
+        }
+        check_len("route weights", weights.len, tokens * k)?;
+        check_len("route indices", indices.len, tokens * k)?;
+        if e > 1024 || config.n_expert_groups > 64 {
+            return Err(Error::Backend { backend: BACKEND_NAME, message: "routing supports at most 1024 experts in at most 64 groups".into() });
+        }
+        let bias_ptr = if bias.len == 0 { Arg::U64(0) } else { ptr(bias) };
+        self.launch_n(
+            &format!("route_{}", suffix(T::DTYPE)?),
+            tokens as u64,
+            &[
+                ptr(scores),
+                bias_ptr,
+                Arg::U64(tokens as u64),
+                Arg::U32(e as u32),
+                Arg::U32(config.n_expert_groups as u32),
+                Arg::U32(config.n_limited_groups as u32),
+                Arg::U32(k as u32),
+                Arg::U32(u32::from(config.score_func == ScoreFunc::Sigmoid)),
+                Arg::F64(config.route_scale),
+                ptr(weights),
+                ptr(indices),
+            ],
+        )
+    }
+
+    fn expert_ffn<T: Element>(&self, x: &CudaBuffer<T>, w1: &CudaBuffer<T>, w2: &CudaBuffer<T>, w3: &CudaBuffer<T>, dim: usize, out: &mut CudaBuffer<T>) -> Result<()> {
+        if dim == 0 || w1.len % dim != 0 {
+            return Err(Error::ShapeMismatch { what: "expert w1", expected: dim, actual: w1.len });
+        }
+        let inter = w1.len / dim;
+        check_len("expert w3", w3.len, inter * dim)?;
+        check_len("expert w2", w2.len, inter * dim)?;
+        let rows = x.len / dim;
+        let mut a = self.zeros::<T>(rows * inter)?;
+        let mut b = self.zeros::<T>(rows * inter)?;
+        self.linear_raw(x, w1, None, dim, &mut a)?;
+        self.linear_raw(x, w3, None, dim, &mut b)?;
+        let mut h = self.zeros::<T>(rows * inter)?;
+        self.silu_mul(&a, &b, &mut h)?;
+        self.linear_raw(&h, w2, None, inter, out)?;
+        self.sync()
+    }
+
+    fn routed_experts<T: Element>(&self, x: &CudaBuffer<T>, w1: &CudaBuffer<T>, w2: &CudaBuffer<T>, w3: &CudaBuffer<T>, indices: &CudaBuffer<u32>, dim: usize, inter: usize, out: &mut CudaBuffer<T>) -> Result<()> {
+        let per_expert = dim * inter;
+        if per_expert == 0 || x.len % dim != 0 || w1.len % per_expert != 0 {
+            return Err(Error::ShapeMismatch { what: "expert weights", expected: per_expert, actual: w1.len });
+        }
+        let experts = w1.len / per_expert;
+        check_len("expert w3", w3.len, w1.len)?;
+        check_len("expert w2", w2.len, w1.len)?;
+        let tokens = x.len / dim;
+        let k = indices.len.checked_div(tokens).unwrap_or(0);
+        check_len("route indices", indices.len, tokens * k)?;
+        check_len("expert outputs", out.len, tokens * k * dim)?;
+        if let Some(position) = self.first_at_or_above(indices, experts as u64)? {
+            let id = self.host(indices)?[position];
+            return Err(Error::IdOutOfRange { position, id: u64::from(id), limit: experts as u64 });
+        }
+        let mut a = self.zeros::<T>(tokens * k * inter)?;
+        let mut b = self.zeros::<T>(tokens * k * inter)?;
+        self.routed_linear(x, w1, indices, tokens, k, dim, inter, false, &mut a)?;
+        self.routed_linear(x, w3, indices, tokens, k, dim, inter, false, &mut b)?;
+        let mut h = self.zeros::<T>(tokens * k * inter)?;
+        self.silu_mul(&a, &b, &mut h)?;
+        self.routed_linear(&h, w2, indices, tokens, k, inter, dim, true, out)?;
+        self.sync()
+    }
+
+    fn moe_combine<T: Element>(&self, expert_out: &CudaBuffer<T>, weights: &CudaBuffer<T>, shared: &CudaBuffer<T>, dim: usize, out: &mut CudaBuffer<T>) -> Result<()> {
+        if dim == 0 || out.len % dim != 0 {
+            return Err(Error::ShapeMismatch { what: "combine output", expected: dim, actual: out.len });
+        }
+        let tokens = out.len / dim;
+        if tokens == 0 {
+            return Ok(());
+        }
+        let k = weights.len / tokens;
+        check_len("route weights", weights.len, tokens * k)?;
+        check_len("expert outputs", expert_out.len, tokens * k * dim)?;
+        if shared.len != 0 {
+            check_len("shared output", shared.len, tokens * dim)?;
+        }
+        let shared_ptr = if shared.len == 0 { Arg::U64(0) } else { ptr(shared) };
+        self.launch_n(
+            &format!("combine_{}", suffix(T::DTYPE)?),
+            out.len as u64,
+            &[ptr(expert_out), ptr(weights), shared_ptr, Arg::U64(tokens as u64), Arg::U32(u32_of("k", k)?), Arg::U32(u32_of("dim", dim)?), ptr(out)],
+        )
+    }
+}

@@ -1,0 +1,73 @@
+"""Compiles engram-cuda/kernels/*.cu to PTX with NVRTC (no GPU and no CUDA install needed).
+
+Uses the pinned NVRTC of the PyPI wheel nvidia-cuda-nvrtc-cu12 and the headers of
+nvidia-cuda-runtime-cu12 (both 12.2.140: PTX ISA 8.2, loadable by drivers from 535 on).
+
+  python3 tools/gen_ptx.py --nvrtc-root DIR [--check]
+
+DIR holds the unpacked wheels (DIR/nvidia/cuda_nvrtc/lib/libnvrtc.so.12 and
+DIR/nvidia/cuda_runtime/include). With --check the generated PTX is compared with the committed
+file instead of written, and the exit status says whether they agree.
+"""
+import argparse
+import ctypes
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+KERNELS = ROOT / "engram-cuda" / "kernels"
+ARCH = "compute_90"
+OPTIONS = ["--gpu-architecture=" + ARCH, "--std=c++17", "--fmad=true"]
+
+
+def compile_ptx(nvrtc, source: str, name: str, include: str) -> str:
+    prog = ctypes.c_void_p()
+    check(nvrtc, nvrtc.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None))
+    opts = [o.encode() for o in OPTIONS + ["-I" + include]]
+    arr = (ctypes.c_char_p * len(opts))(*opts)
+    status = nvrtc.nvrtcCompileProgram(prog, len(opts), arr)
+    size = ctypes.c_size_t()
+    nvrtc.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    nvrtc.nvrtcGetProgramLog(prog, log)
+    if status != 0:
+        sys.exit(f"NVRTC failed on {name}:\n{log.value.decode()}")
+    nvrtc.nvrtcGetPTXSize(prog, ctypes.byref(size))
+    ptx = ctypes.create_string_buffer(size.value)
+    check(nvrtc, nvrtc.nvrtcGetPTX(prog, ptx))
+    return ptx.value.decode()
+
+
+def check(nvrtc, code):
+    if code != 0:
+        nvrtc.nvrtcGetErrorString.restype = ctypes.c_char_p
+        sys.exit("NVRTC error: " + nvrtc.nvrtcGetErrorString(code).decode())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--nvrtc-root", required=True)
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args()
+    root = pathlib.Path(args.nvrtc_root)
+    nvrtc = ctypes.CDLL(str(next((root / "nvidia" / "cuda_nvrtc" / "lib").glob("libnvrtc.so*"))))
+    major, minor = ctypes.c_int(), ctypes.c_int()
+    nvrtc.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))
+    include = str(root / "nvidia" / "cuda_runtime" / "include")
+    ok = True
+    for cu in sorted(KERNELS.glob("*.cu")):
+        header = f"// Generated from {cu.name} by tools/gen_ptx.py with NVRTC {major.value}.{minor.value}, options: {' '.join(OPTIONS)}\n"
+        ptx = header + compile_ptx(nvrtc, cu.read_text(), cu.name, include)
+        out = cu.with_suffix(".ptx")
+        if args.check:
+            same = out.exists() and out.read_text() == ptx
+            print(f"{out.relative_to(ROOT)}: {'matches its source' if same else 'DIFFERS from what its source compiles to'}")
+            ok &= same
+        else:
+            out.write_text(ptx)
+            print(f"wrote {out.relative_to(ROOT)} ({len(ptx)} bytes)")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
