@@ -241,9 +241,14 @@ impl Outcome {
         Ok(b.to_vec(buf)?)
     }
 
-    fn time<R>(&mut self, f: impl FnOnce() -> R) -> R {
+    /// Runs and times one op, including the wait for the device to finish it.
+    fn time<B: engram_core::Backend>(
+        &mut self,
+        b: &B,
+        f: impl FnOnce() -> engram_core::Result<()>,
+    ) -> engram_core::Result<()> {
         let start = Instant::now();
-        let r = f();
+        let r = f().and_then(|()| b.synchronize());
         self.seconds = Some(start.elapsed().as_secs_f64());
         r
     }
@@ -385,7 +390,7 @@ fn compress_case<B: EngramOps>(b: &B, n: usize, raw_vocab: usize, seed: u64) -> 
     let (lookup_d, raw_d) = (b.upload(&lookup)?, b.upload(&raw)?);
     let mut o = Outcome::default();
     let mut got = out::<B, u32>(b, n)?;
-    o.time(|| b.compress_ids(&lookup_d, &raw_d, &mut got))?;
+    o.time(b, || b.compress_ids(&lookup_d, &raw_d, &mut got))?;
     let got = o.guarded(b, "ids", &got)?;
     o.exact("compressed ids", &got, &expected);
     Ok(o)
@@ -402,7 +407,7 @@ fn hash_case<B: EngramOps>(b: &B, s: &EngramShape, seed: u64) -> Run {
     let (ids, cu) = (b.upload(&inputs.ids)?, b.upload(&inputs.cu)?);
     let mut rows = out::<B, u32>(b, expected.len())?;
     let mut o = Outcome::default();
-    o.time(|| {
+    o.time(b, || {
         b.hash(
             layer,
             c.n_head_per_ngram,
@@ -464,7 +469,7 @@ fn gather_case<B: EngramOps, T: CaseElement>(b: &B, s: &EngramShape, seed: u64) 
     let (table, rows_d) = (b.upload(&inputs.layer.weights.table)?, b.upload(&rows)?);
     let mut e = out::<B, T>(b, expected.len())?;
     let mut o = Outcome::default();
-    o.time(|| b.gather_rows(&table, d_head, layer, &rows_d, &mut e))?;
+    o.time(b, || b.gather_rows(&table, d_head, layer, &rows_d, &mut e))?;
     let got = o.guarded(b, "gathered", &e)?;
     o.close("gathered rows (exact copy)", &got, &expected, 0.0);
     Ok(o)
@@ -485,7 +490,9 @@ fn norm_case<B: EngramOps, T: CaseElement>(b: &B, s: &NormShape, seed: u64, boun
     let (xd, wd) = (b.upload(&x)?, b.upload(&w)?);
     let mut y = out::<B, T>(b, x.len())?;
     let mut o = Outcome::default();
-    o.time(|| b.rms_norm(&xd, &wd, s.d, reference::CONV_NORM_EPS, &mut y))?;
+    o.time(b, || {
+        b.rms_norm(&xd, &wd, s.d, reference::CONV_NORM_EPS, &mut y)
+    })?;
     let got = o.guarded(b, "normed", &y)?;
     o.close("normed", &got, &expected, bound);
     Ok(o)
@@ -509,7 +516,9 @@ fn linear_case<B: EngramOps, T: CaseElement>(b: &B, s: &LinearShape, seed: u64, 
     let (xd, wd, bd) = (b.upload(&x)?, b.upload(&w)?, b.upload(&bias)?);
     let mut y = out::<B, T>(b, expected.len())?;
     let mut o = Outcome::default();
-    o.time(|| b.linear(&xd, &wd, s.bias.then_some(&bd), s.inputs, &mut y))?;
+    o.time(b, || {
+        b.linear(&xd, &wd, s.bias.then_some(&bd), s.inputs, &mut y)
+    })?;
     let got = o.guarded(b, "output", &y)?;
     o.close("output", &got, &expected, bound);
     Ok(o)
@@ -546,7 +555,7 @@ fn gate_case<B: EngramOps, T: CaseElement>(b: &B, s: &EngramShape, seed: u64, bo
     let mut v = out::<B, T>(b, value.len())?;
     let mut a = out::<B, T>(b, alpha.len())?;
     let mut o = Outcome::default();
-    o.time(|| b.gate(&pd, &hd, &knd, &qnd, m, d, &mut v, &mut a))?;
+    o.time(b, || b.gate(&pd, &hd, &knd, &qnd, m, d, &mut v, &mut a))?;
     let got_v = o.guarded(b, "value", &v)?;
     let got_a = o.guarded(b, "alpha", &a)?;
     o.close("value", &got_v, &value, bound);
@@ -582,7 +591,7 @@ fn conv_case<B: EngramOps, T: CaseElement>(b: &B, s: &EngramShape, seed: u64, bo
     );
     let mut y = out::<B, T>(b, expected.len())?;
     let mut o = Outcome::default();
-    o.time(|| {
+    o.time(b, || {
         b.short_conv(
             &nd,
             &vd,
@@ -628,7 +637,7 @@ fn conv_decode_case<B: EngramOps, T: CaseElement>(
     b.copy(&b.upload(&history)?, &mut hd)?;
     let mut y = out::<B, T>(b, expected.len())?;
     let mut o = Outcome::default();
-    o.time(|| {
+    o.time(b, || {
         b.short_conv_decode(
             &nd, &vd, &wd, s.channels, s.kernel, s.dilation, &mut hd, &mut y,
         )
@@ -672,7 +681,7 @@ fn prefill_case<B: EngramOps, T: CaseElement>(
     let mut g = out::<B, T>(b, expected_gates.len())?;
     let mut state = DeviceEngramState::new(b, &dev, seqs)?;
     let mut o = Outcome::default();
-    o.time(|| {
+    o.time(b, || {
         b.engram_prefill(
             &dev,
             &ids,
@@ -756,9 +765,8 @@ fn decode_case<B: EngramOps, T: CaseElement>(b: &B, s: &EngramShape, seed: u64, 
     let mut y = out::<B, T>(b, expected.len())?;
     let mut g = out::<B, T>(b, expected_gates.len())?;
     let mut o = Outcome::default();
-    o.time(|| {
+    o.time(b, || {
         b.engram_decode(&dev, &ids, &hidden, &mut dstate, &mut y, Some(&mut g))
-            .and_then(|()| b.synchronize())
     })?;
     let got = o.guarded(b, "output", &y)?;
     let got_g = o.guarded(b, "gates", &g)?;
@@ -827,7 +835,7 @@ fn route_case<B: MoeOps, T: CaseElement>(b: &B, s: &MoeShape, seed: u64, bound: 
     let mut w = b.guarded(weights.len(), GUARD, T::fill())?;
     let mut i = b.guarded(indices.len(), GUARD, u32::fill())?;
     let mut o = Outcome::default();
-    o.time(|| b.moe_route(&sd, &bd, &s.config, &mut w, &mut i))?;
+    o.time(b, || b.moe_route(&sd, &bd, &s.config, &mut w, &mut i))?;
     let (w_ok, i_ok) = (b.guards_intact(&w)?, b.guards_intact(&i)?);
     o.flag("weights guards intact", w_ok);
     o.flag("indices guards intact", i_ok);
@@ -865,7 +873,7 @@ fn ffn_case<B: MoeOps, T: CaseElement>(b: &B, s: &FfnShape, seed: u64, bound: f6
     );
     let mut y = b.guarded(expected.len(), GUARD, T::fill())?;
     let mut o = Outcome::default();
-    o.time(|| b.expert_ffn(&xd, &w1d, &w2d, &w3d, s.dim, &mut y))?;
+    o.time(b, || b.expert_ffn(&xd, &w1d, &w2d, &w3d, s.dim, &mut y))?;
     let ok = b.guards_intact(&y)?;
     o.flag("output guards intact", ok);
     o.close("output", &b.to_vec(&y)?, &expected, bound);
@@ -885,10 +893,7 @@ fn moe_layer_case<B: MoeOps, T: CaseElement>(b: &B, s: &MoeShape, seed: u64, bou
     let mut w = b.guarded(s.tokens * k, GUARD, T::fill())?;
     let mut i = b.guarded(s.tokens * k, GUARD, u32::fill())?;
     let mut o = Outcome::default();
-    o.time(|| {
-        b.moe_forward(&dev, &xd, &mut y, &mut w, &mut i)
-            .and_then(|()| b.synchronize())
-    })?;
+    o.time(b, || b.moe_forward(&dev, &xd, &mut y, &mut w, &mut i))?;
     let all_ok = b.guards_intact(&y)? && b.guards_intact(&w)? && b.guards_intact(&i)?;
     o.flag("guards intact", all_ok);
     o.exact("route indices", &b.to_vec(&i)?, &routing.indices);

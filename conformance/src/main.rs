@@ -21,6 +21,40 @@ struct Cli {
 enum BackendName {
     /// The CPU backend.
     Cpu,
+    /// The CUDA backend (needs this tool built with `--features cuda` and an NVIDIA GPU).
+    Cuda,
+}
+
+/// Runs `f` on the chosen backend, or returns why that backend cannot run here.
+fn with_backend<R>(
+    name: BackendName,
+    f: impl FnOnce(&dyn Runner) -> R,
+) -> Result<R, engram_core::Error> {
+    match name {
+        BackendName::Cpu => Ok(f(&engram_cpu::CpuBackend::new())),
+        #[cfg(feature = "cuda")]
+        BackendName::Cuda => Ok(f(&engram_cuda::CudaBackend::new()?)),
+        #[cfg(not(feature = "cuda"))]
+        BackendName::Cuda => Err(engram_core::Error::NoDevice {
+            backend: "cuda",
+            reason: "this engram-conformance was built without its `cuda` feature".into(),
+        }),
+    }
+}
+
+/// What the CLI does with a backend, as an object so one code path serves every backend.
+trait Runner {
+    fn case(&self, case: &Case) -> CaseResult;
+    fn golden(&self, file: &std::path::Path) -> Result<GoldenReport, RunnerError>;
+}
+
+impl<B: engram_core::EngramOps + engram_core::MoeOps> Runner for B {
+    fn case(&self, case: &Case) -> CaseResult {
+        run_case(self, case)
+    }
+    fn golden(&self, file: &std::path::Path) -> Result<GoldenReport, RunnerError> {
+        run_golden(self, file)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -74,6 +108,8 @@ enum CliError {
     Filter(String),
     #[error(transparent)]
     Golden(#[from] RunnerError),
+    #[error(transparent)]
+    Backend(#[from] engram_core::Error),
     #[error("writing the output failed: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -83,12 +119,9 @@ fn run_golden_files(
     files: &[PathBuf],
     backend: BackendName,
 ) -> Result<bool, CliError> {
-    let reports: Vec<GoldenReport> = files
-        .iter()
-        .map(|f| match backend {
-            BackendName::Cpu => run_golden(&engram_cpu::CpuBackend::new(), f),
-        })
-        .collect::<Result<_, _>>()?;
+    let reports: Vec<GoldenReport> = with_backend(backend, |b| {
+        files.iter().map(|f| b.golden(f)).collect::<Result<_, _>>()
+    })??;
     let mut all = true;
     for r in &reports {
         writeln!(out, "{r}")?;
@@ -105,7 +138,7 @@ fn rate(amount: u64, seconds: Option<f64>) -> f64 {
 }
 
 fn print_result(
-    out: &mut impl Write,
+    out: &mut dyn Write,
     r: &CaseResult,
     mode: Mode,
     format: Format,
@@ -150,7 +183,7 @@ fn print_result(
 }
 
 fn run_cases(
-    out: &mut impl Write,
+    out: &mut dyn Write,
     backend: BackendName,
     filter: Option<&str>,
     mode: Mode,
@@ -177,18 +210,30 @@ fn run_cases(
         writeln!(out, "case,status,ms,gb_per_s,gflop_per_s,detail")?;
     }
     let mut counts = [0usize; 4];
-    for case in &cases {
-        let result = match backend {
-            BackendName::Cpu => run_case(&engram_cpu::CpuBackend::new(), case),
-        };
+    let mut report = |out: &mut dyn Write, result: &CaseResult| -> std::io::Result<()> {
         counts[match result.status {
             Status::Ok => 0,
             Status::Fail => 1,
             Status::NotSupported => 2,
             Status::Skipped => 3,
         }] += 1;
-        print_result(out, &result, mode, format)?;
-        out.flush()?;
+        print_result(out, result, mode, format)?;
+        out.flush()
+    };
+    let ran = with_backend(backend, |b| -> std::io::Result<()> {
+        for case in &cases {
+            report(out, &b.case(case))?;
+        }
+        Ok(())
+    });
+    match ran {
+        Ok(written) => written?,
+        // No backend here: every case is SKIPPED, with the reason.
+        Err(e) => {
+            for case in &cases {
+                report(out, &CaseResult::skipped(&case.name, &e.to_string()))?;
+            }
+        }
     }
     if format == Format::Table {
         writeln!(

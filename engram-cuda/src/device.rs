@@ -13,7 +13,8 @@ use cust::stream::{Stream, StreamFlags};
 use engram_core::hash::LayerHash;
 use engram_core::reference::conv_history_len;
 use engram_core::{
-    Backend, Capabilities, DType, Element, EngramOps, Error, MoeConfig, MoeOps, PackedBatch, Result, Scalar, ScoreFunc,
+    Backend, Capabilities, DType, Element, EngramOps, Error, MoeConfig, MoeOps, PackedBatch,
+    Result, Scalar, ScoreFunc,
 };
 
 use crate::{BACKEND_NAME, ENGRAM_PTX};
@@ -32,7 +33,11 @@ fn check_len(what: &'static str, actual: usize, expected: usize) -> Result<()> {
     if actual == expected {
         Ok(())
     } else {
-        Err(Error::ShapeMismatch { what, expected, actual })
+        Err(Error::ShapeMismatch {
+            what,
+            expected,
+            actual,
+        })
     }
 }
 
@@ -59,7 +64,12 @@ impl<T: Scalar> CudaBuffer<T> {
             DeviceBuffer::from_slice(bytes)
         }
         .map_err(cuda_err)?;
-        Ok(CudaBuffer { raw, guard, len, fill })
+        Ok(CudaBuffer {
+            raw,
+            guard,
+            len,
+            fill,
+        })
     }
 
     fn read_all(&self) -> Result<Vec<T>> {
@@ -67,7 +77,10 @@ impl<T: Scalar> CudaBuffer<T> {
         let mut out = vec![T::default(); total];
         if total > 0 {
             let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
-            self.raw.index(0..bytes.len()).copy_to(bytes).map_err(cuda_err)?;
+            self.raw
+                .index(0..bytes.len())
+                .copy_to(bytes)
+                .map_err(cuda_err)?;
         }
         Ok(out)
     }
@@ -116,7 +129,9 @@ pub struct CudaBackend {
 
 impl std::fmt::Debug for CudaBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CudaBackend").field("device", &self.device).finish()
+        f.debug_struct("CudaBackend")
+            .field("device", &self.device)
+            .finish()
     }
 }
 
@@ -142,7 +157,14 @@ impl CudaBackend {
         })
     }
 
-    fn launch(&self, kernel: &str, grid: impl Into<GridSize>, block: impl Into<BlockSize>, shared: u32, args: &[Arg]) -> Result<()> {
+    fn launch(
+        &self,
+        kernel: &str,
+        grid: impl Into<GridSize>,
+        block: impl Into<BlockSize>,
+        shared: u32,
+        args: &[Arg],
+    ) -> Result<()> {
         let function = self.module.get_function(kernel).map_err(cuda_err)?;
         let mut storage: Vec<u64> = args
             .iter()
@@ -154,7 +176,10 @@ impl CudaBackend {
             .collect();
         // Each pointer addresses an 8-byte slot whose first bytes hold the argument in the
         // little-endian layout the kernel reads (a u32 parameter reads the low half).
-        let mut pointers: Vec<*mut c_void> = storage.iter_mut().map(|v| v as *mut u64 as *mut c_void).collect();
+        let pointers: Vec<*mut c_void> = storage
+            .iter_mut()
+            .map(|v| v as *mut u64 as *mut c_void)
+            .collect();
         // SAFETY: the kernel's parameter list (see kernels/engram.cu) matches `args` in number and
         // width; every pointer argument is a live device allocation sized for the launch; the
         // argument storage outlives the call, which copies the arguments before returning.
@@ -163,7 +188,6 @@ impl CudaBackend {
                 .launch(&function, grid, block, shared, &pointers[..])
                 .map_err(cuda_err)?;
         }
-        pointers.clear();
         Ok(())
     }
 
@@ -186,7 +210,11 @@ impl CudaBackend {
             return Ok(None);
         }
         let first = CudaBuffer::from_host(&[u64::MAX], 0, 1, 0u64)?;
-        self.launch_n("first_ge_u32", v.len as u64, &[ptr(v), Arg::U64(v.len as u64), Arg::U64(limit), ptr(&first)])?;
+        self.launch_n(
+            "first_ge_u32",
+            v.len as u64,
+            &[ptr(v), Arg::U64(v.len as u64), Arg::U64(limit), ptr(&first)],
+        )?;
         let found = self.to_vec(&first)?[0];
         Ok((found != u64::MAX).then_some(found as usize))
     }
@@ -196,7 +224,10 @@ impl CudaBackend {
     }
 
     fn layer_params(&self, layer: &LayerHash) -> Result<(CudaBuffer<u64>, CudaBuffer<u32>)> {
-        Ok((self.upload(&layer.multipliers)?, self.upload(&layer.table_sizes)?))
+        Ok((
+            self.upload(&layer.multipliers)?,
+            self.upload(&layer.table_sizes)?,
+        ))
     }
 
     fn check_ids(&self, ids: &CudaBuffer<u32>, limit: u64) -> Result<()> {
@@ -211,7 +242,14 @@ impl CudaBackend {
         Ok(())
     }
 
-    fn linear_raw<T: Element>(&self, x: &CudaBuffer<T>, w: &CudaBuffer<T>, bias: Option<&CudaBuffer<T>>, in_features: usize, out: &mut CudaBuffer<T>) -> Result<()> {
+    fn linear_raw<T: Element>(
+        &self,
+        x: &CudaBuffer<T>,
+        w: &CudaBuffer<T>,
+        bias: Option<&CudaBuffer<T>>,
+        in_features: usize,
+        out: &mut CudaBuffer<T>,
+    ) -> Result<()> {
         if in_features == 0 || w.len % in_features != 0 || x.len % in_features != 0 {
             return Err(Error::ShapeMismatch {
                 what: "linear input",
@@ -228,26 +266,68 @@ impl CudaBackend {
         if rows == 0 || out_features == 0 {
             return Ok(());
         }
-        let grid = (out_features.div_ceil(16) as u32, u32_of("linear rows", rows.div_ceil(16))?, 1);
+        let grid = (
+            out_features.div_ceil(16) as u32,
+            u32_of("linear rows", rows.div_ceil(16))?,
+            1,
+        );
         self.launch(
             &format!("linear_{}", suffix(T::DTYPE)?),
             grid,
             (16, 16, 1),
             0,
-            &[ptr(x), ptr(w), opt_ptr(bias), Arg::U64(rows as u64), Arg::U32(u32_of("in", in_features)?), Arg::U32(u32_of("out", out_features)?), ptr(out)],
+            &[
+                ptr(x),
+                ptr(w),
+                opt_ptr(bias),
+                Arg::U64(rows as u64),
+                Arg::U32(u32_of("in", in_features)?),
+                Arg::U32(u32_of("out", out_features)?),
+                ptr(out),
+            ],
         )
     }
 
-    fn silu_mul<T: Element>(&self, a: &CudaBuffer<T>, b: &CudaBuffer<T>, h: &mut CudaBuffer<T>) -> Result<()> {
-        self.launch_n(&format!("silu_mul_{}", suffix(T::DTYPE)?), a.len as u64, &[ptr(a), ptr(b), Arg::U64(a.len as u64), ptr(h)])
+    fn silu_mul<T: Element>(
+        &self,
+        a: &CudaBuffer<T>,
+        b: &CudaBuffer<T>,
+        h: &mut CudaBuffer<T>,
+    ) -> Result<()> {
+        self.launch_n(
+            &format!("silu_mul_{}", suffix(T::DTYPE)?),
+            a.len as u64,
+            &[ptr(a), ptr(b), Arg::U64(a.len as u64), ptr(h)],
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn routed_linear<T: Element>(&self, x: &CudaBuffer<T>, w: &CudaBuffer<T>, idx: &CudaBuffer<u32>, tokens: usize, k: usize, inputs: usize, outputs: usize, per_slot: bool, y: &mut CudaBuffer<T>) -> Result<()> {
+    fn routed_linear<T: Element>(
+        &self,
+        x: &CudaBuffer<T>,
+        w: &CudaBuffer<T>,
+        idx: &CudaBuffer<u32>,
+        tokens: usize,
+        k: usize,
+        inputs: usize,
+        outputs: usize,
+        per_slot: bool,
+        y: &mut CudaBuffer<T>,
+    ) -> Result<()> {
         self.launch_n(
             &format!("routed_linear_{}", suffix(T::DTYPE)?),
             (tokens * k * outputs) as u64,
-            &[ptr(x), ptr(w), ptr(idx), Arg::U64(tokens as u64), Arg::U32(u32_of("k", k)?), Arg::U32(u32_of("in", inputs)?), Arg::U32(u32_of("out", outputs)?), Arg::U32(u32::from(per_slot)), ptr(y)],
+            &[
+                ptr(x),
+                ptr(w),
+                ptr(idx),
+                Arg::U64(tokens as u64),
+                Arg::U32(u32_of("k", k)?),
+                Arg::U32(u32_of("in", inputs)?),
+                Arg::U32(u32_of("out", outputs)?),
+                Arg::U32(u32::from(per_slot)),
+                ptr(y),
+            ],
         )
     }
 }
@@ -284,7 +364,10 @@ impl Backend for CudaBackend {
         let all = buffer.read_all()?;
         let fill = bytemuck::bytes_of(&buffer.fill);
         let g = buffer.guard;
-        Ok(all[..g].iter().chain(&all[g + buffer.len..]).all(|v| bytemuck::bytes_of(v) == fill))
+        Ok(all[..g]
+            .iter()
+            .chain(&all[g + buffer.len..])
+            .all(|v| bytemuck::bytes_of(v) == fill))
     }
 
     fn download<T: Scalar>(&self, buffer: &CudaBuffer<T>, out: &mut [T]) -> Result<()> {
@@ -295,7 +378,11 @@ impl Backend for CudaBackend {
         }
         let start = buffer.guard * size_of::<T>();
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(out);
-        buffer.raw.index(start..start + bytes.len()).copy_to(bytes).map_err(cuda_err)
+        buffer
+            .raw
+            .index(start..start + bytes.len())
+            .copy_to(bytes)
+            .map_err(cuda_err)
     }
 
     fn copy<T: Scalar>(&self, src: &CudaBuffer<T>, dst: &mut CudaBuffer<T>) -> Result<()> {
@@ -320,10 +407,19 @@ impl Backend for CudaBackend {
 }
 
 impl EngramOps for CudaBackend {
-    fn compress_ids(&self, lookup: &CudaBuffer<u32>, raw: &CudaBuffer<u32>, out: &mut CudaBuffer<u32>) -> Result<()> {
+    fn compress_ids(
+        &self,
+        lookup: &CudaBuffer<u32>,
+        raw: &CudaBuffer<u32>,
+        out: &mut CudaBuffer<u32>,
+    ) -> Result<()> {
         check_len("compressed ids", out.len, raw.len)?;
         self.check_ids(raw, lookup.len as u64)?;
-        self.launch_n("compress_ids", raw.len as u64, &[ptr(lookup), ptr(raw), Arg::U64(raw.len as u64), ptr(out)])
+        self.launch_n(
+            "compress_ids",
+            raw.len as u64,
+            &[ptr(lookup), ptr(raw), Arg::U64(raw.len as u64), ptr(out)],
+        )
     }
 
     fn hash(
@@ -382,11 +478,19 @@ impl EngramOps for CudaBackend {
         check_len("decode rows", rows.len, seqs * keep * heads_per_order)?;
         if let Some(position) = self.first_at_or_above(ids, compressed_vocab)? {
             let id = self.host(ids)?[position];
-            return Err(Error::IdOutOfRange { position, id: u64::from(id), limit: compressed_vocab });
+            return Err(Error::IdOutOfRange {
+                position,
+                id: u64::from(id),
+                limit: compressed_vocab,
+            });
         }
         if let Some(p) = self.first_at_or_above(history, compressed_vocab)? {
             let id = self.host(history)?[p];
-            return Err(Error::IdOutOfRange { position: (seqs + p) % seqs.max(1), id: u64::from(id), limit: compressed_vocab });
+            return Err(Error::IdOutOfRange {
+                position: (seqs + p) % seqs.max(1),
+                id: u64::from(id),
+                limit: compressed_vocab,
+            });
         }
         if seqs == 0 {
             return Ok(());
@@ -395,17 +499,38 @@ impl EngramOps for CudaBackend {
         self.launch_n(
             "hash_decode",
             seqs as u64,
-            &[ptr(history), ptr(ids), Arg::U64(seqs as u64), ptr(&mult), Arg::U32(u32_of("max_ngram_size", n_max)?), ptr(&sizes), Arg::U32(u32_of("heads", heads_per_order)?), ptr(rows)],
+            &[
+                ptr(history),
+                ptr(ids),
+                Arg::U64(seqs as u64),
+                ptr(&mult),
+                Arg::U32(u32_of("max_ngram_size", n_max)?),
+                ptr(&sizes),
+                Arg::U32(u32_of("heads", heads_per_order)?),
+                ptr(rows),
+            ],
         )?;
         self.sync()
     }
 
-    fn gather_rows<T: Element>(&self, table: &CudaBuffer<T>, d_head: usize, layer: &LayerHash, rows: &CudaBuffer<u32>, out: &mut CudaBuffer<T>) -> Result<()> {
+    fn gather_rows<T: Element>(
+        &self,
+        table: &CudaBuffer<T>,
+        d_head: usize,
+        layer: &LayerHash,
+        rows: &CudaBuffer<u32>,
+        out: &mut CudaBuffer<T>,
+    ) -> Result<()> {
         let heads = layer.table_sizes.len();
-        let total = usize::try_from(layer.total_rows()).map_err(|_| Error::Overflow { what: "table rows" })?;
+        let total = usize::try_from(layer.total_rows())
+            .map_err(|_| Error::Overflow { what: "table rows" })?;
         check_len("table", table.len, total * d_head)?;
         if heads == 0 || rows.len % heads != 0 {
-            return Err(Error::ShapeMismatch { what: "rows", expected: heads, actual: rows.len });
+            return Err(Error::ShapeMismatch {
+                what: "rows",
+                expected: heads,
+                actual: rows.len,
+            });
         }
         check_len("gathered rows", out.len, rows.len * d_head)?;
         if rows.len == 0 {
@@ -414,24 +539,58 @@ impl EngramOps for CudaBackend {
         let sizes = self.upload(&layer.table_sizes)?;
         let offsets = self.upload(&layer.offsets)?;
         let first = CudaBuffer::from_host(&[u64::MAX], 0, 1, 0u64)?;
-        self.launch_n("first_row_beyond", rows.len as u64, &[ptr(rows), Arg::U64(rows.len as u64), Arg::U32(u32_of("heads", heads)?), ptr(&sizes), ptr(&first)])?;
+        self.launch_n(
+            "first_row_beyond",
+            rows.len as u64,
+            &[
+                ptr(rows),
+                Arg::U64(rows.len as u64),
+                Arg::U32(u32_of("heads", heads)?),
+                ptr(&sizes),
+                ptr(&first),
+            ],
+        )?;
         let bad = self.to_vec(&first)?[0];
         if bad != u64::MAX {
             let i = bad as usize;
             let row = self.host(rows)?[i];
-            return Err(Error::RowOutOfRange { position: i / heads, head: i % heads, row, rows: layer.table_sizes[i % heads] });
+            return Err(Error::RowOutOfRange {
+                position: i / heads,
+                head: i % heads,
+                row,
+                rows: layer.table_sizes[i % heads],
+            });
         }
         self.launch_n(
             &format!("gather_{}", suffix(T::DTYPE)?),
             (rows.len * d_head) as u64,
-            &[ptr(table), Arg::U32(u32_of("d_head", d_head)?), ptr(&offsets), Arg::U32(heads as u32), ptr(rows), Arg::U64(rows.len as u64), ptr(out)],
+            &[
+                ptr(table),
+                Arg::U32(u32_of("d_head", d_head)?),
+                ptr(&offsets),
+                Arg::U32(heads as u32),
+                ptr(rows),
+                Arg::U64(rows.len as u64),
+                ptr(out),
+            ],
         )?;
         self.sync()
     }
 
-    fn rms_norm<T: Element>(&self, x: &CudaBuffer<T>, weight: &CudaBuffer<T>, d: usize, eps: f64, out: &mut CudaBuffer<T>) -> Result<()> {
+    fn rms_norm<T: Element>(
+        &self,
+        x: &CudaBuffer<T>,
+        weight: &CudaBuffer<T>,
+        d: usize,
+        eps: f64,
+        out: &mut CudaBuffer<T>,
+    ) -> Result<()> {
         if d == 0 || weight.len == 0 || weight.len % d != 0 || x.len % weight.len != 0 {
-            return Err(Error::ShapeMismatch { what: "rms_norm input", expected: weight.len, actual: x.len });
+            return Err(Error::ShapeMismatch {
+                what: "rms_norm input",
+                expected: weight.len,
+                actual: x.len,
+            });
         }
         check_len("rms_norm output", out.len, x.len)?;
         let vectors = x.len / d;
@@ -444,17 +603,46 @@ impl EngramOps for CudaBackend {
             vectors.min(MAX_BLOCKS as usize) as u32,
             THREADS,
             3 * THREADS * acc,
-            &[ptr(x), ptr(weight), Arg::U64(vectors as u64), Arg::U32(u32_of("d", d)?), Arg::U32((weight.len / d) as u32), Arg::F64(eps), ptr(out)],
+            &[
+                ptr(x),
+                ptr(weight),
+                Arg::U64(vectors as u64),
+                Arg::U32(u32_of("d", d)?),
+                Arg::U32((weight.len / d) as u32),
+                Arg::F64(eps),
+                ptr(out),
+            ],
         )
     }
 
-    fn linear<T: Element>(&self, x: &CudaBuffer<T>, weight: &CudaBuffer<T>, bias: Option<&CudaBuffer<T>>, in_features: usize, out: &mut CudaBuffer<T>) -> Result<()> {
+    fn linear<T: Element>(
+        &self,
+        x: &CudaBuffer<T>,
+        weight: &CudaBuffer<T>,
+        bias: Option<&CudaBuffer<T>>,
+        in_features: usize,
+        out: &mut CudaBuffer<T>,
+    ) -> Result<()> {
         self.linear_raw(x, weight, bias, in_features, out)
     }
 
-    fn gate<T: Element>(&self, proj: &CudaBuffer<T>, hidden: &CudaBuffer<T>, key_norm: &CudaBuffer<T>, query_norm: &CudaBuffer<T>, m: usize, d: usize, value: &mut CudaBuffer<T>, alpha: &mut CudaBuffer<T>) -> Result<()> {
+    fn gate<T: Element>(
+        &self,
+        proj: &CudaBuffer<T>,
+        hidden: &CudaBuffer<T>,
+        key_norm: &CudaBuffer<T>,
+        query_norm: &CudaBuffer<T>,
+        m: usize,
+        d: usize,
+        value: &mut CudaBuffer<T>,
+        alpha: &mut CudaBuffer<T>,
+    ) -> Result<()> {
         if m == 0 || d == 0 || proj.len % ((m + 1) * d) != 0 {
-            return Err(Error::ShapeMismatch { what: "projection", expected: (m + 1) * d, actual: proj.len });
+            return Err(Error::ShapeMismatch {
+                what: "projection",
+                expected: (m + 1) * d,
+                actual: proj.len,
+            });
         }
         let tokens = proj.len / ((m + 1) * d);
         check_len("hidden", hidden.len, tokens * m * d)?;
@@ -471,17 +659,44 @@ impl EngramOps for CudaBackend {
             (tokens * m).min(MAX_BLOCKS as usize) as u32,
             THREADS,
             3 * THREADS * acc,
-            &[ptr(proj), ptr(hidden), ptr(key_norm), ptr(query_norm), Arg::U64(tokens as u64), Arg::U32(u32_of("m", m)?), Arg::U32(u32_of("d", d)?), ptr(value), ptr(alpha)],
+            &[
+                ptr(proj),
+                ptr(hidden),
+                ptr(key_norm),
+                ptr(query_norm),
+                Arg::U64(tokens as u64),
+                Arg::U32(u32_of("m", m)?),
+                Arg::U32(u32_of("d", d)?),
+                ptr(value),
+                ptr(alpha),
+            ],
         )
     }
 
-    fn short_conv<T: Element>(&self, normed: &CudaBuffer<T>, value: &CudaBuffer<T>, weight: &CudaBuffer<T>, channels: usize, kernel: usize, dilation: usize, cu_seqlens: &CudaBuffer<u32>, out: &mut CudaBuffer<T>) -> Result<()> {
+    fn short_conv<T: Element>(
+        &self,
+        normed: &CudaBuffer<T>,
+        value: &CudaBuffer<T>,
+        weight: &CudaBuffer<T>,
+        channels: usize,
+        kernel: usize,
+        dilation: usize,
+        cu_seqlens: &CudaBuffer<u32>,
+        out: &mut CudaBuffer<T>,
+    ) -> Result<()> {
         if kernel == 0 {
-            return Err(Error::InvalidConfig { field: "kernel_size", reason: "must be at least 1" });
+            return Err(Error::InvalidConfig {
+                field: "kernel_size",
+                reason: "must be at least 1",
+            });
         }
         check_len("conv weight", weight.len, channels * kernel)?;
         if channels == 0 || normed.len % channels != 0 {
-            return Err(Error::ShapeMismatch { what: "conv input", expected: channels, actual: normed.len });
+            return Err(Error::ShapeMismatch {
+                what: "conv input",
+                expected: channels,
+                actual: normed.len,
+            });
         }
         let tokens = normed.len / channels;
         let cu = self.host(cu_seqlens)?;
@@ -491,30 +706,83 @@ impl EngramOps for CudaBackend {
         self.launch_n(
             &format!("short_conv_{}", suffix(T::DTYPE)?),
             normed.len as u64,
-            &[ptr(normed), ptr(value), ptr(weight), Arg::U64(tokens as u64), Arg::U32(u32_of("channels", channels)?), Arg::U32(u32_of("kernel", kernel)?), Arg::U32(u32_of("dilation", dilation)?), ptr(cu_seqlens), Arg::U32(u32_of("sequences", batch.num_sequences())?), ptr(out)],
+            &[
+                ptr(normed),
+                ptr(value),
+                ptr(weight),
+                Arg::U64(tokens as u64),
+                Arg::U32(u32_of("channels", channels)?),
+                Arg::U32(u32_of("kernel", kernel)?),
+                Arg::U32(u32_of("dilation", dilation)?),
+                ptr(cu_seqlens),
+                Arg::U32(u32_of("sequences", batch.num_sequences())?),
+                ptr(out),
+            ],
         )
     }
 
-    fn short_conv_decode<T: Element>(&self, normed: &CudaBuffer<T>, value: &CudaBuffer<T>, weight: &CudaBuffer<T>, channels: usize, kernel: usize, dilation: usize, history: &mut CudaBuffer<T>, out: &mut CudaBuffer<T>) -> Result<()> {
+    fn short_conv_decode<T: Element>(
+        &self,
+        normed: &CudaBuffer<T>,
+        value: &CudaBuffer<T>,
+        weight: &CudaBuffer<T>,
+        channels: usize,
+        kernel: usize,
+        dilation: usize,
+        history: &mut CudaBuffer<T>,
+        out: &mut CudaBuffer<T>,
+    ) -> Result<()> {
         if kernel == 0 {
-            return Err(Error::InvalidConfig { field: "kernel_size", reason: "must be at least 1" });
+            return Err(Error::InvalidConfig {
+                field: "kernel_size",
+                reason: "must be at least 1",
+            });
         }
         check_len("conv weight", weight.len, channels * kernel)?;
         if channels == 0 || normed.len % channels != 0 {
-            return Err(Error::ShapeMismatch { what: "conv input", expected: channels, actual: normed.len });
+            return Err(Error::ShapeMismatch {
+                what: "conv input",
+                expected: channels,
+                actual: normed.len,
+            });
         }
         let seqs = normed.len / channels;
-        check_len("conv history", history.len, seqs * conv_history_len(kernel, dilation) * channels)?;
+        check_len(
+            "conv history",
+            history.len,
+            seqs * conv_history_len(kernel, dilation) * channels,
+        )?;
         check_len("conv value", value.len, normed.len)?;
         check_len("conv output", out.len, normed.len)?;
         self.launch_n(
             &format!("short_conv_decode_{}", suffix(T::DTYPE)?),
             normed.len as u64,
-            &[ptr(normed), ptr(value), ptr(weight), Arg::U64(seqs as u64), Arg::U32(u32_of("channels", channels)?), Arg::U32(u32_of("kernel", kernel)?), Arg::U32(u32_of("dilation", dilation)?), ptr(history), ptr(out)],
+            &[
+                ptr(normed),
+                ptr(value),
+                ptr(weight),
+                Arg::U64(seqs as u64),
+                Arg::U32(u32_of("channels", channels)?),
+                Arg::U32(u32_of("kernel", kernel)?),
+                Arg::U32(u32_of("dilation", dilation)?),
+                ptr(history),
+                ptr(out),
+            ],
         )
     }
 
-    fn capture_state<T: Element>(&self, ids: &CudaBuffer<u32>, cu_seqlens: &CudaBuffer<u32>, normed: &CudaBuffer<T>, keep: usize, hist: usize, channels: usize, pad: u32, state_ids: &mut CudaBuffer<u32>, state_conv: &mut CudaBuffer<T>) -> Result<()> {
+    fn capture_state<T: Element>(
+        &self,
+        ids: &CudaBuffer<u32>,
+        cu_seqlens: &CudaBuffer<u32>,
+        normed: &CudaBuffer<T>,
+        keep: usize,
+        hist: usize,
+        channels: usize,
+        pad: u32,
+        state_ids: &mut CudaBuffer<u32>,
+        state_conv: &mut CudaBuffer<T>,
+    ) -> Result<()> {
         let cu = self.host(cu_seqlens)?;
         let batch = PackedBatch::new(&cu, ids.len)?;
         let seqs = batch.num_sequences();
@@ -523,39 +791,95 @@ impl EngramOps for CudaBackend {
         if hist > 0 {
             check_len("normed conv input", normed.len, ids.len * channels)?;
         }
-        self.launch_n("capture_ids", (seqs * keep) as u64, &[ptr(ids), ptr(cu_seqlens), Arg::U64(seqs as u64), Arg::U32(u32_of("keep", keep)?), Arg::U32(pad), ptr(state_ids)])?;
+        self.launch_n(
+            "capture_ids",
+            (seqs * keep) as u64,
+            &[
+                ptr(ids),
+                ptr(cu_seqlens),
+                Arg::U64(seqs as u64),
+                Arg::U32(u32_of("keep", keep)?),
+                Arg::U32(pad),
+                ptr(state_ids),
+            ],
+        )?;
         self.launch_n(
             &format!("capture_conv_{}", suffix(T::DTYPE)?),
             (seqs * hist * channels) as u64,
-            &[ptr(normed), ptr(cu_seqlens), Arg::U64(seqs as u64), Arg::U32(u32_of("hist", hist)?), Arg::U32(u32_of("channels", channels)?), ptr(state_conv)],
+            &[
+                ptr(normed),
+                ptr(cu_seqlens),
+                Arg::U64(seqs as u64),
+                Arg::U32(u32_of("hist", hist)?),
+                Arg::U32(u32_of("channels", channels)?),
+                ptr(state_conv),
+            ],
         )
     }
 
-    fn push_ids(&self, history: &mut CudaBuffer<u32>, ids: &CudaBuffer<u32>, keep: usize) -> Result<()> {
+    fn push_ids(
+        &self,
+        history: &mut CudaBuffer<u32>,
+        ids: &CudaBuffer<u32>,
+        keep: usize,
+    ) -> Result<()> {
         check_len("id history", history.len, ids.len * keep)?;
-        self.launch_n("push_ids", ids.len as u64, &[ptr(history), ptr(ids), Arg::U64(ids.len as u64), Arg::U32(u32_of("keep", keep)?)])
+        self.launch_n(
+            "push_ids",
+            ids.len as u64,
+            &[
+                ptr(history),
+                ptr(ids),
+                Arg::U64(ids.len as u64),
+                Arg::U32(u32_of("keep", keep)?),
+            ],
+        )
     }
 }
 
 impl MoeOps for CudaBackend {
-    fn moe_scores<T: Element>(&self, x: &CudaBuffer<T>, gate_weight: &CudaBuffer<T>, dim: usize, score_func: ScoreFunc, scores: &mut CudaBuffer<T>) -> Result<()> {
+    fn moe_scores<T: Element>(
+        &self,
+        x: &CudaBuffer<T>,
+        gate_weight: &CudaBuffer<T>,
+        dim: usize,
+        score_func: ScoreFunc,
+        scores: &mut CudaBuffer<T>,
+    ) -> Result<()> {
         let mut logits = self.zeros::<T>(scores.len)?;
         self.linear_raw(x, gate_weight, None, dim, &mut logits)?;
         let experts = gate_weight.len / dim;
-        let tokens = if experts == 0 { 0 } else { scores.len / experts };
+        let tokens = scores.len.checked_div(experts).unwrap_or(0);
         self.launch_n(
             &format!("scores_act_{}", suffix(T::DTYPE)?),
             tokens as u64,
-            &[ptr(&logits), Arg::U64(tokens as u64), Arg::U32(u32_of("experts", experts)?), Arg::U32(u32::from(score_func == ScoreFunc::Softmax)), ptr(scores)],
+            &[
+                ptr(&logits),
+                Arg::U64(tokens as u64),
+                Arg::U32(u32_of("experts", experts)?),
+                Arg::U32(u32::from(score_func == ScoreFunc::Softmax)),
+                ptr(scores),
+            ],
         )?;
         self.sync()
     }
 
-    fn moe_route<T: Element>(&self, scores: &CudaBuffer<T>, bias: &CudaBuffer<T>, config: &MoeConfig, weights: &mut CudaBuffer<T>, indices: &mut CudaBuffer<u32>) -> Result<()> {
+    fn moe_route<T: Element>(
+        &self,
+        scores: &CudaBuffer<T>,
+        bias: &CudaBuffer<T>,
+        config: &MoeConfig,
+        weights: &mut CudaBuffer<T>,
+        indices: &mut CudaBuffer<u32>,
+    ) -> Result<()> {
         config.validate()?;
         let (e, k) = (config.n_routed_experts, config.n_activated_experts);
         if scores.len % e != 0 {
-            return Err(Error::ShapeMismatch { what: "scores", expected: e, actual: scores.len });
+            return Err(Error::ShapeMismatch {
+                what: "scores",
+                expected: e,
+                actual: scores.len,
+            });
         }
         let tokens = scores.len / e;
         if bias.len != 0 || config.bias {
@@ -564,9 +888,16 @@ impl MoeOps for CudaBackend {
         check_len("route weights", weights.len, tokens * k)?;
         check_len("route indices", indices.len, tokens * k)?;
         if e > 1024 || config.n_expert_groups > 64 {
-            return Err(Error::Backend { backend: BACKEND_NAME, message: "routing supports at most 1024 experts in at most 64 groups".into() });
+            return Err(Error::Backend {
+                backend: BACKEND_NAME,
+                message: "routing supports at most 1024 experts in at most 64 groups".into(),
+            });
         }
-        let bias_ptr = if bias.len == 0 { Arg::U64(0) } else { ptr(bias) };
+        let bias_ptr = if bias.len == 0 {
+            Arg::U64(0)
+        } else {
+            ptr(bias)
+        };
         self.launch_n(
             &format!("route_{}", suffix(T::DTYPE)?),
             tokens as u64,
@@ -586,9 +917,21 @@ impl MoeOps for CudaBackend {
         )
     }
 
-    fn expert_ffn<T: Element>(&self, x: &CudaBuffer<T>, w1: &CudaBuffer<T>, w2: &CudaBuffer<T>, w3: &CudaBuffer<T>, dim: usize, out: &mut CudaBuffer<T>) -> Result<()> {
+    fn expert_ffn<T: Element>(
+        &self,
+        x: &CudaBuffer<T>,
+        w1: &CudaBuffer<T>,
+        w2: &CudaBuffer<T>,
+        w3: &CudaBuffer<T>,
+        dim: usize,
+        out: &mut CudaBuffer<T>,
+    ) -> Result<()> {
         if dim == 0 || w1.len % dim != 0 {
-            return Err(Error::ShapeMismatch { what: "expert w1", expected: dim, actual: w1.len });
+            return Err(Error::ShapeMismatch {
+                what: "expert w1",
+                expected: dim,
+                actual: w1.len,
+            });
         }
         let inter = w1.len / dim;
         check_len("expert w3", w3.len, inter * dim)?;
@@ -604,10 +947,24 @@ impl MoeOps for CudaBackend {
         self.sync()
     }
 
-    fn routed_experts<T: Element>(&self, x: &CudaBuffer<T>, w1: &CudaBuffer<T>, w2: &CudaBuffer<T>, w3: &CudaBuffer<T>, indices: &CudaBuffer<u32>, dim: usize, inter: usize, out: &mut CudaBuffer<T>) -> Result<()> {
+    fn routed_experts<T: Element>(
+        &self,
+        x: &CudaBuffer<T>,
+        w1: &CudaBuffer<T>,
+        w2: &CudaBuffer<T>,
+        w3: &CudaBuffer<T>,
+        indices: &CudaBuffer<u32>,
+        dim: usize,
+        inter: usize,
+        out: &mut CudaBuffer<T>,
+    ) -> Result<()> {
         let per_expert = dim * inter;
         if per_expert == 0 || x.len % dim != 0 || w1.len % per_expert != 0 {
-            return Err(Error::ShapeMismatch { what: "expert weights", expected: per_expert, actual: w1.len });
+            return Err(Error::ShapeMismatch {
+                what: "expert weights",
+                expected: per_expert,
+                actual: w1.len,
+            });
         }
         let experts = w1.len / per_expert;
         check_len("expert w3", w3.len, w1.len)?;
@@ -618,7 +975,11 @@ impl MoeOps for CudaBackend {
         check_len("expert outputs", out.len, tokens * k * dim)?;
         if let Some(position) = self.first_at_or_above(indices, experts as u64)? {
             let id = self.host(indices)?[position];
-            return Err(Error::IdOutOfRange { position, id: u64::from(id), limit: experts as u64 });
+            return Err(Error::IdOutOfRange {
+                position,
+                id: u64::from(id),
+                limit: experts as u64,
+            });
         }
         let mut a = self.zeros::<T>(tokens * k * inter)?;
         let mut b = self.zeros::<T>(tokens * k * inter)?;
@@ -630,9 +991,20 @@ impl MoeOps for CudaBackend {
         self.sync()
     }
 
-    fn moe_combine<T: Element>(&self, expert_out: &CudaBuffer<T>, weights: &CudaBuffer<T>, shared: &CudaBuffer<T>, dim: usize, out: &mut CudaBuffer<T>) -> Result<()> {
+    fn moe_combine<T: Element>(
+        &self,
+        expert_out: &CudaBuffer<T>,
+        weights: &CudaBuffer<T>,
+        shared: &CudaBuffer<T>,
+        dim: usize,
+        out: &mut CudaBuffer<T>,
+    ) -> Result<()> {
         if dim == 0 || out.len % dim != 0 {
-            return Err(Error::ShapeMismatch { what: "combine output", expected: dim, actual: out.len });
+            return Err(Error::ShapeMismatch {
+                what: "combine output",
+                expected: dim,
+                actual: out.len,
+            });
         }
         let tokens = out.len / dim;
         if tokens == 0 {
@@ -644,11 +1016,23 @@ impl MoeOps for CudaBackend {
         if shared.len != 0 {
             check_len("shared output", shared.len, tokens * dim)?;
         }
-        let shared_ptr = if shared.len == 0 { Arg::U64(0) } else { ptr(shared) };
+        let shared_ptr = if shared.len == 0 {
+            Arg::U64(0)
+        } else {
+            ptr(shared)
+        };
         self.launch_n(
             &format!("combine_{}", suffix(T::DTYPE)?),
             out.len as u64,
-            &[ptr(expert_out), ptr(weights), shared_ptr, Arg::U64(tokens as u64), Arg::U32(u32_of("k", k)?), Arg::U32(u32_of("dim", dim)?), ptr(out)],
+            &[
+                ptr(expert_out),
+                ptr(weights),
+                shared_ptr,
+                Arg::U64(tokens as u64),
+                Arg::U32(u32_of("k", k)?),
+                Arg::U32(u32_of("dim", dim)?),
+                ptr(out),
+            ],
         )
     }
 }

@@ -48,12 +48,30 @@ mod tests {
 
     #[test]
     fn the_ptx_is_generated_from_the_embedded_source_for_sm_90() {
-        assert!(ENGRAM_PTX.starts_with("// Generated from engram.cu by tools/gen_ptx.py with NVRTC 12.2"));
+        assert!(ENGRAM_PTX
+            .starts_with("// Generated from engram.cu by tools/gen_ptx.py with NVRTC 12.2"));
         assert!(ENGRAM_PTX.contains(".target sm_90"));
-        assert!(ENGRAM_PTX.contains(".version 8.2"), "PTX ISA 8.2 loads on drivers from 535 on");
-        for kernel in ["hash_rows", "gather_bf16", "linear_f32", "gate_f16", "route_f64", "short_conv_decode_f32"] {
-            assert!(ENGRAM_PTX.contains(&format!(".entry {kernel}(")), "{kernel} is missing");
-            assert!(ENGRAM_CU.contains(kernel.trim_end_matches(|c: char| c != '_').trim_end_matches('_')));
+        assert!(
+            ENGRAM_PTX.contains(".version 8.2"),
+            "PTX ISA 8.2 loads on drivers from 535 on"
+        );
+        for kernel in [
+            "hash_rows",
+            "gather_bf16",
+            "linear_f32",
+            "gate_f16",
+            "route_f64",
+            "short_conv_decode_f32",
+        ] {
+            assert!(
+                ENGRAM_PTX.contains(&format!(".entry {kernel}(")),
+                "{kernel} is missing"
+            );
+            assert!(ENGRAM_CU.contains(
+                kernel
+                    .trim_end_matches(|c: char| c != '_')
+                    .trim_end_matches('_')
+            ));
         }
     }
 
