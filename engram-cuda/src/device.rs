@@ -11,7 +11,7 @@ use cust::memory::{CopyDestination, DeviceBuffer};
 use cust::module::Module;
 use cust::stream::{Stream, StreamFlags};
 use engram_core::hash::LayerHash;
-use engram_core::reference::conv_history_len;
+use engram_core::reference::check;
 use engram_core::{
     Backend, Capabilities, DType, Element, EngramOps, Error, MoeConfig, MoeOps, PackedBatch,
     Result, Scalar, ScoreFunc,
@@ -29,17 +29,7 @@ fn cuda_err(e: cust::error::CudaError) -> Error {
     }
 }
 
-fn check_len(what: &'static str, actual: usize, expected: usize) -> Result<()> {
-    if actual == expected {
-        Ok(())
-    } else {
-        Err(Error::ShapeMismatch {
-            what,
-            expected,
-            actual,
-        })
-    }
-}
+use check::len as check_len;
 
 /// A buffer in device memory: `len` elements of `T`, optionally between two guard zones.
 pub struct CudaBuffer<T> {
@@ -250,19 +240,8 @@ impl CudaBackend {
         in_features: usize,
         out: &mut CudaBuffer<T>,
     ) -> Result<()> {
-        if in_features == 0 || w.len % in_features != 0 || x.len % in_features != 0 {
-            return Err(Error::ShapeMismatch {
-                what: "linear input",
-                expected: in_features,
-                actual: x.len,
-            });
-        }
-        let out_features = w.len / in_features;
-        if let Some(b) = bias {
-            check_len("linear bias", b.len, out_features)?;
-        }
-        let rows = x.len / in_features;
-        check_len("linear output", out.len, rows * out_features)?;
+        let (rows, out_features) =
+            check::linear(x.len, w.len, bias.map(|b| b.len), in_features, out.len)?;
         if rows == 0 || out_features == 0 {
             return Ok(());
         }
@@ -471,11 +450,8 @@ impl EngramOps for CudaBackend {
         ids: &CudaBuffer<u32>,
         rows: &mut CudaBuffer<u32>,
     ) -> Result<()> {
+        let seqs = check::hash_decode(layer, heads_per_order, history.len, ids.len, rows.len)?;
         let n_max = layer.multipliers.len();
-        let keep = n_max - 1;
-        let seqs = ids.len;
-        check_len("id history", history.len, seqs * keep)?;
-        check_len("decode rows", rows.len, seqs * keep * heads_per_order)?;
         if let Some(position) = self.first_at_or_above(ids, compressed_vocab)? {
             let id = self.host(ids)?[position];
             return Err(Error::IdOutOfRange {
@@ -521,18 +497,8 @@ impl EngramOps for CudaBackend {
         rows: &CudaBuffer<u32>,
         out: &mut CudaBuffer<T>,
     ) -> Result<()> {
+        check::gather_rows(table.len, d_head, layer, rows.len, out.len)?;
         let heads = layer.table_sizes.len();
-        let total = usize::try_from(layer.total_rows())
-            .map_err(|_| Error::Overflow { what: "table rows" })?;
-        check_len("table", table.len, total * d_head)?;
-        if heads == 0 || rows.len % heads != 0 {
-            return Err(Error::ShapeMismatch {
-                what: "rows",
-                expected: heads,
-                actual: rows.len,
-            });
-        }
-        check_len("gathered rows", out.len, rows.len * d_head)?;
         if rows.len == 0 {
             return Ok(());
         }
@@ -553,13 +519,11 @@ impl EngramOps for CudaBackend {
         let bad = self.to_vec(&first)?[0];
         if bad != u64::MAX {
             let i = bad as usize;
-            let row = self.host(rows)?[i];
-            return Err(Error::RowOutOfRange {
-                position: i / heads,
-                head: i % heads,
-                row,
-                rows: layer.table_sizes[i % heads],
-            });
+            return Err(check::row_out_of_range(
+                i,
+                self.host(rows)?[i],
+                &layer.table_sizes,
+            ));
         }
         self.launch_n(
             &format!("gather_{}", suffix(T::DTYPE)?),
@@ -585,15 +549,7 @@ impl EngramOps for CudaBackend {
         eps: f64,
         out: &mut CudaBuffer<T>,
     ) -> Result<()> {
-        if d == 0 || weight.len == 0 || weight.len % d != 0 || x.len % weight.len != 0 {
-            return Err(Error::ShapeMismatch {
-                what: "rms_norm input",
-                expected: weight.len,
-                actual: x.len,
-            });
-        }
-        check_len("rms_norm output", out.len, x.len)?;
-        let vectors = x.len / d;
+        let vectors = check::rms_norm(x.len, weight.len, d, out.len)?;
         if vectors == 0 {
             return Ok(());
         }
@@ -637,19 +593,16 @@ impl EngramOps for CudaBackend {
         value: &mut CudaBuffer<T>,
         alpha: &mut CudaBuffer<T>,
     ) -> Result<()> {
-        if m == 0 || d == 0 || proj.len % ((m + 1) * d) != 0 {
-            return Err(Error::ShapeMismatch {
-                what: "projection",
-                expected: (m + 1) * d,
-                actual: proj.len,
-            });
-        }
-        let tokens = proj.len / ((m + 1) * d);
-        check_len("hidden", hidden.len, tokens * m * d)?;
-        check_len("key_norm", key_norm.len, m * d)?;
-        check_len("query_norm", query_norm.len, m * d)?;
-        check_len("value", value.len, tokens * m * d)?;
-        check_len("alpha", alpha.len, tokens * m)?;
+        let tokens = check::gate(
+            proj.len,
+            hidden.len,
+            key_norm.len,
+            query_norm.len,
+            m,
+            d,
+            value.len,
+            alpha.len,
+        )?;
         if tokens == 0 {
             return Ok(());
         }
@@ -684,25 +637,10 @@ impl EngramOps for CudaBackend {
         cu_seqlens: &CudaBuffer<u32>,
         out: &mut CudaBuffer<T>,
     ) -> Result<()> {
-        if kernel == 0 {
-            return Err(Error::InvalidConfig {
-                field: "kernel_size",
-                reason: "must be at least 1",
-            });
-        }
-        check_len("conv weight", weight.len, channels * kernel)?;
-        if channels == 0 || normed.len % channels != 0 {
-            return Err(Error::ShapeMismatch {
-                what: "conv input",
-                expected: channels,
-                actual: normed.len,
-            });
-        }
-        let tokens = normed.len / channels;
+        let tokens =
+            check::short_conv(normed.len, value.len, weight.len, channels, kernel, out.len)?;
         let cu = self.host(cu_seqlens)?;
         let batch = PackedBatch::new(&cu, tokens)?;
-        check_len("conv value", value.len, normed.len)?;
-        check_len("conv output", out.len, normed.len)?;
         self.launch_n(
             &format!("short_conv_{}", suffix(T::DTYPE)?),
             normed.len as u64,
@@ -732,28 +670,16 @@ impl EngramOps for CudaBackend {
         history: &mut CudaBuffer<T>,
         out: &mut CudaBuffer<T>,
     ) -> Result<()> {
-        if kernel == 0 {
-            return Err(Error::InvalidConfig {
-                field: "kernel_size",
-                reason: "must be at least 1",
-            });
-        }
-        check_len("conv weight", weight.len, channels * kernel)?;
-        if channels == 0 || normed.len % channels != 0 {
-            return Err(Error::ShapeMismatch {
-                what: "conv input",
-                expected: channels,
-                actual: normed.len,
-            });
-        }
-        let seqs = normed.len / channels;
-        check_len(
-            "conv history",
+        let seqs = check::short_conv_decode(
+            normed.len,
+            value.len,
+            weight.len,
+            channels,
+            kernel,
+            dilation,
             history.len,
-            seqs * conv_history_len(kernel, dilation) * channels,
+            out.len,
         )?;
-        check_len("conv value", value.len, normed.len)?;
-        check_len("conv output", out.len, normed.len)?;
         self.launch_n(
             &format!("short_conv_decode_{}", suffix(T::DTYPE)?),
             normed.len as u64,
@@ -786,11 +712,16 @@ impl EngramOps for CudaBackend {
         let cu = self.host(cu_seqlens)?;
         let batch = PackedBatch::new(&cu, ids.len)?;
         let seqs = batch.num_sequences();
-        check_len("state ids", state_ids.len, seqs * keep)?;
-        check_len("state conv", state_conv.len, seqs * hist * channels)?;
-        if hist > 0 {
-            check_len("normed conv input", normed.len, ids.len * channels)?;
-        }
+        check::capture_state(
+            ids.len,
+            seqs,
+            normed.len,
+            keep,
+            hist,
+            channels,
+            state_ids.len,
+            state_conv.len,
+        )?;
         self.launch_n(
             "capture_ids",
             (seqs * keep) as u64,
@@ -823,7 +754,7 @@ impl EngramOps for CudaBackend {
         ids: &CudaBuffer<u32>,
         keep: usize,
     ) -> Result<()> {
-        check_len("id history", history.len, ids.len * keep)?;
+        check::push_ids(history.len, ids.len, keep)?;
         self.launch_n(
             "push_ids",
             ids.len as u64,
@@ -872,21 +803,8 @@ impl MoeOps for CudaBackend {
         weights: &mut CudaBuffer<T>,
         indices: &mut CudaBuffer<u32>,
     ) -> Result<()> {
-        config.validate()?;
+        let tokens = check::moe_route(scores.len, bias.len, config, weights.len, indices.len)?;
         let (e, k) = (config.n_routed_experts, config.n_activated_experts);
-        if scores.len % e != 0 {
-            return Err(Error::ShapeMismatch {
-                what: "scores",
-                expected: e,
-                actual: scores.len,
-            });
-        }
-        let tokens = scores.len / e;
-        if bias.len != 0 || config.bias {
-            check_len("gate bias", bias.len, e)?;
-        }
-        check_len("route weights", weights.len, tokens * k)?;
-        check_len("route indices", indices.len, tokens * k)?;
         if e > 1024 || config.n_expert_groups > 64 {
             return Err(Error::Backend {
                 backend: BACKEND_NAME,
@@ -926,17 +844,7 @@ impl MoeOps for CudaBackend {
         dim: usize,
         out: &mut CudaBuffer<T>,
     ) -> Result<()> {
-        if dim == 0 || w1.len % dim != 0 {
-            return Err(Error::ShapeMismatch {
-                what: "expert w1",
-                expected: dim,
-                actual: w1.len,
-            });
-        }
-        let inter = w1.len / dim;
-        check_len("expert w3", w3.len, inter * dim)?;
-        check_len("expert w2", w2.len, inter * dim)?;
-        let rows = x.len / dim;
+        let (rows, inter) = check::expert_ffn(x.len, w1.len, w2.len, w3.len, dim)?;
         let mut a = self.zeros::<T>(rows * inter)?;
         let mut b = self.zeros::<T>(rows * inter)?;
         self.linear_raw(x, w1, None, dim, &mut a)?;
@@ -958,21 +866,16 @@ impl MoeOps for CudaBackend {
         inter: usize,
         out: &mut CudaBuffer<T>,
     ) -> Result<()> {
-        let per_expert = dim * inter;
-        if per_expert == 0 || x.len % dim != 0 || w1.len % per_expert != 0 {
-            return Err(Error::ShapeMismatch {
-                what: "expert weights",
-                expected: per_expert,
-                actual: w1.len,
-            });
-        }
-        let experts = w1.len / per_expert;
-        check_len("expert w3", w3.len, w1.len)?;
-        check_len("expert w2", w2.len, w1.len)?;
-        let tokens = x.len / dim;
-        let k = indices.len.checked_div(tokens).unwrap_or(0);
-        check_len("route indices", indices.len, tokens * k)?;
-        check_len("expert outputs", out.len, tokens * k * dim)?;
+        let (tokens, k, experts) = check::routed_experts(
+            x.len,
+            w1.len,
+            w2.len,
+            w3.len,
+            indices.len,
+            dim,
+            inter,
+            out.len,
+        )?;
         if let Some(position) = self.first_at_or_above(indices, experts as u64)? {
             let id = self.host(indices)?[position];
             return Err(Error::IdOutOfRange {
@@ -999,22 +902,10 @@ impl MoeOps for CudaBackend {
         dim: usize,
         out: &mut CudaBuffer<T>,
     ) -> Result<()> {
-        if dim == 0 || out.len % dim != 0 {
-            return Err(Error::ShapeMismatch {
-                what: "combine output",
-                expected: dim,
-                actual: out.len,
-            });
-        }
-        let tokens = out.len / dim;
+        let (tokens, k) =
+            check::moe_combine(expert_out.len, weights.len, shared.len, dim, out.len)?;
         if tokens == 0 {
             return Ok(());
-        }
-        let k = weights.len / tokens;
-        check_len("route weights", weights.len, tokens * k)?;
-        check_len("expert outputs", expert_out.len, tokens * k * dim)?;
-        if shared.len != 0 {
-            check_len("shared output", shared.len, tokens * dim)?;
         }
         let shared_ptr = if shared.len == 0 {
             Arg::U64(0)

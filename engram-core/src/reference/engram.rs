@@ -6,7 +6,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::{
-    check_len, conv_history_len, gate, gather_rows, linear, rms_norm, short_conv,
+    check, check_len, conv_history_len, gate, gather_rows, linear, rms_norm, short_conv,
     short_conv_decode, CONV_NORM_EPS,
 };
 use crate::batch::PackedBatch;
@@ -76,12 +76,10 @@ pub fn hash_decode(
     ids: &[u32],
     rows: &mut [u32],
 ) -> Result<()> {
+    let seqs = check::hash_decode(layer, heads_per_order, history.len(), ids.len(), rows.len())?;
     let n = layer.multipliers.len();
     let keep = n - 1;
     let heads = keep * heads_per_order;
-    let seqs = ids.len();
-    check_len("id history", history.len(), seqs * keep)?;
-    check_len("decode rows", rows.len(), seqs * heads)?;
     for (position, &id) in ids.iter().chain(history).enumerate() {
         if u64::from(id) >= compressed_vocab {
             return Err(Error::IdOutOfRange {
@@ -108,7 +106,7 @@ pub fn hash_decode(
 
 /// Advances each sequence's id history (`[S, keep]`, oldest first) by its new id (`[S]`).
 pub fn push_ids(history: &mut [u32], ids: &[u32], keep: usize) -> Result<()> {
-    check_len("id history", history.len(), ids.len() * keep)?;
+    check::push_ids(history.len(), ids.len(), keep)?;
     if keep == 0 {
         return Ok(());
     }
@@ -135,12 +133,16 @@ pub fn capture_state<T: Element>(
     state_conv: &mut [T],
 ) -> Result<()> {
     let batch = PackedBatch::new(cu_seqlens, ids.len())?;
-    let seqs = batch.num_sequences();
-    check_len("state ids", state_ids.len(), seqs * keep)?;
-    check_len("state conv", state_conv.len(), seqs * hist * channels)?;
-    if hist > 0 {
-        check_len("normed conv input", normed.len(), ids.len() * channels)?;
-    }
+    check::capture_state(
+        ids.len(),
+        batch.num_sequences(),
+        normed.len(),
+        keep,
+        hist,
+        channels,
+        state_ids.len(),
+        state_conv.len(),
+    )?;
     for (s, seq) in batch.sequences().enumerate() {
         for k in 0..keep {
             let pos = (seq.end + k).checked_sub(keep).filter(|&p| p >= seq.start);

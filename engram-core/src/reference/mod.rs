@@ -13,12 +13,13 @@
 //! - short convolution: depthwise, causal, kernel `w`, dilation `N`, no bias, zero before each
 //!   sequence's start; `y = u + SiLU(conv(RMSNorm_m(u)))`.
 
+pub mod check;
 pub mod engram;
 pub mod moe;
 
 use crate::batch::PackedBatch;
 use crate::dtype::Element;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::hash::LayerHash;
 
 pub use engram::{
@@ -36,17 +37,7 @@ pub const CONV_NORM_EPS: f64 = 1e-5;
 /// Lower clamp of `|s|` inside the gate's signed square root.
 pub const GATE_CLAMP: f64 = 1e-6;
 
-pub(crate) fn check_len(what: &'static str, actual: usize, expected: usize) -> Result<()> {
-    if actual == expected {
-        Ok(())
-    } else {
-        Err(Error::ShapeMismatch {
-            what,
-            expected,
-            actual,
-        })
-    }
-}
+pub(crate) use check::len as check_len;
 
 /// `1 / (1 + exp(-x))`.
 pub fn sigmoid(x: f64) -> f64 {
@@ -72,14 +63,8 @@ pub fn gate_activation(s: f64) -> f64 {
 
 /// `out[i] = lookup[raw[i]]`: raw token ids to canonical ids.
 pub fn compress_ids(lookup: &[u32], raw: &[u32], out: &mut [u32]) -> Result<()> {
-    check_len("compressed ids", out.len(), raw.len())?;
-    if let Some(position) = raw.iter().position(|&r| r as usize >= lookup.len()) {
-        return Err(Error::IdOutOfRange {
-            position,
-            id: u64::from(raw[position]),
-            limit: lookup.len() as u64,
-        });
-    }
+    check::compress_ids(raw.len(), out.len())?;
+    check::ids_below(raw, lookup.len() as u64)?;
     for (o, &r) in out.iter_mut().zip(raw) {
         *o = lookup[r as usize];
     }
@@ -97,30 +82,11 @@ pub fn gather_rows<T: Element>(
     rows: &[u32],
     out: &mut [T],
 ) -> Result<()> {
+    check::gather_rows(table.len(), d_head, layer, rows.len(), out.len())?;
+    if let Some(i) = check::first_row_beyond(rows, &layer.table_sizes) {
+        return Err(check::row_out_of_range(i, rows[i], &layer.table_sizes));
+    }
     let heads = layer.table_sizes.len();
-    let total =
-        usize::try_from(layer.total_rows()).map_err(|_| Error::Overflow { what: "table rows" })?;
-    check_len("table", table.len(), total * d_head)?;
-    if heads == 0 || rows.len() % heads != 0 {
-        return Err(Error::ShapeMismatch {
-            what: "rows",
-            expected: heads,
-            actual: rows.len(),
-        });
-    }
-    let tokens = rows.len() / heads;
-    check_len("gathered rows", out.len(), tokens * heads * d_head)?;
-    for (i, &r) in rows.iter().enumerate() {
-        let h = i % heads;
-        if r >= layer.table_sizes[h] {
-            return Err(Error::RowOutOfRange {
-                position: i / heads,
-                head: h,
-                row: r,
-                rows: layer.table_sizes[h],
-            });
-        }
-    }
     for (i, &r) in rows.iter().enumerate() {
         let start = (layer.offsets[i % heads] + u64::from(r)) as usize * d_head;
         out[i * d_head..(i + 1) * d_head].copy_from_slice(&table[start..start + d_head]);
@@ -137,14 +103,7 @@ pub fn rms_norm<T: Element>(
     eps: f64,
     out: &mut [T],
 ) -> Result<()> {
-    if d == 0 || weight.is_empty() || weight.len() % d != 0 || x.len() % weight.len() != 0 {
-        return Err(Error::ShapeMismatch {
-            what: "rms_norm input",
-            expected: weight.len(),
-            actual: x.len(),
-        });
-    }
-    check_len("rms_norm output", out.len(), x.len())?;
+    check::rms_norm(x.len(), weight.len(), d, out.len())?;
     for (xs, (os, ws)) in x
         .chunks_exact(d)
         .zip(out.chunks_exact_mut(d).zip(weight.chunks_exact(d).cycle()))
@@ -167,19 +126,13 @@ pub fn linear<T: Element>(
     in_features: usize,
     out: &mut [T],
 ) -> Result<()> {
-    if in_features == 0 || weight.len() % in_features != 0 || x.len() % in_features != 0 {
-        return Err(Error::ShapeMismatch {
-            what: "linear input",
-            expected: in_features,
-            actual: x.len(),
-        });
-    }
-    let out_features = weight.len() / in_features;
-    if let Some(b) = bias {
-        check_len("linear bias", b.len(), out_features)?;
-    }
-    let rows = x.len() / in_features;
-    check_len("linear output", out.len(), rows * out_features)?;
+    let (_, out_features) = check::linear(
+        x.len(),
+        weight.len(),
+        bias.map(<[T]>::len),
+        in_features,
+        out.len(),
+    )?;
     for (xs, os) in x
         .chunks_exact(in_features)
         .zip(out.chunks_exact_mut(out_features.max(1)))
@@ -212,19 +165,16 @@ pub fn gate<T: Element>(
     value: &mut [T],
     alpha: &mut [T],
 ) -> Result<()> {
-    if m == 0 || d == 0 || proj.len() % ((m + 1) * d) != 0 {
-        return Err(Error::ShapeMismatch {
-            what: "projection",
-            expected: (m + 1) * d,
-            actual: proj.len(),
-        });
-    }
-    let tokens = proj.len() / ((m + 1) * d);
-    check_len("hidden", hidden.len(), tokens * m * d)?;
-    check_len("key_norm", key_norm.len(), m * d)?;
-    check_len("query_norm", query_norm.len(), m * d)?;
-    check_len("value", value.len(), tokens * m * d)?;
-    check_len("alpha", alpha.len(), tokens * m)?;
+    let tokens = check::gate(
+        proj.len(),
+        hidden.len(),
+        key_norm.len(),
+        query_norm.len(),
+        m,
+        d,
+        value.len(),
+        alpha.len(),
+    )?;
     let inv_sqrt_d = 1.0 / libm::sqrt(d as f64);
     let rms = |xs: &[T]| {
         let ms = xs.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>() / d as f64;
@@ -274,24 +224,15 @@ pub fn short_conv<T: Element>(
     cu_seqlens: &[u32],
     out: &mut [T],
 ) -> Result<()> {
-    if kernel == 0 {
-        return Err(Error::InvalidConfig {
-            field: "kernel_size",
-            reason: "must be at least 1",
-        });
-    }
-    check_len("conv weight", weight.len(), channels * kernel)?;
-    if channels == 0 || normed.len() % channels != 0 {
-        return Err(Error::ShapeMismatch {
-            what: "conv input",
-            expected: channels,
-            actual: normed.len(),
-        });
-    }
-    let tokens = normed.len() / channels;
+    let tokens = check::short_conv(
+        normed.len(),
+        value.len(),
+        weight.len(),
+        channels,
+        kernel,
+        out.len(),
+    )?;
     let batch = PackedBatch::new(cu_seqlens, tokens)?;
-    check_len("conv value", value.len(), normed.len())?;
-    check_len("conv output", out.len(), normed.len())?;
     for seq in batch.sequences() {
         for t in seq.clone() {
             for c in 0..channels {
@@ -324,25 +265,17 @@ pub fn short_conv_decode<T: Element>(
     history: &mut [T],
     out: &mut [T],
 ) -> Result<()> {
-    if kernel == 0 {
-        return Err(Error::InvalidConfig {
-            field: "kernel_size",
-            reason: "must be at least 1",
-        });
-    }
-    check_len("conv weight", weight.len(), channels * kernel)?;
-    if channels == 0 || normed.len() % channels != 0 {
-        return Err(Error::ShapeMismatch {
-            what: "conv input",
-            expected: channels,
-            actual: normed.len(),
-        });
-    }
-    let seqs = normed.len() / channels;
+    let seqs = check::short_conv_decode(
+        normed.len(),
+        value.len(),
+        weight.len(),
+        channels,
+        kernel,
+        dilation,
+        history.len(),
+        out.len(),
+    )?;
     let hist = conv_history_len(kernel, dilation);
-    check_len("conv history", history.len(), seqs * hist * channels)?;
-    check_len("conv value", value.len(), normed.len())?;
-    check_len("conv output", out.len(), normed.len())?;
     for s in 0..seqs {
         let h = &mut history[s * hist * channels..(s + 1) * hist * channels];
         for c in 0..channels {

@@ -15,7 +15,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::cmp::Ordering;
 
-use super::{check_len, linear, sigmoid, silu};
+use super::{check, check_len, linear, sigmoid, silu};
 use crate::config::{MoeConfig, ScoreFunc};
 use crate::dtype::Element;
 use crate::error::{Error, Result};
@@ -74,21 +74,14 @@ pub fn moe_route<T: Element>(
     weights: &mut [T],
     indices: &mut [u32],
 ) -> Result<()> {
-    config.validate()?;
+    let tokens = check::moe_route(
+        scores.len(),
+        bias.len(),
+        config,
+        weights.len(),
+        indices.len(),
+    )?;
     let (e, k) = (config.n_routed_experts, config.n_activated_experts);
-    if scores.len() % e != 0 {
-        return Err(Error::ShapeMismatch {
-            what: "scores",
-            expected: e,
-            actual: scores.len(),
-        });
-    }
-    let tokens = scores.len() / e;
-    if !bias.is_empty() || config.bias {
-        check_len("gate bias", bias.len(), e)?;
-    }
-    check_len("route weights", weights.len(), tokens * k)?;
-    check_len("route indices", indices.len(), tokens * k)?;
     let (groups, per_group) = (config.n_expert_groups, config.experts_per_group());
     let mut biased = vec![0.0f64; e];
     let mut order: Vec<(usize, f64)> = Vec::with_capacity(e);
@@ -146,17 +139,7 @@ pub fn expert_ffn<T: Element>(
     dim: usize,
     out: &mut [T],
 ) -> Result<()> {
-    if dim == 0 || w1.len() % dim != 0 {
-        return Err(Error::ShapeMismatch {
-            what: "expert w1",
-            expected: dim,
-            actual: w1.len(),
-        });
-    }
-    let inter = w1.len() / dim;
-    check_len("expert w3", w3.len(), inter * dim)?;
-    check_len("expert w2", w2.len(), inter * dim)?;
-    let rows = x.len() / dim;
+    let (rows, inter) = check::expert_ffn(x.len(), w1.len(), w2.len(), w3.len(), dim)?;
     let mut a = vec![T::default(); rows * inter];
     let mut b = vec![T::default(); rows * inter];
     linear(x, w1, None, dim, &mut a)?;
@@ -183,28 +166,24 @@ pub fn routed_experts<T: Element>(
     inter: usize,
     out: &mut [T],
 ) -> Result<()> {
-    let per_expert = dim * inter;
-    if per_expert == 0 || x.len() % dim != 0 || w1.len() % per_expert != 0 {
-        return Err(Error::ShapeMismatch {
-            what: "expert weights",
-            expected: per_expert,
-            actual: w1.len(),
-        });
-    }
-    let experts = w1.len() / per_expert;
-    check_len("expert w3", w3.len(), w1.len())?;
-    check_len("expert w2", w2.len(), w1.len())?;
-    let tokens = x.len() / dim;
-    let k = indices.len().checked_div(tokens).unwrap_or(0);
-    check_len("route indices", indices.len(), tokens * k)?;
-    check_len("expert outputs", out.len(), tokens * k * dim)?;
-    if let Some(position) = indices.iter().position(|&i| i as usize >= experts) {
+    let (tokens, k, experts) = check::routed_experts(
+        x.len(),
+        w1.len(),
+        w2.len(),
+        w3.len(),
+        indices.len(),
+        dim,
+        inter,
+        out.len(),
+    )?;
+    if let Some(position) = check::first_at_or_above(indices, experts as u64) {
         return Err(Error::IdOutOfRange {
             position,
             id: u64::from(indices[position]),
             limit: experts as u64,
         });
     }
+    let per_expert = dim * inter;
     for t in 0..tokens {
         for j in 0..k {
             let span = indices[t * k + j] as usize * per_expert
@@ -232,23 +211,13 @@ pub fn moe_combine<T: Element>(
     dim: usize,
     out: &mut [T],
 ) -> Result<()> {
-    if dim == 0 || out.len() % dim != 0 {
-        return Err(Error::ShapeMismatch {
-            what: "combine output",
-            expected: dim,
-            actual: out.len(),
-        });
-    }
-    let tokens = out.len() / dim;
-    if tokens == 0 {
-        return Ok(());
-    }
-    let k = weights.len() / tokens;
-    check_len("route weights", weights.len(), tokens * k)?;
-    check_len("expert outputs", expert_out.len(), tokens * k * dim)?;
-    if !shared.is_empty() {
-        check_len("shared output", shared.len(), tokens * dim)?;
-    }
+    let (tokens, k) = check::moe_combine(
+        expert_out.len(),
+        weights.len(),
+        shared.len(),
+        dim,
+        out.len(),
+    )?;
     for t in 0..tokens {
         for c in 0..dim {
             let mut acc = shared.get(t * dim + c).map_or(0.0, |v| v.to_f64());
