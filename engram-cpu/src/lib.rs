@@ -1,9 +1,12 @@
 //! # engram-cpu
 //!
-//! The CPU backend of the Engram kernels. Buffers are host vectors; every op is the oracle's
-//! function of the same name in [`engram_core::reference`], so this backend is exact by
-//! construction and serves as the baseline every other backend is held to. (The tuned kernels,
-//! free functions over slices usable without the traits, replace these calls op by op.)
+//! The CPU backend of the Engram kernels. Buffers are host vectors. The kernels are free
+//! functions over slices in [`kernels`], usable without the traits: the N-gram hash with id
+//! compression fused and the modulo by reciprocal, the projection through the `gemm` crate, and
+//! row-parallel gather, RMSNorm, gate and short convolution (f32 arithmetic, bf16/f16 widened in
+//! registers). f64 runs, and the ops not yet tuned, call the oracle in [`engram_core::reference`].
+//! Results do not depend on the thread count; [`CpuBackend::sequential`] uses the calling thread
+//! only.
 
 use engram_core::hash::{hash_packed, LayerHash};
 use engram_core::reference;
@@ -12,21 +15,54 @@ use engram_core::{
 };
 
 mod buffer;
+pub mod kernels;
 
 pub use buffer::CpuBuffer;
+pub use kernels::Parallelism;
 
 /// The name users select this backend by (`--backend cpu`).
 pub const BACKEND_NAME: &str = "cpu";
 
-/// The CPU backend: host memory, the calling thread.
+/// The CPU backend: host memory, rayon's pool (or the calling thread only).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct CpuBackend;
+pub struct CpuBackend {
+    par: Parallelism,
+}
 
 impl CpuBackend {
-    /// The backend (it has no device to open, so this cannot fail).
+    /// The backend on rayon's global pool (it has no device to open, so this cannot fail).
     pub fn new() -> Self {
-        CpuBackend
+        CpuBackend {
+            par: Parallelism::Rayon,
+        }
     }
+
+    /// The backend on the calling thread only, for embedders that bring their own threads.
+    pub fn sequential() -> Self {
+        CpuBackend {
+            par: Parallelism::Sequential,
+        }
+    }
+
+    /// How this backend uses threads.
+    pub fn parallelism(&self) -> Parallelism {
+        self.par
+    }
+}
+
+/// `s` as `&[f32]` when `T` is `f32`.
+fn as_f32<T: Element>(s: &[T]) -> Option<&[f32]> {
+    (T::DTYPE == DType::F32).then(|| bytemuck::cast_slice(s))
+}
+
+/// `s` as `&mut [f32]` when `T` is `f32`.
+fn as_f32_mut<T: Element>(s: &mut [T]) -> Option<&mut [f32]> {
+    (T::DTYPE == DType::F32).then(|| bytemuck::cast_slice_mut(s))
+}
+
+/// Whether the fast (f32-arithmetic) kernels serve `T`; f64 keeps the oracle's f64 arithmetic.
+fn fast<T: Element>() -> bool {
+    T::DTYPE != DType::F64
 }
 
 fn len_check<T>(what: &'static str, buf: &[T], expected: usize) -> Result<()> {
@@ -157,7 +193,11 @@ impl EngramOps for CpuBackend {
         rows: &CpuBuffer<u32>,
         out: &mut CpuBuffer<T>,
     ) -> Result<()> {
-        reference::gather_rows(table, d_head, layer, rows, out)
+        if fast::<T>() {
+            kernels::norm_gate::gather_rows(table, d_head, layer, rows, out, self.par)
+        } else {
+            reference::gather_rows(table, d_head, layer, rows, out)
+        }
     }
 
     fn rms_norm<T: Element>(
@@ -168,7 +208,11 @@ impl EngramOps for CpuBackend {
         eps: f64,
         out: &mut CpuBuffer<T>,
     ) -> Result<()> {
-        reference::rms_norm(x, weight, d, eps, out)
+        if fast::<T>() {
+            kernels::norm_gate::rms_norm(x, weight, d, eps, out, self.par)
+        } else {
+            reference::rms_norm(x, weight, d, eps, out)
+        }
     }
 
     fn linear<T: Element>(
@@ -179,7 +223,13 @@ impl EngramOps for CpuBackend {
         in_features: usize,
         out: &mut CpuBuffer<T>,
     ) -> Result<()> {
-        reference::linear(x, weight, bias.map(|b| &**b), in_features, out)
+        let bias = bias.map(|b| &**b);
+        match (as_f32(x), as_f32(weight), bias.map(as_f32), as_f32_mut(out)) {
+            (Some(x), Some(w), b, Some(o)) => {
+                kernels::linear::linear(x, w, b.flatten(), in_features, o, self.par)
+            }
+            _ => reference::linear(x, weight, bias, in_features, out),
+        }
     }
 
     fn gate<T: Element>(
@@ -193,7 +243,13 @@ impl EngramOps for CpuBackend {
         value: &mut CpuBuffer<T>,
         alpha: &mut CpuBuffer<T>,
     ) -> Result<()> {
-        reference::gate(proj, hidden, key_norm, query_norm, m, d, value, alpha)
+        if fast::<T>() {
+            kernels::norm_gate::gate(
+                proj, hidden, key_norm, query_norm, m, d, value, alpha, self.par,
+            )
+        } else {
+            reference::gate(proj, hidden, key_norm, query_norm, m, d, value, alpha)
+        }
     }
 
     fn short_conv<T: Element>(
@@ -207,9 +263,15 @@ impl EngramOps for CpuBackend {
         cu_seqlens: &CpuBuffer<u32>,
         out: &mut CpuBuffer<T>,
     ) -> Result<()> {
-        reference::short_conv(
-            normed, value, weight, channels, kernel, dilation, cu_seqlens, out,
-        )
+        if fast::<T>() {
+            kernels::norm_gate::short_conv(
+                normed, value, weight, channels, kernel, dilation, cu_seqlens, out, self.par,
+            )
+        } else {
+            reference::short_conv(
+                normed, value, weight, channels, kernel, dilation, cu_seqlens, out,
+            )
+        }
     }
 
     fn short_conv_decode<T: Element>(

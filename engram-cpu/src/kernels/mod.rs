@@ -1,0 +1,40 @@
+//! The CPU kernels: free functions over slices, usable without the backend traits.
+//!
+//! Each kernel computes what the oracle function of the same name computes (same layouts, same
+//! validation through `engram_core::reference::check`), and returns the same result whatever the
+//! thread count: work is split across positions or rows, never across a reduction.
+
+pub mod hash;
+pub mod linear;
+pub mod norm_gate;
+
+/// How a kernel may use threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Parallelism {
+    /// The calling thread only (for embedders that bring their own threads).
+    Sequential,
+    /// Rayon's global pool.
+    #[default]
+    Rayon,
+}
+
+impl Parallelism {
+    /// Splits `0..n` into chunks of at least `min_chunk` and runs `f` on each, in parallel or not.
+    /// Chunks cover disjoint output ranges, so the result does not depend on the split.
+    pub(crate) fn for_chunks<F>(self, n: usize, min_chunk: usize, f: F)
+    where
+        F: Fn(std::ops::Range<usize>) + Sync + Send,
+    {
+        match self {
+            Parallelism::Sequential => f(0..n),
+            Parallelism::Rayon => {
+                use rayon::prelude::*;
+                let threads = rayon::current_num_threads().max(1);
+                let chunk = n.div_ceil(threads * 4).max(min_chunk).max(1);
+                (0..n.div_ceil(chunk))
+                    .into_par_iter()
+                    .for_each(|c| f(c * chunk..((c + 1) * chunk).min(n)));
+            }
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Row-parallel kernels for the layer's element-wise part: gather, RMSNorm, the gate and the
+//! short convolution. Elements are widened to f32 in registers (bf16 and f16 included, no f32
+//! copies of tables or activations) and every row accumulates in f32 in a fixed order, so the
+//! result does not depend on the thread count.
+
+use engram_core::hash::LayerHash;
+use engram_core::reference::{check, GATE_CLAMP, KEY_QUERY_EPS};
+use engram_core::{Element, PackedBatch, Result};
+use rayon::prelude::*;
+
+use super::Parallelism;
+
+/// Runs `f(row_index, row)` on every `width`-long row of `out`.
+fn rows<T: Send>(
+    par: Parallelism,
+    out: &mut [T],
+    width: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
+    if width == 0 {
+        return;
+    }
+    match par {
+        Parallelism::Sequential => out.chunks_mut(width).enumerate().for_each(|(i, r)| f(i, r)),
+        Parallelism::Rayon => out
+            .par_chunks_mut(width)
+            .with_min_len(16)
+            .enumerate()
+            .for_each(|(i, r)| f(i, r)),
+    }
+}
+
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+#[inline(always)]
+fn sum_squares<T: Element>(xs: &[T]) -> f32 {
+    xs.iter().map(|v| v.to_f32() * v.to_f32()).sum()
+}
+
+/// Copies table rows: same contract as the oracle's `gather_rows`.
+pub fn gather_rows<T: Element>(
+    table: &[T],
+    d_head: usize,
+    layer: &LayerHash,
+    rows_in: &[u32],
+    out: &mut [T],
+    par: Parallelism,
+) -> Result<()> {
+    check::gather_rows(table.len(), d_head, layer, rows_in.len(), out.len())?;
+    if let Some(i) = check::first_row_beyond(rows_in, &layer.table_sizes) {
+        return Err(check::row_out_of_range(i, rows_in[i], &layer.table_sizes));
+    }
+    let heads = layer.table_sizes.len();
+    rows(par, out, d_head, |i, dst| {
+        let start = (layer.offsets[i % heads] + u64::from(rows_in[i])) as usize * d_head;
+        dst.copy_from_slice(&table[start..start + d_head]);
+    });
+    Ok(())
+}
+
+/// RMSNorm over groups: same contract as the oracle's `rms_norm`.
+pub fn rms_norm<T: Element>(
+    x: &[T],
+    weight: &[T],
+    d: usize,
+    eps: f64,
+    out: &mut [T],
+    par: Parallelism,
+) -> Result<()> {
+    check::rms_norm(x.len(), weight.len(), d, out.len())?;
+    let groups = weight.len() / d;
+    let eps = eps as f32;
+    rows(par, out, d, |v, o| {
+        let xs = &x[v * d..(v + 1) * d];
+        let ws = &weight[(v % groups) * d..(v % groups + 1) * d];
+        let inv = 1.0 / (sum_squares(xs) / d as f32 + eps).sqrt();
+        for ((o, xv), wv) in o.iter_mut().zip(xs).zip(ws) {
+            *o = T::from_f32(xv.to_f32() * inv * wv.to_f32());
+        }
+    });
+    Ok(())
+}
+
+/// The gate of every branch: same contract as the oracle's `gate`.
+#[allow(clippy::too_many_arguments)]
+pub fn gate<T: Element>(
+    proj: &[T],
+    hidden: &[T],
+    key_norm: &[T],
+    query_norm: &[T],
+    m: usize,
+    d: usize,
+    value: &mut [T],
+    alpha: &mut [T],
+    par: Parallelism,
+) -> Result<()> {
+    check::gate(
+        proj.len(),
+        hidden.len(),
+        key_norm.len(),
+        query_norm.len(),
+        m,
+        d,
+        value.len(),
+        alpha.len(),
+    )?;
+    let eps = KEY_QUERY_EPS as f32;
+    let inv_sqrt_d = 1.0 / (d as f32).sqrt();
+    // Alpha is tiny next to the value; compute it per token first, then scale the value rows.
+    rows(par, alpha, m, |t, a| {
+        let p = &proj[t * (m + 1) * d..(t + 1) * (m + 1) * d];
+        for (b, a) in a.iter_mut().enumerate() {
+            let k = &p[b * d..(b + 1) * d];
+            let h = &hidden[(t * m + b) * d..(t * m + b + 1) * d];
+            let kn = &key_norm[b * d..(b + 1) * d];
+            let qn = &query_norm[b * d..(b + 1) * d];
+            let (mut sk, mut sh, mut sd) = (0.0f32, 0.0f32, 0.0f32);
+            for i in 0..d {
+                let (ki, hi) = (k[i].to_f32(), h[i].to_f32());
+                sk += ki * ki;
+                sh += hi * hi;
+                sd += ki * kn[i].to_f32() * hi * qn[i].to_f32();
+            }
+            let rk = 1.0 / (sk / d as f32 + eps).sqrt();
+            let rh = 1.0 / (sh / d as f32 + eps).sqrt();
+            let s = rk * rh * sd * inv_sqrt_d;
+            let mag = s.abs().max(GATE_CLAMP as f32).sqrt();
+            let signed = if s > 0.0 {
+                mag
+            } else if s < 0.0 {
+                -mag
+            } else {
+                0.0
+            };
+            *a = T::from_f32(sigmoid(signed));
+        }
+    });
+    let alpha = &*alpha;
+    rows(par, value, d, |tb, out| {
+        let (t, a) = (tb / m, alpha[tb].to_f32());
+        let v = &proj[t * (m + 1) * d + m * d..(t + 1) * (m + 1) * d];
+        for (o, vi) in out.iter_mut().zip(v) {
+            *o = T::from_f32(a * vi.to_f32());
+        }
+    });
+    Ok(())
+}
+
+/// The short convolution over a packed batch: same contract as the oracle's `short_conv`.
+#[allow(clippy::too_many_arguments)]
+pub fn short_conv<T: Element>(
+    normed: &[T],
+    value: &[T],
+    weight: &[T],
+    channels: usize,
+    kernel: usize,
+    dilation: usize,
+    cu_seqlens: &[u32],
+    out: &mut [T],
+    par: Parallelism,
+) -> Result<()> {
+    let tokens = check::short_conv(
+        normed.len(),
+        value.len(),
+        weight.len(),
+        channels,
+        kernel,
+        out.len(),
+    )?;
+    let batch = PackedBatch::new(cu_seqlens, tokens)?;
+    let mut start = vec![0usize; tokens];
+    for seq in batch.sequences() {
+        start[seq.clone()].fill(seq.start);
+    }
+    rows(par, out, channels, |t, o| {
+        for (c, o) in o.iter_mut().enumerate() {
+            let w = &weight[c * kernel..(c + 1) * kernel];
+            let mut acc = 0.0f32;
+            for (k, wk) in w.iter().enumerate() {
+                let back = (kernel - 1 - k) * dilation;
+                if t >= start[t] + back {
+                    acc += wk.to_f32() * normed[(t - back) * channels + c].to_f32();
+                }
+            }
+            *o = T::from_f32(value[t * channels + c].to_f32() + acc * sigmoid(acc));
+        }
+    });
+    Ok(())
+}
