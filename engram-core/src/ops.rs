@@ -311,81 +311,7 @@ pub trait EngramOps: Backend {
         gates: Option<&mut Self::Buffer<T>>,
         state: Option<&mut DeviceEngramState<Self, T>>,
     ) -> Result<()> {
-        check_dtype::<Self, T>(self)?;
-        let c = &layer.config;
-        let (m, d) = (c.hc_mult, c.hidden_size);
-        let tokens = self.len(ids);
-        let seqs = self
-            .len(cu_seqlens)
-            .checked_sub(1)
-            .ok_or(Error::InvalidSeqLens {
-                reason: "must hold at least one entry (0 for an empty batch)",
-            })?;
-        check_len("hidden", self.len(hidden), tokens * m * d)?;
-        check_len("output", self.len(out), tokens * m * d)?;
-        if let Some(g) = &gates {
-            check_len("gates", self.len(&**g), tokens * m)?;
-        }
-        if let Some(s) = &state {
-            s.check(self, c, seqs)?;
-        }
-        let mut rows = self.zeros::<u32>(tokens * c.num_heads())?;
-        self.hash(
-            &layer.hash,
-            c.n_head_per_ngram,
-            layer.compressed_pad_id,
-            layer.compressed_vocab,
-            ids,
-            cu_seqlens,
-            &mut rows,
-        )?;
-        let mut local_alpha;
-        let alpha = match gates {
-            Some(g) => g,
-            None => {
-                local_alpha = self.zeros::<T>(tokens * m)?;
-                &mut local_alpha
-            }
-        };
-        let value = gated_value(self, layer, &rows, hidden, alpha)?;
-        let (channels, kernel, dilation) = (m * d, c.kernel_size, c.max_ngram_size);
-        let normed = if c.short_conv {
-            let mut normed = self.zeros::<T>(tokens * channels)?;
-            self.rms_norm(&value, &layer.conv_norm, d, CONV_NORM_EPS, &mut normed)?;
-            self.short_conv(
-                &normed,
-                &value,
-                &layer.conv_weight,
-                channels,
-                kernel,
-                dilation,
-                cu_seqlens,
-                out,
-            )?;
-            normed
-        } else {
-            self.copy(&value, out)?;
-            self.zeros::<T>(0)?
-        };
-        if let Some(state) = state {
-            let hist = if c.short_conv {
-                conv_history_len(kernel, dilation)
-            } else {
-                0
-            };
-            self.capture_state(
-                ids,
-                cu_seqlens,
-                &normed,
-                c.max_ngram_size - 1,
-                hist,
-                channels,
-                layer.compressed_pad_id,
-                &mut state.ids,
-                &mut state.conv,
-            )?;
-        }
-        Ok(())
+        compose_engram_prefill(self, layer, ids, cu_seqlens, hidden, out, gates, state)
     }
 
     /// One decode step for every sequence of `state`; see [`crate::reference::engram_decode`].
@@ -444,6 +370,96 @@ pub trait EngramOps: Backend {
         }
         self.push_ids(&mut state.ids, ids, c.max_ngram_size - 1)
     }
+}
+
+/// The Engram prefill composed from the ops: what [`EngramOps::engram_prefill`] does by default,
+/// callable by a backend that overrides the method for some element types only.
+#[allow(clippy::too_many_arguments)]
+pub fn compose_engram_prefill<B: EngramOps, T: Element>(
+    backend: &B,
+    layer: &DeviceEngramLayer<B, T>,
+    ids: &Buf<B, u32>,
+    cu_seqlens: &Buf<B, u32>,
+    hidden: &Buf<B, T>,
+    out: &mut Buf<B, T>,
+    gates: Option<&mut Buf<B, T>>,
+    state: Option<&mut DeviceEngramState<B, T>>,
+) -> Result<()> {
+    check_dtype::<B, T>(backend)?;
+    let c = &layer.config;
+    let (m, d) = (c.hc_mult, c.hidden_size);
+    let tokens = backend.len(ids);
+    let seqs = backend
+        .len(cu_seqlens)
+        .checked_sub(1)
+        .ok_or(Error::InvalidSeqLens {
+            reason: "must hold at least one entry (0 for an empty batch)",
+        })?;
+    check_len("hidden", backend.len(hidden), tokens * m * d)?;
+    check_len("output", backend.len(out), tokens * m * d)?;
+    if let Some(g) = &gates {
+        check_len("gates", backend.len(&**g), tokens * m)?;
+    }
+    if let Some(s) = &state {
+        s.check(backend, c, seqs)?;
+    }
+    let mut rows = backend.zeros::<u32>(tokens * c.num_heads())?;
+    backend.hash(
+        &layer.hash,
+        c.n_head_per_ngram,
+        layer.compressed_pad_id,
+        layer.compressed_vocab,
+        ids,
+        cu_seqlens,
+        &mut rows,
+    )?;
+    let mut local_alpha;
+    let alpha = match gates {
+        Some(g) => g,
+        None => {
+            local_alpha = backend.zeros::<T>(tokens * m)?;
+            &mut local_alpha
+        }
+    };
+    let value = gated_value(backend, layer, &rows, hidden, alpha)?;
+    let (channels, kernel, dilation) = (m * d, c.kernel_size, c.max_ngram_size);
+    let normed = if c.short_conv {
+        let mut normed = backend.zeros::<T>(tokens * channels)?;
+        backend.rms_norm(&value, &layer.conv_norm, d, CONV_NORM_EPS, &mut normed)?;
+        backend.short_conv(
+            &normed,
+            &value,
+            &layer.conv_weight,
+            channels,
+            kernel,
+            dilation,
+            cu_seqlens,
+            out,
+        )?;
+        normed
+    } else {
+        backend.copy(&value, out)?;
+        backend.zeros::<T>(0)?
+    };
+    if let Some(state) = state {
+        let hist = if c.short_conv {
+            conv_history_len(kernel, dilation)
+        } else {
+            0
+        };
+        backend.capture_state(
+            ids,
+            cu_seqlens,
+            &normed,
+            c.max_ngram_size - 1,
+            hist,
+            channels,
+            layer.compressed_pad_id,
+            &mut state.ids,
+            &mut state.conv,
+        )?;
+    }
+    Ok(())
 }
 
 /// Gather, stacked projection and gate; returns `value` (`[T, M, d]`) and fills `alpha`.

@@ -9,10 +9,12 @@
 //! only.
 
 use engram_core::hash::{hash_packed, LayerHash};
+use engram_core::ops::compose_engram_prefill;
 use engram_core::reference;
 use engram_core::{
     Backend, Capabilities, DType, Element, EngramOps, MoeConfig, MoeOps, Result, ScoreFunc,
 };
+use engram_core::{DeviceEngramLayer, DeviceEngramState};
 
 mod buffer;
 pub mod kernels;
@@ -143,6 +145,54 @@ impl Backend for CpuBackend {
 }
 
 impl EngramOps for CpuBackend {
+    fn engram_prefill<T: Element>(
+        &self,
+        layer: &DeviceEngramLayer<Self, T>,
+        ids: &CpuBuffer<u32>,
+        cu_seqlens: &CpuBuffer<u32>,
+        hidden: &CpuBuffer<T>,
+        out: &mut CpuBuffer<T>,
+        gates: Option<&mut CpuBuffer<T>>,
+        state: Option<&mut DeviceEngramState<Self, T>>,
+    ) -> Result<()> {
+        if !fast::<T>() {
+            return compose_engram_prefill(self, layer, ids, cu_seqlens, hidden, out, gates, state);
+        }
+        if let Some(s) = &state {
+            let seqs = cu_seqlens.len().saturating_sub(1);
+            if s.num_seqs != seqs {
+                return Err(engram_core::Error::ShapeMismatch {
+                    what: "state sequences",
+                    expected: seqs,
+                    actual: s.num_seqs,
+                });
+            }
+        }
+        let view = kernels::fused::LayerView {
+            config: &layer.config,
+            hash: &layer.hash,
+            pad: layer.compressed_pad_id,
+            vocab: layer.compressed_vocab,
+            table: &layer.table,
+            proj_weight: &layer.proj_weight,
+            proj_bias: &layer.proj_bias,
+            key_norm: &layer.key_norm,
+            query_norm: &layer.query_norm,
+            conv_norm: &layer.conv_norm,
+            conv_weight: &layer.conv_weight,
+        };
+        kernels::fused::engram_prefill(
+            view,
+            ids,
+            cu_seqlens,
+            hidden,
+            out,
+            gates.map(|g| &mut g[..]),
+            state.map(|s| (&mut s.ids[..], &mut s.conv[..])),
+            self.par,
+        )
+    }
+
     fn compress_ids(
         &self,
         lookup: &CpuBuffer<u32>,

@@ -28,7 +28,7 @@ impl FastMod {
 
     /// `a mod d`.
     #[inline(always)]
-    pub fn rem(self, a: u64) -> u32 {
+    pub fn of(self, a: u64) -> u32 {
         let low = self.c.wrapping_mul(u128::from(a));
         let (hi, lo) = ((low >> 64) as u64, low as u64);
         let top = (u128::from(lo) * u128::from(self.d)) >> 64;
@@ -63,11 +63,11 @@ impl LayerHashKernel {
     fn rows_at(&self, window: &[u64], out: &mut [u32]) {
         let k = self.heads_per_order;
         let mut mix = window[0] * self.multipliers[0];
-        for n in 1..self.multipliers.len() {
-            mix ^= window[n] * self.multipliers[n];
+        for (n, (&x, &mult)) in window.iter().zip(&self.multipliers).enumerate().skip(1) {
+            mix ^= x * mult;
             let heads = (n - 1) * k..n * k;
             for (r, m) in out[heads.clone()].iter_mut().zip(&self.moduli[heads]) {
-                *r = m.rem(mix);
+                *r = m.of(mix);
             }
         }
     }
@@ -161,11 +161,11 @@ mod tests {
                 u64::MAX - 1,
                 i64::MAX as u64,
             ] {
-                assert_eq!(u64::from(f.rem(a)), a % u64::from(d), "{a} mod {d}");
+                assert_eq!(u64::from(f.of(a)), a % u64::from(d), "{a} mod {d}");
             }
             for _ in 0..10_000 {
                 let a = g.next_u64();
-                assert_eq!(u64::from(f.rem(a)), a % u64::from(d), "{a} mod {d}");
+                assert_eq!(u64::from(f.of(a)), a % u64::from(d), "{a} mod {d}");
             }
         }
     }

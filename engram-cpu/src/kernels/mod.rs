@@ -4,6 +4,7 @@
 //! validation through `engram_core::reference::check`), and returns the same result whatever the
 //! thread count: work is split across positions or rows, never across a reduction.
 
+pub mod fused;
 pub mod hash;
 pub mod linear;
 pub mod norm_gate;

@@ -175,17 +175,36 @@ pub fn short_conv<T: Element>(
     for seq in batch.sequences() {
         start[seq.clone()].fill(seq.start);
     }
+    // Taps outermost so the inner loop runs over contiguous channels (vectorisable): the weight
+    // is read transposed, [w, C].
+    let mut taps = vec![0.0f32; kernel * channels];
+    for c in 0..channels {
+        for k in 0..kernel {
+            taps[k * channels + c] = weight[c * kernel + k].to_f32();
+        }
+    }
+    const BLOCK: usize = 256;
     rows(par, out, channels, |t, o| {
-        for (c, o) in o.iter_mut().enumerate() {
-            let w = &weight[c * kernel..(c + 1) * kernel];
-            let mut acc = 0.0f32;
-            for (k, wk) in w.iter().enumerate() {
+        let mut acc = [0.0f32; BLOCK];
+        for c0 in (0..channels).step_by(BLOCK) {
+            let width = BLOCK.min(channels - c0);
+            let acc = &mut acc[..width];
+            acc.fill(0.0);
+            for k in 0..kernel {
                 let back = (kernel - 1 - k) * dilation;
-                if t >= start[t] + back {
-                    acc += wk.to_f32() * normed[(t - back) * channels + c].to_f32();
+                if t < start[t] + back {
+                    continue;
+                }
+                let src = &normed[(t - back) * channels + c0..(t - back) * channels + c0 + width];
+                let w = &taps[k * channels + c0..k * channels + c0 + width];
+                for ((a, x), wk) in acc.iter_mut().zip(src).zip(w) {
+                    *a += wk * x.to_f32();
                 }
             }
-            *o = T::from_f32(value[t * channels + c].to_f32() + acc * sigmoid(acc));
+            let v = &value[t * channels + c0..t * channels + c0 + width];
+            for ((o, a), v) in o[c0..c0 + width].iter_mut().zip(acc.iter()).zip(v) {
+                *o = T::from_f32(v.to_f32() + a * sigmoid(*a));
+            }
         }
     });
     Ok(())
