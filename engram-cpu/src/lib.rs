@@ -26,9 +26,10 @@ pub use kernels::Parallelism;
 pub const BACKEND_NAME: &str = "cpu";
 
 /// The CPU backend: host memory, rayon's pool (or the calling thread only).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Default)]
 pub struct CpuBackend {
     par: Parallelism,
+    scratch: kernels::fused::Scratch,
 }
 
 impl CpuBackend {
@@ -36,6 +37,7 @@ impl CpuBackend {
     pub fn new() -> Self {
         CpuBackend {
             par: Parallelism::Rayon,
+            scratch: Default::default(),
         }
     }
 
@@ -43,6 +45,7 @@ impl CpuBackend {
     pub fn sequential() -> Self {
         CpuBackend {
             par: Parallelism::Sequential,
+            scratch: Default::default(),
         }
     }
 
@@ -189,6 +192,7 @@ impl EngramOps for CpuBackend {
             out,
             gates.map(|g| &mut g[..]),
             state.map(|s| (&mut s.ids[..], &mut s.conv[..])),
+            &self.scratch,
             self.par,
         )
     }

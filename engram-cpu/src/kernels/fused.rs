@@ -9,7 +9,7 @@ use engram_core::reference::{
 use engram_core::{Element, EngramConfig, PackedBatch, Result};
 
 use super::hash::{hash_rows, LayerHashKernel, SharedRows};
-use super::{linear, norm_gate, Parallelism};
+use super::{linear, norm_gate, simd, Parallelism};
 
 /// One Engram layer's weights as slices (the layout of `engram_core::EngramWeights`).
 #[derive(Debug, Clone, Copy)]
@@ -39,10 +39,12 @@ pub struct LayerView<'a, T> {
 }
 
 /// For each token: `alpha[t, b]`, `value[t, b] = alpha v`, and (when `conv_norm` is not empty)
-/// `normed[t, b] = RMSNorm(value[t, b]) * conv_norm[b]`, in one pass over the token.
+/// `normed[t, b] = RMSNorm(value[t, b]) * conv_norm[b]`, in one pass over the token. `proj` is the
+/// stacked projection *without* its bias, which is added here (`bias`: `[(M + 1) d]`).
 #[allow(clippy::too_many_arguments)]
 pub fn gate_value_norm<T: Element>(
     proj: &[T],
+    bias: &[T],
     hidden: &[T],
     key_norm: &[T],
     query_norm: &[T],
@@ -64,81 +66,167 @@ pub fn gate_value_norm<T: Element>(
         value.len(),
         alpha.len(),
     )?;
+    check::len("projection bias", bias.len(), (m + 1) * d)?;
     let conv = !conv_norm.is_empty();
     if conv {
         check::len("conv norm", conv_norm.len(), m * d)?;
         check::len("normed", normed.len(), value.len())?;
     }
-    let (eps, inv_sqrt_d) = (KEY_QUERY_EPS as f32, 1.0 / (d as f32).sqrt());
     let (vp, np, ap) = (
         SharedRows(value.as_mut_ptr()),
         SharedRows(normed.as_mut_ptr()),
         SharedRows(alpha.as_mut_ptr()),
     );
+    let isa = simd::detected();
     par.for_chunks(tokens, 4, |range| {
-        for t in range {
-            // SAFETY: token t's rows ([t*m*d, (t+1)*m*d) of value and normed, [t*m, (t+1)*m) of
-            // alpha) are written by this iteration only (chunks are disjoint), and lie inside
-            // the buffers whose lengths `check` matched to `tokens`.
-            let (value_t, normed_t, alpha_t) = unsafe {
-                (
-                    std::slice::from_raw_parts_mut(vp.get().add(t * m * d), m * d),
-                    if conv {
-                        std::slice::from_raw_parts_mut(np.get().add(t * m * d), m * d)
-                    } else {
-                        &mut [][..]
-                    },
-                    std::slice::from_raw_parts_mut(ap.get().add(t * m), m),
-                )
-            };
-            let p = &proj[t * (m + 1) * d..(t + 1) * (m + 1) * d];
-            let v = &p[m * d..];
-            for b in 0..m {
-                let k = &p[b * d..(b + 1) * d];
-                let h = &hidden[(t * m + b) * d..(t * m + b + 1) * d];
-                let kn = &key_norm[b * d..(b + 1) * d];
-                let qn = &query_norm[b * d..(b + 1) * d];
-                let (mut sk, mut sh, mut sd) = (0.0f32, 0.0f32, 0.0f32);
-                for i in 0..d {
-                    let (ki, hi) = (k[i].to_f32(), h[i].to_f32());
-                    sk += ki * ki;
-                    sh += hi * hi;
-                    sd += ki * kn[i].to_f32() * hi * qn[i].to_f32();
-                }
-                let s =
-                    sd * inv_sqrt_d / ((sk / d as f32 + eps).sqrt() * (sh / d as f32 + eps).sqrt());
-                let mag = s.abs().max(GATE_CLAMP as f32).sqrt();
-                let signed = if s > 0.0 {
-                    mag
-                } else if s < 0.0 {
-                    -mag
-                } else {
-                    0.0
+        crate::with_isa!(isa, || {
+            for t in range {
+                // SAFETY: token t's rows ([t*m*d, (t+1)*m*d) of value and normed, [t*m, (t+1)*m)
+                // of alpha) are written by this iteration only (chunks are disjoint), and lie
+                // inside the buffers whose lengths `check` matched to `tokens`.
+                let (value_t, normed_t, alpha_t) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(vp.get().add(t * m * d), m * d),
+                        if conv {
+                            std::slice::from_raw_parts_mut(np.get().add(t * m * d), m * d)
+                        } else {
+                            &mut [][..]
+                        },
+                        std::slice::from_raw_parts_mut(ap.get().add(t * m), m),
+                    )
                 };
-                let a = T::from_f32(1.0 / (1.0 + (-signed).exp()));
-                alpha_t[b] = a;
-                let (af, row) = (a.to_f32(), &mut value_t[b * d..(b + 1) * d]);
-                let mut ss = 0.0f32;
-                for (o, vi) in row.iter_mut().zip(v) {
-                    *o = T::from_f32(af * vi.to_f32());
-                    let w = o.to_f32();
-                    ss += w * w;
-                }
-                if conv {
-                    let inv = 1.0 / (ss / d as f32 + CONV_NORM_EPS as f32).sqrt();
-                    let cn = &conv_norm[b * d..(b + 1) * d];
-                    for ((n, vi), w) in normed_t[b * d..(b + 1) * d]
-                        .iter_mut()
-                        .zip(row.iter())
-                        .zip(cn)
-                    {
-                        *n = T::from_f32(vi.to_f32() * inv * w.to_f32());
-                    }
-                }
+                let p = &proj[t * (m + 1) * d..(t + 1) * (m + 1) * d];
+                let h = &hidden[t * m * d..(t + 1) * m * d];
+                gate_token(
+                    p, bias, h, key_norm, query_norm, conv_norm, m, d, value_t, normed_t, alpha_t,
+                );
             }
-        }
+        })
     });
     Ok(())
+}
+
+/// One token of [`gate_value_norm`]: `p` its projection row, `h` its hidden row.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn gate_token<T: Element>(
+    p: &[T],
+    bias: &[T],
+    h: &[T],
+    key_norm: &[T],
+    query_norm: &[T],
+    conv_norm: &[T],
+    m: usize,
+    d: usize,
+    value_t: &mut [T],
+    normed_t: &mut [T],
+    alpha_t: &mut [T],
+) {
+    const L: usize = simd::LANES;
+    let (eps, inv_sqrt_d) = (KEY_QUERY_EPS as f32, 1.0 / (d as f32).sqrt());
+    let v = &p[m * d..];
+    let vb = &bias[m * d..];
+    for b in 0..m {
+        let k = &p[b * d..(b + 1) * d];
+        let kb = &bias[b * d..(b + 1) * d];
+        let hb = &h[b * d..(b + 1) * d];
+        let kn = &key_norm[b * d..(b + 1) * d];
+        let qn = &query_norm[b * d..(b + 1) * d];
+        let (mut sk, mut sh, mut sd) = ([0.0f32; L], [0.0f32; L], [0.0f32; L]);
+        let n = d / L * L;
+        for ((((kc, kbc), hc), knc), qnc) in k[..n]
+            .chunks_exact(L)
+            .zip(kb[..n].chunks_exact(L))
+            .zip(hb[..n].chunks_exact(L))
+            .zip(kn[..n].chunks_exact(L))
+            .zip(qn[..n].chunks_exact(L))
+        {
+            for l in 0..L {
+                let (ki, hi) = (kc[l].to_f32() + kbc[l].to_f32(), hc[l].to_f32());
+                sk[l] += ki * ki;
+                sh[l] += hi * hi;
+                sd[l] += ki * knc[l].to_f32() * hi * qnc[l].to_f32();
+            }
+        }
+        for i in n..d {
+            let (ki, hi) = (k[i].to_f32() + kb[i].to_f32(), hb[i].to_f32());
+            sk[0] += ki * ki;
+            sh[0] += hi * hi;
+            sd[0] += ki * kn[i].to_f32() * hi * qn[i].to_f32();
+        }
+        let (sk, sh, sd) = (simd::reduce(sk), simd::reduce(sh), simd::reduce(sd));
+        let s = sd * inv_sqrt_d / ((sk / d as f32 + eps).sqrt() * (sh / d as f32 + eps).sqrt());
+        let mag = s.abs().max(GATE_CLAMP as f32).sqrt();
+        let signed = if s > 0.0 {
+            mag
+        } else if s < 0.0 {
+            -mag
+        } else {
+            0.0
+        };
+        let a = T::from_f32(simd::sigmoid(signed));
+        alpha_t[b] = a;
+        let (af, row) = (a.to_f32(), &mut value_t[b * d..(b + 1) * d]);
+        let mut ss = [0.0f32; L];
+        for ((oc, vc), vbc) in row[..n]
+            .chunks_exact_mut(L)
+            .zip(v[..n].chunks_exact(L))
+            .zip(vb[..n].chunks_exact(L))
+        {
+            for l in 0..L {
+                oc[l] = T::from_f32(af * (vc[l].to_f32() + vbc[l].to_f32()));
+                let w = oc[l].to_f32();
+                ss[l] += w * w;
+            }
+        }
+        for i in n..d {
+            row[i] = T::from_f32(af * (v[i].to_f32() + vb[i].to_f32()));
+            let w = row[i].to_f32();
+            ss[0] += w * w;
+        }
+        if !conv_norm.is_empty() {
+            let inv = 1.0 / (simd::reduce(ss) / d as f32 + CONV_NORM_EPS as f32).sqrt();
+            let cn = &conv_norm[b * d..(b + 1) * d];
+            for ((o, vi), w) in normed_t[b * d..(b + 1) * d]
+                .iter_mut()
+                .zip(row.iter())
+                .zip(cn)
+            {
+                *o = T::from_f32(vi.to_f32() * inv * w.to_f32());
+            }
+        }
+    }
+}
+
+/// Reusable working memory for the prefill, so its intermediates (rows, gathered rows, the
+/// projection, values, normalised values) are not fresh pages, page-faulted and zeroed on every
+/// call. Held by the backend; freed with it.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    pool: std::sync::Mutex<Vec<Vec<u64>>>,
+}
+
+impl Scratch {
+    /// A buffer of at least `bytes` bytes (contents unspecified).
+    fn take(&self, bytes: usize) -> Vec<u64> {
+        let words = bytes.div_ceil(8);
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        match pool.iter().position(|v| v.len() >= words) {
+            Some(i) => pool.swap_remove(i),
+            None => vec![0u64; words],
+        }
+    }
+
+    /// Returns a buffer to the pool.
+    fn give(&self, v: Vec<u64>) {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+    }
+}
+
+/// The first `n` elements of a scratch buffer as `T` (element sizes 2, 4, 8 divide its 8-byte
+/// words and its 8-byte alignment suits them).
+fn view<T: bytemuck::Pod>(v: &mut [u64], n: usize) -> &mut [T] {
+    &mut bytemuck::cast_slice_mut::<u64, T>(v)[..n]
 }
 
 /// The whole prefill: same contract and errors as `engram_core::reference::engram_prefill`
@@ -152,6 +240,7 @@ pub fn engram_prefill<T: Element>(
     out: &mut [T],
     gates: Option<&mut [T]>,
     state: Option<(&mut [u32], &mut [T])>,
+    scratch: &Scratch,
     par: Parallelism,
 ) -> Result<()> {
     let c = layer.config;
@@ -181,96 +270,108 @@ pub fn engram_prefill<T: Element>(
         )?;
     }
     let kernel = LayerHashKernel::new(layer.hash, c.n_head_per_ngram);
-    let mut rows = vec![0u32; tokens * kernel.heads()];
-    hash_rows(
-        &kernel,
-        None,
-        layer.pad,
-        layer.vocab,
-        ids,
-        cu_seqlens,
-        &mut rows,
-        par,
-    )?;
-    let mut e = vec![T::default(); tokens * c.d_mem()];
-    norm_gate::gather_rows(layer.table, c.d_head(), layer.hash, &rows, &mut e, par)?;
-    let mut proj = vec![T::default(); tokens * (m + 1) * d];
-    project(
-        &e,
-        layer.proj_weight,
-        layer.proj_bias,
-        c.d_mem(),
-        &mut proj,
-        par,
-    )?;
-    let mut local_alpha;
-    let alpha = match gates {
-        Some(g) => g,
-        None => {
-            local_alpha = vec![T::default(); tokens * m];
-            &mut local_alpha[..]
-        }
-    };
-    let mut value = vec![T::default(); tokens * m * d];
-    let mut normed = if c.short_conv {
-        vec![T::default(); tokens * m * d]
-    } else {
-        Vec::new()
-    };
-    let conv_norm = if c.short_conv {
-        layer.conv_norm
-    } else {
-        &[][..]
-    };
-    gate_value_norm(
-        &proj,
-        hidden,
-        layer.key_norm,
-        layer.query_norm,
-        conv_norm,
-        m,
-        d,
-        &mut value,
-        &mut normed,
-        alpha,
-        par,
-    )?;
-    if c.short_conv {
-        norm_gate::short_conv(
-            &normed,
-            &value,
-            layer.conv_weight,
-            m * d,
-            c.kernel_size,
-            c.max_ngram_size,
-            cu_seqlens,
-            out,
-            par,
-        )?;
-    } else {
-        out.copy_from_slice(&value);
-    }
-    if let Some((si, sc)) = state {
-        reference::capture_state(
+    let size = std::mem::size_of::<T>();
+    let (n_rows, n_e, n_proj, n_val) = (
+        tokens * kernel.heads(),
+        tokens * c.d_mem(),
+        tokens * (m + 1) * d,
+        tokens * m * d,
+    );
+    let mut bufs: Vec<Vec<u64>> = [
+        n_rows * 4,
+        n_e * size,
+        n_proj * size,
+        n_val * size,
+        n_val * size,
+        tokens * m * size,
+    ]
+    .into_iter()
+    .map(|bytes| scratch.take(bytes))
+    .collect();
+    let result = (|| {
+        let [rows_b, e_b, proj_b, value_b, normed_b, alpha_b] = &mut bufs[..] else {
+            unreachable!("six buffers were taken")
+        };
+        let rows = view::<u32>(rows_b, n_rows);
+        hash_rows(
+            &kernel,
+            None,
+            layer.pad,
+            layer.vocab,
             ids,
             cu_seqlens,
-            &normed,
-            keep,
-            hist,
-            m * d,
-            layer.pad,
-            si,
-            sc,
+            rows,
+            par,
         )?;
+        let e = view::<T>(e_b, n_e);
+        norm_gate::gather_rows(layer.table, c.d_head(), layer.hash, rows, e, par)?;
+        let proj = view::<T>(proj_b, n_proj);
+        project(e, layer.proj_weight, c.d_mem(), proj, par)?;
+        let alpha = match gates {
+            Some(g) => g,
+            None => view::<T>(alpha_b, tokens * m),
+        };
+        let value = view::<T>(value_b, n_val);
+        let normed = view::<T>(normed_b, if c.short_conv { n_val } else { 0 });
+        let conv_norm = if c.short_conv {
+            layer.conv_norm
+        } else {
+            &[][..]
+        };
+        gate_value_norm(
+            proj,
+            layer.proj_bias,
+            hidden,
+            layer.key_norm,
+            layer.query_norm,
+            conv_norm,
+            m,
+            d,
+            value,
+            normed,
+            alpha,
+            par,
+        )?;
+        if c.short_conv {
+            norm_gate::short_conv(
+                normed,
+                value,
+                layer.conv_weight,
+                m * d,
+                c.kernel_size,
+                c.max_ngram_size,
+                cu_seqlens,
+                out,
+                par,
+            )?;
+        } else {
+            out.copy_from_slice(value);
+        }
+        if let Some((si, sc)) = state {
+            reference::capture_state(
+                ids,
+                cu_seqlens,
+                normed,
+                keep,
+                hist,
+                m * d,
+                layer.pad,
+                si,
+                sc,
+            )?;
+        }
+        Ok(())
+    })();
+    for b in bufs {
+        scratch.give(b);
     }
-    Ok(())
+    result
 }
 
-/// The stacked projection: GEMM for f32, the oracle otherwise.
+/// The stacked projection without its bias: GEMM for f32, the oracle otherwise.
 fn project<T: Element>(
     e: &[T],
     w: &[T],
-    b: &[T],
     d_mem: usize,
     out: &mut [T],
     par: Parallelism,
@@ -282,11 +383,11 @@ fn project<T: Element>(
         return linear::linear(
             cast(e),
             cast(w),
-            Some(cast(b)),
+            None,
             d_mem,
             bytemuck::cast_slice_mut(out),
             par,
         );
     }
-    reference::linear(e, w, Some(b), d_mem, out)
+    reference::linear(e, w, None, d_mem, out)
 }

@@ -8,6 +8,7 @@ pub mod fused;
 pub mod hash;
 pub mod linear;
 pub mod norm_gate;
+pub mod simd;
 
 /// How a kernel may use threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -184,28 +184,32 @@ pub fn short_conv<T: Element>(
         }
     }
     const BLOCK: usize = 256;
+    let isa = super::simd::detected();
     rows(par, out, channels, |t, o| {
-        let mut acc = [0.0f32; BLOCK];
-        for c0 in (0..channels).step_by(BLOCK) {
-            let width = BLOCK.min(channels - c0);
-            let acc = &mut acc[..width];
-            acc.fill(0.0);
-            for k in 0..kernel {
-                let back = (kernel - 1 - k) * dilation;
-                if t < start[t] + back {
-                    continue;
+        crate::with_isa!(isa, || {
+            let mut acc = [0.0f32; BLOCK];
+            for c0 in (0..channels).step_by(BLOCK) {
+                let width = BLOCK.min(channels - c0);
+                let acc = &mut acc[..width];
+                acc.fill(0.0);
+                for k in 0..kernel {
+                    let back = (kernel - 1 - k) * dilation;
+                    if t < start[t] + back {
+                        continue;
+                    }
+                    let src =
+                        &normed[(t - back) * channels + c0..(t - back) * channels + c0 + width];
+                    let w = &taps[k * channels + c0..k * channels + c0 + width];
+                    for ((a, x), wk) in acc.iter_mut().zip(src).zip(w) {
+                        *a += wk * x.to_f32();
+                    }
                 }
-                let src = &normed[(t - back) * channels + c0..(t - back) * channels + c0 + width];
-                let w = &taps[k * channels + c0..k * channels + c0 + width];
-                for ((a, x), wk) in acc.iter_mut().zip(src).zip(w) {
-                    *a += wk * x.to_f32();
+                let v = &value[t * channels + c0..t * channels + c0 + width];
+                for ((o, a), v) in o[c0..c0 + width].iter_mut().zip(acc.iter()).zip(v) {
+                    *o = T::from_f32(v.to_f32() + a * super::simd::sigmoid(*a));
                 }
             }
-            let v = &value[t * channels + c0..t * channels + c0 + width];
-            for ((o, a), v) in o[c0..c0 + width].iter_mut().zip(acc.iter()).zip(v) {
-                *o = T::from_f32(v.to_f32() + a * sigmoid(*a));
-            }
-        }
+        })
     });
     Ok(())
 }
