@@ -183,33 +183,72 @@ pub fn short_conv<T: Element>(
             taps[k * channels + c] = weight[c * kernel + k].to_f32();
         }
     }
-    const BLOCK: usize = 256;
+    let args = ConvArgs {
+        normed,
+        value,
+        taps: &taps,
+        start: &start,
+        channels,
+        kernel,
+        dilation,
+    };
     let isa = super::simd::detected();
-    rows(par, out, channels, |t, o| {
-        crate::with_isa!(isa, || {
-            let mut acc = [0.0f32; BLOCK];
-            for c0 in (0..channels).step_by(BLOCK) {
-                let width = BLOCK.min(channels - c0);
-                let acc = &mut acc[..width];
-                acc.fill(0.0);
-                for k in 0..kernel {
-                    let back = (kernel - 1 - k) * dilation;
-                    if t < start[t] + back {
-                        continue;
-                    }
-                    let src =
-                        &normed[(t - back) * channels + c0..(t - back) * channels + c0 + width];
-                    let w = &taps[k * channels + c0..k * channels + c0 + width];
-                    for ((a, x), wk) in acc.iter_mut().zip(src).zip(w) {
-                        *a += wk * x.to_f32();
-                    }
-                }
-                let v = &value[t * channels + c0..t * channels + c0 + width];
-                for ((o, a), v) in o[c0..c0 + width].iter_mut().zip(acc.iter()).zip(v) {
-                    *o = T::from_f32(v.to_f32() + a * super::simd::sigmoid(*a));
-                }
-            }
-        })
+    rows(par, out, channels, |t, o| match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `detected()` found AVX2 and FMA (AVX-512 implies them) on this CPU.
+        super::simd::Isa::Avx2Fma | super::simd::Isa::Avx512 => unsafe {
+            conv_row_avx2(&args, t, o)
+        },
+        _ => conv_row(&args, t, o),
     });
     Ok(())
+}
+
+/// What every row of the convolution reads.
+struct ConvArgs<'a, T> {
+    normed: &'a [T],
+    value: &'a [T],
+    /// The kernel transposed to `[w, C]`, widened.
+    taps: &'a [f32],
+    /// Each token's sequence start.
+    start: &'a [usize],
+    channels: usize,
+    kernel: usize,
+    dilation: usize,
+}
+
+/// One token's convolution output, in blocks of channels: taps outermost so the inner loop runs
+/// over contiguous channels.
+#[inline(always)]
+fn conv_row<T: Element>(a: &ConvArgs<'_, T>, t: usize, o: &mut [T]) {
+    const BLOCK: usize = 256;
+    let c = a.channels;
+    let mut acc = [0.0f32; BLOCK];
+    for c0 in (0..c).step_by(BLOCK) {
+        let width = BLOCK.min(c - c0);
+        let acc = &mut acc[..width];
+        acc.fill(0.0);
+        for k in 0..a.kernel {
+            let back = (a.kernel - 1 - k) * a.dilation;
+            if t < a.start[t] + back {
+                continue;
+            }
+            let src = &a.normed[(t - back) * c + c0..(t - back) * c + c0 + width];
+            let w = &a.taps[k * c + c0..k * c + c0 + width];
+            for ((s, x), wk) in acc.iter_mut().zip(src).zip(w) {
+                *s += wk * x.to_f32();
+            }
+        }
+        let v = &a.value[t * c + c0..t * c + c0 + width];
+        for ((o, s), v) in o[c0..c0 + width].iter_mut().zip(acc.iter()).zip(v) {
+            *o = T::from_f32(v.to_f32() + s * super::simd::sigmoid(*s));
+        }
+    }
+}
+
+/// [`conv_row`] compiled for AVX2 + FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn conv_row_avx2<T: Element>(a: &ConvArgs<'_, T>, t: usize, o: &mut [T]) {
+    conv_row(a, t, o)
 }
