@@ -79,29 +79,37 @@ pub fn gate_value_norm<T: Element>(
     );
     let isa = simd::detected();
     par.for_chunks(tokens, 4, |range| {
-        crate::with_isa!(isa, || {
-            for t in range {
-                // SAFETY: token t's rows ([t*m*d, (t+1)*m*d) of value and normed, [t*m, (t+1)*m)
-                // of alpha) are written by this iteration only (chunks are disjoint), and lie
-                // inside the buffers whose lengths `check` matched to `tokens`.
-                let (value_t, normed_t, alpha_t) = unsafe {
-                    (
-                        std::slice::from_raw_parts_mut(vp.get().add(t * m * d), m * d),
-                        if conv {
-                            std::slice::from_raw_parts_mut(np.get().add(t * m * d), m * d)
-                        } else {
-                            &mut [][..]
-                        },
-                        std::slice::from_raw_parts_mut(ap.get().add(t * m), m),
+        for t in range {
+            // SAFETY: token t's rows ([t*m*d, (t+1)*m*d) of value and normed, [t*m, (t+1)*m)
+            // of alpha) are written by this iteration only (chunks are disjoint), and lie
+            // inside the buffers whose lengths `check` matched to `tokens`.
+            let (value_t, normed_t, alpha_t) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(vp.get().add(t * m * d), m * d),
+                    if conv {
+                        std::slice::from_raw_parts_mut(np.get().add(t * m * d), m * d)
+                    } else {
+                        &mut [][..]
+                    },
+                    std::slice::from_raw_parts_mut(ap.get().add(t * m), m),
+                )
+            };
+            let p = &proj[t * (m + 1) * d..(t + 1) * (m + 1) * d];
+            let h = &hidden[t * m * d..(t + 1) * m * d];
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `detected()` found AVX2 and FMA (AVX-512 implies them) on this CPU.
+                simd::Isa::Avx2Fma | simd::Isa::Avx512 => unsafe {
+                    gate_token_avx2(
+                        p, bias, h, key_norm, query_norm, conv_norm, m, d, value_t, normed_t,
+                        alpha_t,
                     )
-                };
-                let p = &proj[t * (m + 1) * d..(t + 1) * (m + 1) * d];
-                let h = &hidden[t * m * d..(t + 1) * m * d];
-                gate_token(
+                },
+                _ => gate_token(
                     p, bias, h, key_norm, query_norm, conv_norm, m, d, value_t, normed_t, alpha_t,
-                );
+                ),
             }
-        })
+        }
     });
     Ok(())
 }
@@ -227,6 +235,28 @@ impl Scratch {
 /// words and its 8-byte alignment suits them).
 fn view<T: bytemuck::Pod>(v: &mut [u64], n: usize) -> &mut [T] {
     &mut bytemuck::cast_slice_mut::<u64, T>(v)[..n]
+}
+
+/// [`gate_token`] compiled for AVX2 + FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn gate_token_avx2<T: Element>(
+    p: &[T],
+    bias: &[T],
+    h: &[T],
+    key_norm: &[T],
+    query_norm: &[T],
+    conv_norm: &[T],
+    m: usize,
+    d: usize,
+    value_t: &mut [T],
+    normed_t: &mut [T],
+    alpha_t: &mut [T],
+) {
+    gate_token(
+        p, bias, h, key_norm, query_norm, conv_norm, m, d, value_t, normed_t, alpha_t,
+    )
 }
 
 /// The whole prefill: same contract and errors as `engram_core::reference::engram_prefill`

@@ -1,7 +1,8 @@
 //! Instruction-set dispatch: the CPU is probed once and the answer cached; row kernels are written
-//! once as `#[inline(always)]` functions and instantiated inside `#[target_feature]` wrappers, so
-//! the compiler vectorises the same code for AVX2+FMA (or AVX-512) where the CPU has it and for
-//! the baseline otherwise. Reductions keep eight independent f32 lanes summed in a fixed order,
+//! once as `#[inline(always)]` functions and called from small named `#[target_feature]`
+//! wrappers (not through closures, which the compiler may leave un-inlined and so build for the
+//! baseline), so the same code is vectorised for AVX2+FMA where the CPU has it and for the
+//! baseline otherwise. Reductions keep eight independent f32 lanes summed in a fixed order,
 //! which lets the compiler vectorise them without changing the result across machines of the
 //! same instruction set.
 
@@ -82,39 +83,6 @@ pub fn sigmoid(x: f32) -> f32 {
 #[inline(always)]
 pub fn reduce(l: [f32; LANES]) -> f32 {
     ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
-}
-
-/// Runs `f` compiled for `isa`: a `#[target_feature]` wrapper whose body is `f` inlined.
-#[macro_export]
-#[doc(hidden)]
-macro_rules! with_isa {
-    ($isa:expr, $f:expr) => {{
-        #[allow(unused_mut)]
-        let mut f = $f;
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
-            fn avx512<R>(f: impl FnOnce() -> R) -> R {
-                f()
-            }
-            #[target_feature(enable = "avx2,fma")]
-            fn avx2<R>(f: impl FnOnce() -> R) -> R {
-                f()
-            }
-            match $isa {
-                // SAFETY: `detected()` found AVX-512F/BW/VL, AVX2 and FMA on this CPU.
-                $crate::kernels::simd::Isa::Avx512 => unsafe { avx512(f) },
-                // SAFETY: `detected()` found AVX2 and FMA on this CPU.
-                $crate::kernels::simd::Isa::Avx2Fma => unsafe { avx2(f) },
-                $crate::kernels::simd::Isa::Baseline => f(),
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = $isa;
-            f()
-        }
-    }};
 }
 
 #[cfg(test)]
