@@ -1,0 +1,100 @@
+//! Criterion benches of the CPU kernels at the reference demo's widths (hidden 1024, M = 4,
+//! N = 3, 8 heads x 64 per order), 512 tokens: `cargo bench -p engram-benches`. Throughput is
+//! reported in elements (head-rows for the hash and the gather, multiply-adds for the GEMM,
+//! values for the element-wise kernels); ratios to the floors come from `engram-bench`.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use engram_core::reference::CONV_NORM_EPS;
+use engram_core::{synthetic, EngramConfig, NgramHasher};
+use engram_cpu::kernels::hash::{hash_rows, LayerHashKernel};
+use engram_cpu::kernels::{linear, norm_gate, Parallelism};
+
+const TOKENS: usize = 512;
+const VOCAB: u64 = 98_627;
+
+fn kernels(c: &mut Criterion) {
+    let mut config = EngramConfig::demo();
+    config.engram_vocab_size = vec![65_536, 65_536];
+    let hasher = NgramHasher::new(&config, VOCAB, 2).expect("demo config is valid");
+    let layer_id = config.layer_ids[0];
+    let hash = hasher.layer(layer_id).expect("layer exists").clone();
+    let (m, d, d_mem, heads) = (
+        config.hc_mult,
+        config.hidden_size,
+        config.d_mem(),
+        config.num_heads(),
+    );
+    let ids = synthetic::ids(TOKENS, VOCAB, 1);
+    let cu = [0u32, TOKENS as u32];
+    let par = Parallelism::Rayon;
+    let mut g = c.benchmark_group("cpu");
+    g.sample_size(10);
+
+    let kernel = LayerHashKernel::new(&hash, config.n_head_per_ngram);
+    let mut rows = vec![0u32; TOKENS * heads];
+    g.throughput(Throughput::Elements((TOKENS * heads) as u64));
+    g.bench_function("hash", |b| {
+        b.iter(|| hash_rows(&kernel, None, 2, VOCAB, &ids, &cu, &mut rows, par).expect("valid"))
+    });
+
+    let table: Vec<f32> =
+        synthetic::activations(hash.total_rows() as usize * config.d_head(), 1.0, 2);
+    let mut e = vec![0.0f32; TOKENS * d_mem];
+    g.bench_function("gather", |b| {
+        b.iter(|| {
+            norm_gate::gather_rows(&table, config.d_head(), &hash, &rows, &mut e, par)
+                .expect("valid")
+        })
+    });
+
+    let w: Vec<f32> = synthetic::activations((m + 1) * d * d_mem, 0.03, 3);
+    let bias: Vec<f32> = synthetic::activations((m + 1) * d, 0.03, 4);
+    let mut proj = vec![0.0f32; TOKENS * (m + 1) * d];
+    g.throughput(Throughput::Elements((TOKENS * (m + 1) * d * d_mem) as u64));
+    g.bench_function("stacked_projection", |b| {
+        b.iter(|| linear::linear(&e, &w, Some(&bias), d_mem, &mut proj, par).expect("valid"))
+    });
+
+    let hidden: Vec<f32> = synthetic::activations(TOKENS * m * d, 2.0, 5);
+    let norms: Vec<f32> = synthetic::activations(m * d, 1.0, 6);
+    let (mut value, mut alpha) = (vec![0.0f32; TOKENS * m * d], vec![0.0f32; TOKENS * m]);
+    g.throughput(Throughput::Elements((TOKENS * m * d) as u64));
+    g.bench_function("gate", |b| {
+        b.iter(|| {
+            norm_gate::gate(
+                &proj, &hidden, &norms, &norms, m, d, &mut value, &mut alpha, par,
+            )
+            .expect("valid")
+        })
+    });
+
+    let mut normed = vec![0.0f32; TOKENS * m * d];
+    g.bench_function("rms_norm", |b| {
+        b.iter(|| {
+            norm_gate::rms_norm(&value, &norms, d, CONV_NORM_EPS, &mut normed, par).expect("valid")
+        })
+    });
+
+    let conv_w: Vec<f32> = synthetic::activations(m * d * config.kernel_size, 0.5, 7);
+    let mut out = vec![0.0f32; TOKENS * m * d];
+    g.bench_function("short_conv", |b| {
+        b.iter(|| {
+            norm_gate::short_conv(
+                &normed,
+                &value,
+                &conv_w,
+                m * d,
+                config.kernel_size,
+                config.max_ngram_size,
+                &cu,
+                &mut out,
+                par,
+            )
+            .expect("valid")
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, kernels);
+criterion_main!(benches);
