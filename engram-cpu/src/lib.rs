@@ -282,6 +282,9 @@ impl EngramOps for CpuBackend {
             (Some(x), Some(w), b, Some(o)) => {
                 kernels::linear::linear(x, w, b.flatten(), in_features, o, self.par)
             }
+            _ if fast::<T>() => {
+                kernels::linear::linear_widening(x, weight, bias, in_features, out, self.par)
+            }
             _ => reference::linear(x, weight, bias, in_features, out),
         }
     }

@@ -398,7 +398,7 @@ pub fn engram_prefill<T: Element>(
     result
 }
 
-/// The stacked projection without its bias: GEMM for f32, the oracle otherwise.
+/// The stacked projection without its bias: GEMM for f32, the widening kernel otherwise.
 fn project<T: Element>(
     e: &[T],
     w: &[T],
@@ -419,5 +419,5 @@ fn project<T: Element>(
             par,
         );
     }
-    reference::linear(e, w, None, d_mem, out)
+    linear::linear_widening(e, w, None, d_mem, out, par)
 }
