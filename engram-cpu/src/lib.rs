@@ -2,15 +2,16 @@
 //!
 //! The CPU backend of the Engram kernels. Buffers are host vectors. The kernels are free
 //! functions over slices in [`kernels`], usable without the traits: the N-gram hash with id
-//! compression fused and the modulo by reciprocal, the projection through the `gemm` crate, and
-//! row-parallel gather, RMSNorm, gate and short convolution (f32 arithmetic, bf16/f16 widened in
-//! registers). f64 runs, and the ops not yet tuned, call the oracle in [`engram_core::reference`].
+//! compression fused and the modulo by reciprocal, the projection through the `gemm` crate (f32)
+//! or a widening kernel (bf16, f16), and row-parallel gather, RMSNorm, gate and short convolution
+//! (f32 arithmetic, bf16/f16 widened in registers), with the prefill's element-wise tail fused. f64 runs, and the ops not yet tuned, call the oracle in [`engram_core::reference`].
 //! Results do not depend on the thread count; [`CpuBackend::sequential`] uses the calling thread
 //! only.
 
-use engram_core::hash::{hash_packed, LayerHash};
+use engram_core::hash::LayerHash;
 use engram_core::ops::compose_engram_prefill;
 use engram_core::reference;
+use engram_core::reference::check;
 use engram_core::{
     Backend, Capabilities, DType, Element, EngramOps, MoeConfig, MoeOps, Result, ScoreFunc,
 };
@@ -70,18 +71,6 @@ fn fast<T: Element>() -> bool {
     T::DTYPE != DType::F64
 }
 
-fn len_check<T>(what: &'static str, buf: &[T], expected: usize) -> Result<()> {
-    if buf.len() == expected {
-        Ok(())
-    } else {
-        Err(engram_core::Error::ShapeMismatch {
-            what,
-            expected,
-            actual: buf.len(),
-        })
-    }
-}
-
 impl Backend for CpuBackend {
     type Buffer<T: engram_core::Scalar> = CpuBuffer<T>;
 
@@ -123,7 +112,7 @@ impl Backend for CpuBackend {
     }
 
     fn download<T: engram_core::Scalar>(&self, buffer: &CpuBuffer<T>, out: &mut [T]) -> Result<()> {
-        len_check("download destination", out, buffer.len())?;
+        check::len("download destination", out.len(), buffer.len())?;
         out.copy_from_slice(buffer);
         Ok(())
     }
@@ -133,7 +122,7 @@ impl Backend for CpuBackend {
         src: &CpuBuffer<T>,
         dst: &mut CpuBuffer<T>,
     ) -> Result<()> {
-        len_check("copy destination", dst, src.len())?;
+        check::len("copy destination", dst.len(), src.len())?;
         dst.copy_from_slice(src);
         Ok(())
     }
@@ -216,14 +205,16 @@ impl EngramOps for CpuBackend {
         cu_seqlens: &CpuBuffer<u32>,
         rows: &mut CpuBuffer<u32>,
     ) -> Result<()> {
-        hash_packed(
-            &[layer],
-            heads_per_order,
+        let kernel = kernels::hash::LayerHashKernel::new(layer, heads_per_order);
+        kernels::hash::hash_rows(
+            &kernel,
+            None,
             compressed_pad_id,
             compressed_vocab,
             ids,
             cu_seqlens,
-            &mut [rows],
+            rows,
+            self.par,
         )
     }
 
