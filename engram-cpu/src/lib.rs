@@ -397,7 +397,11 @@ impl MoeOps for CpuBackend {
         dim: usize,
         out: &mut CpuBuffer<T>,
     ) -> Result<()> {
-        reference::expert_ffn(x, w1, w2, w3, dim, out)
+        if fast::<T>() {
+            kernels::moe::expert_ffn(x, w1, w2, w3, dim, out, self.par)
+        } else {
+            reference::expert_ffn(x, w1, w2, w3, dim, out)
+        }
     }
 
     fn routed_experts<T: Element>(
@@ -411,7 +415,11 @@ impl MoeOps for CpuBackend {
         inter: usize,
         out: &mut CpuBuffer<T>,
     ) -> Result<()> {
-        reference::routed_experts(x, w1, w2, w3, indices, dim, inter, out)
+        if fast::<T>() {
+            kernels::moe::routed_experts(x, w1, w2, w3, indices, dim, inter, out, self.par)
+        } else {
+            reference::routed_experts(x, w1, w2, w3, indices, dim, inter, out)
+        }
     }
 
     fn moe_combine<T: Element>(

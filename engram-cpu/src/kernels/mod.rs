@@ -7,6 +7,7 @@
 pub mod fused;
 pub mod hash;
 pub mod linear;
+pub mod moe;
 pub mod norm_gate;
 pub mod simd;
 
