@@ -4,7 +4,7 @@
 //! result does not depend on the thread count.
 
 use engram_core::hash::LayerHash;
-use engram_core::reference::{check, GATE_CLAMP, KEY_QUERY_EPS};
+use engram_core::reference::check;
 use engram_core::{Element, PackedBatch, Result};
 use rayon::prelude::*;
 
@@ -28,11 +28,6 @@ fn rows<T: Send>(
             .enumerate()
             .for_each(|(i, r)| f(i, r)),
     }
-}
-
-#[inline(always)]
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
 }
 
 #[inline(always)]
@@ -84,7 +79,8 @@ pub fn rms_norm<T: Element>(
     Ok(())
 }
 
-/// The gate of every branch: same contract as the oracle's `gate`.
+/// The gate of every branch: same contract as the oracle's `gate`. It is the prefill's fused
+/// pass ([`super::fused::gate_value_norm`]) with a zero bias and no convolution norm.
 #[allow(clippy::too_many_arguments)]
 pub fn gate<T: Element>(
     proj: &[T],
@@ -107,46 +103,21 @@ pub fn gate<T: Element>(
         value.len(),
         alpha.len(),
     )?;
-    let eps = KEY_QUERY_EPS as f32;
-    let inv_sqrt_d = 1.0 / (d as f32).sqrt();
-    // Alpha is tiny next to the value; compute it per token first, then scale the value rows.
-    rows(par, alpha, m, |t, a| {
-        let p = &proj[t * (m + 1) * d..(t + 1) * (m + 1) * d];
-        for (b, a) in a.iter_mut().enumerate() {
-            let k = &p[b * d..(b + 1) * d];
-            let h = &hidden[(t * m + b) * d..(t * m + b + 1) * d];
-            let kn = &key_norm[b * d..(b + 1) * d];
-            let qn = &query_norm[b * d..(b + 1) * d];
-            let (mut sk, mut sh, mut sd) = (0.0f32, 0.0f32, 0.0f32);
-            for i in 0..d {
-                let (ki, hi) = (k[i].to_f32(), h[i].to_f32());
-                sk += ki * ki;
-                sh += hi * hi;
-                sd += ki * kn[i].to_f32() * hi * qn[i].to_f32();
-            }
-            let rk = 1.0 / (sk / d as f32 + eps).sqrt();
-            let rh = 1.0 / (sh / d as f32 + eps).sqrt();
-            let s = rk * rh * sd * inv_sqrt_d;
-            let mag = s.abs().max(GATE_CLAMP as f32).sqrt();
-            let signed = if s > 0.0 {
-                mag
-            } else if s < 0.0 {
-                -mag
-            } else {
-                0.0
-            };
-            *a = T::from_f32(sigmoid(signed));
-        }
-    });
-    let alpha = &*alpha;
-    rows(par, value, d, |tb, out| {
-        let (t, a) = (tb / m, alpha[tb].to_f32());
-        let v = &proj[t * (m + 1) * d + m * d..(t + 1) * (m + 1) * d];
-        for (o, vi) in out.iter_mut().zip(v) {
-            *o = T::from_f32(a * vi.to_f32());
-        }
-    });
-    Ok(())
+    let zero_bias = vec![T::default(); (m + 1) * d];
+    super::fused::gate_value_norm(
+        proj,
+        &zero_bias,
+        hidden,
+        key_norm,
+        query_norm,
+        &[],
+        m,
+        d,
+        value,
+        &mut [],
+        alpha,
+        par,
+    )
 }
 
 /// The short convolution over a packed batch: same contract as the oracle's `short_conv`.
