@@ -1,8 +1,31 @@
 //! # engram-wgpu
 //!
-//! The portable GPU backend of the Engram kernels: WGSL shaders dispatched through `wgpu` on any
-//! adapter that Vulkan, Metal, DX12 or WebGPU reaches (Mesa's lavapipe included). The crate builds
-//! everywhere; the shaders and their bind-group layouts are added on top of this public surface.
+//! The portable GPU backend of the Engram kernels: WGSL compute shaders dispatched through `wgpu`
+//! on any adapter that Vulkan, Metal or DX12 reaches (Mesa's lavapipe, a Vulkan driver on the
+//! CPU, included), exact on every one of them:
+//!
+//! - hashing needs no 64-bit integers: the multiply, XOR and modulo by each head's prime run on
+//!   pairs of u32 and equal the oracle bit for bit on every input the configuration allows;
+//! - every kernel computes in f32; f16 and bf16 data are stored two per word and widened in the
+//!   shader (f64 is not offered: WGSL has no portable 64-bit float, and such cases report
+//!   `NOT_SUPPORTED`);
+//! - a table larger than the adapter's largest storage binding is gathered window by window.
+//!
+//! [`WgpuBackend`] implements the `engram_core` contracts. Another wgpu program can dispatch the
+//! same kernels on its own device: [`shaders`] gives each kernel's WGSL module, entry point,
+//! bindings and workgroup geometry.
+//!
+//! Adapter choice: the best adapter by type (discrete GPU first, CPU drivers last), or the first
+//! whose name contains the value of `ENGRAM_WGPU_ADAPTER`; `ENGRAM_WGPU_BACKEND` (`vulkan`,
+//! `metal`, `dx12`, comma-separated) restricts the APIs tried. No adapter is
+//! [`engram_core::Error::NoDevice`].
+
+mod backend;
+mod context;
+pub mod shaders;
+
+pub use backend::{WgpuBackend, WgpuBuffer};
+pub use context::{ADAPTER_ENV, BACKENDS_ENV};
 
 /// The name users select this backend by (`--backend wgpu`).
 pub const BACKEND_NAME: &str = "wgpu";

@@ -1,0 +1,352 @@
+//! The WGSL kernels, public so that another wgpu program can dispatch them on its own device.
+//!
+//! Each [`Kernel`] is one compute entry point (named as the kernel) in its own shader module:
+//! [`source`] assembles the module from the shared helpers (`shaders/common.wgsl`), the storage
+//! declarations of the kernel's [`bindings`](Kernel::bindings) for one element type, and the
+//! kernel's body (`shaders/<name>.wgsl`, whose comment gives the meaning of each parameter).
+//!
+//! Conventions every kernel follows:
+//! - group 0, binding 0 is `P: array<u32>` (read-only storage), the kernel's scalar parameters in
+//!   the order its comment lists (floats as their bit patterns);
+//! - the other bindings are storage buffers, read-only or read-write as [`Binding::access`] says;
+//! - float data is f32 in registers. f32 buffers are `array<f32>`; f16 and bf16 buffers are
+//!   `array<u32>` holding two elements per word, low half first, widened on load and rounded to
+//!   nearest even on store (16-bit stores go through `atomicAnd`/`atomicOr` on
+//!   `array<atomic<u32>>`, so two invocations writing the two halves of one word never race). So
+//!   the kernels need no optional feature: they run on every WebGPU adapter;
+//! - elementwise kernels take one invocation per item in a 2-D grid of workgroups (x at most
+//!   65535, the linear workgroup index is `y * num_workgroups.x + x`) and ignore invocations past
+//!   the end; [`Kernel::workgroup_size`] and [`Kernel::grid`] tell how many to dispatch.
+
+use engram_core::DType;
+
+/// What a binding holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Elem {
+    /// Float data of the kernel's element type (f32, or two 16-bit elements per u32 word).
+    Float,
+    /// `u32` data.
+    U32,
+    /// `u32` words updated with atomics (the result of a search).
+    AtomicU32,
+}
+
+/// How a kernel uses a binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read-only storage.
+    Read,
+    /// Read-write storage.
+    ReadWrite,
+}
+
+/// One storage binding of a kernel (group 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding {
+    /// The binding index.
+    pub binding: u32,
+    /// The WGSL variable name.
+    pub name: &'static str,
+    /// What it holds.
+    pub elem: Elem,
+    /// Read-only or read-write.
+    pub access: Access,
+}
+
+/// How the invocations of a kernel map onto its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grid {
+    /// One invocation per item.
+    PerItem,
+    /// One workgroup per item (a vector reduced by the whole workgroup).
+    PerGroup,
+    /// `linear`: workgroups of 64 x 64 outputs, grid (ceil(out / 64), ceil(rows / 64)).
+    Tiles64,
+}
+
+macro_rules! kernels {
+    ($($variant:ident => $name:literal, typed: $typed:literal, packed: $packed:literal,
+        size: $size:expr, grid: $grid:ident,
+        [$($bname:literal : $elem:ident $access:ident),*];)*) => {
+        /// Every kernel of the backend.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Kernel {
+            $(
+                #[doc = concat!("The `", $name, "` kernel (`shaders/", $name, ".wgsl`).")]
+                $variant,
+            )*
+        }
+
+        impl Kernel {
+            /// Every kernel.
+            pub const ALL: &'static [Kernel] = &[$(Kernel::$variant),*];
+
+            /// The kernel's name, which is also its entry point.
+            pub fn name(self) -> &'static str {
+                match self { $(Kernel::$variant => $name,)* }
+            }
+
+            /// Whether the kernel has float bindings, so its module depends on the element type.
+            pub fn is_typed(self) -> bool {
+                match self { $(Kernel::$variant => $typed,)* }
+            }
+
+            fn needs_packed_search(self) -> bool {
+                match self { $(Kernel::$variant => $packed,)* }
+            }
+
+            /// The workgroup size `(x, y, z)`.
+            pub fn workgroup_size(self) -> (u32, u32, u32) {
+                match self { $(Kernel::$variant => $size,)* }
+            }
+
+            /// How invocations map onto the work.
+            pub fn grid(self) -> Grid {
+                match self { $(Kernel::$variant => Grid::$grid,)* }
+            }
+
+            /// The bindings after `P` (binding 0), in binding order.
+            pub fn bindings(self) -> &'static [Binding] {
+                match self {
+                    $(Kernel::$variant => {
+                        const B: &[Binding] = &kernels!(@bindings 1u32; $($bname : $elem $access),*);
+                        B
+                    })*
+                }
+            }
+
+            fn body(self) -> &'static str {
+                match self {
+                    $(Kernel::$variant => include_str!(concat!("../shaders/", $name, ".wgsl")),)*
+                }
+            }
+        }
+    };
+    (@bindings $i:expr; $($bname:literal : $elem:ident $access:ident),*) => {
+        kernels!(@acc [] $i; $($bname : $elem $access),*)
+    };
+    (@acc [$($done:expr),*] $i:expr; $bname:literal : $elem:ident $access:ident $(, $rest:literal : $relem:ident $raccess:ident)*) => {
+        kernels!(@acc [$($done,)* Binding { binding: $i, name: $bname, elem: Elem::$elem, access: Access::$access }] $i + 1; $($rest : $relem $raccess),*)
+    };
+    (@acc [$($done:expr),*] $i:expr;) => { [$($done),*] };
+}
+
+kernels! {
+    CompressIds => "compress_ids", typed: false, packed: false, size: (256, 1, 1), grid: PerItem,
+        ["lookup": U32 Read, "raw": U32 Read, "out": U32 ReadWrite];
+    FirstGe => "first_ge", typed: false, packed: false, size: (256, 1, 1), grid: PerItem,
+        ["v": U32 Read, "first": AtomicU32 ReadWrite];
+    FirstRowBeyond => "first_row_beyond", typed: false, packed: false, size: (256, 1, 1), grid: PerItem,
+        ["rows": U32 Read, "sizes": U32 Read, "first": AtomicU32 ReadWrite];
+    HashRows => "hash_rows", typed: false, packed: true, size: (256, 1, 1), grid: PerItem,
+        ["ids": U32 Read, "cu": U32 Read, "mult": U32 Read, "sizes": U32 Read, "rows": U32 ReadWrite];
+    HashDecode => "hash_decode", typed: false, packed: false, size: (256, 1, 1), grid: PerItem,
+        ["history": U32 Read, "ids": U32 Read, "mult": U32 Read, "sizes": U32 Read, "rows": U32 ReadWrite];
+    PushIds => "push_ids", typed: false, packed: false, size: (256, 1, 1), grid: PerItem,
+        ["history": U32 ReadWrite, "ids": U32 Read];
+    CaptureIds => "capture_ids", typed: false, packed: false, size: (256, 1, 1), grid: PerItem,
+        ["ids": U32 Read, "cu": U32 Read, "state": U32 ReadWrite];
+    Gather => "gather", typed: true, packed: false, size: (256, 1, 1), grid: PerItem,
+        ["table": Float Read, "offsets": U32 Read, "rows": U32 Read, "out": Float ReadWrite];
+    RmsNorm => "rms_norm", typed: true, packed: false, size: (256, 1, 1), grid: PerGroup,
+        ["x": Float Read, "w": Float Read, "out": Float ReadWrite];
+    Linear => "linear", typed: true, packed: false, size: (16, 16, 1), grid: Tiles64,
+        ["x": Float Read, "w": Float Read, "bias": Float Read, "y": Float ReadWrite];
+    Gate => "gate", typed: true, packed: false, size: (256, 1, 1), grid: PerGroup,
+        ["proj": Float Read, "hidden": Float Read, "key_norm": Float Read, "query_norm": Float Read,
+         "value": Float ReadWrite, "alpha": Float ReadWrite];
+    ShortConv => "short_conv", typed: true, packed: true, size: (256, 1, 1), grid: PerItem,
+        ["normed": Float Read, "value": Float Read, "w": Float Read, "cu": U32 Read, "out": Float ReadWrite];
+    ShortConvDecode => "short_conv_decode", typed: true, packed: false, size: (256, 1, 1), grid: PerItem,
+        ["normed": Float Read, "value": Float Read, "w": Float Read, "history": Float ReadWrite,
+         "out": Float ReadWrite];
+    CaptureConv => "capture_conv", typed: true, packed: false, size: (256, 1, 1), grid: PerItem,
+        ["normed": Float Read, "cu": U32 Read, "state": Float ReadWrite];
+    ScoresAct => "scores_act", typed: true, packed: false, size: (64, 1, 1), grid: PerItem,
+        ["logits": Float Read, "scores": Float ReadWrite];
+    Route => "route", typed: true, packed: false, size: (64, 1, 1), grid: PerItem,
+        ["scores": Float Read, "bias": Float Read, "weights": Float ReadWrite, "indices": U32 ReadWrite];
+    SiluMul => "silu_mul", typed: true, packed: false, size: (256, 1, 1), grid: PerItem,
+        ["a": Float Read, "b": Float Read, "h": Float ReadWrite];
+    RoutedLinear => "routed_linear", typed: true, packed: false, size: (256, 1, 1), grid: PerItem,
+        ["x": Float Read, "w": Float Read, "idx": U32 Read, "y": Float ReadWrite];
+    Combine => "combine", typed: true, packed: false, size: (256, 1, 1), grid: PerItem,
+        ["expert_out": Float Read, "weights": Float Read, "shared_out": Float Read, "out": Float ReadWrite];
+    Copy => "copy", typed: true, packed: false, size: (256, 1, 1), grid: PerItem,
+        ["src": Float Read, "dst": Float ReadWrite];
+}
+
+/// The helpers every module starts with.
+pub const COMMON_WGSL: &str = include_str!("../shaders/common.wgsl");
+/// The packed-batch search (`sequence_of`), added to kernels with a `cu` binding.
+pub const PACKED_WGSL: &str = include_str!("../shaders/packed.wgsl");
+
+/// The element types the float kernels are generated for.
+pub const FLOAT_DTYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+
+/// Float storage helpers for one element type: `narrow` (round an f32 to the type) and, for the
+/// 16-bit types, the bit conversions.
+fn dtype_helpers(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F16 => {
+            "// IEEE binary16 in integer code (round to nearest even, subnormals, infinities, NaN),\n\
+             // so the result is the same on every adapter.\n\
+             fn to_bits(v: f32) -> u32 {\n    let b = bitcast<u32>(v);\n    \
+             let s = (b >> 16u) & 0x8000u;\n    let a = b & 0x7fffffffu;\n    \
+             if (a > 0x7f800000u) {\n        return s | 0x7e00u;\n    }\n    \
+             if (a >= 0x477ff000u) {\n        return s | 0x7c00u;\n    }\n    \
+             if (a >= 0x38800000u) {\n        let r = a - 0x38000000u;\n        \
+             return s | ((r + 0xfffu + ((r >> 13u) & 1u)) >> 13u);\n    }\n    \
+             let x = bitcast<f32>(a) * 16777216.0;\n    let fl = floor(x);\n    \
+             var q = u32(fl);\n    let diff = x - fl;\n    \
+             if (diff > 0.5 || (diff == 0.5 && (q & 1u) == 1u)) {\n        q = q + 1u;\n    }\n    \
+             return s | q;\n}\n\
+             fn from_bits(w: u32, i: u32) -> f32 {\n    let h = (w >> ((i & 1u) * 16u)) & 0xffffu;\n    \
+             let s = (h & 0x8000u) << 16u;\n    let e = (h >> 10u) & 0x1fu;\n    let m = h & 0x3ffu;\n    \
+             if (e == 0u) {\n        return bitcast<f32>(s | bitcast<u32>(f32(m) * 5.9604644775390625e-8));\n    }\n    \
+             if (e == 31u) {\n        return bitcast<f32>(s | 0x7f800000u | (m << 13u));\n    }\n    \
+             return bitcast<f32>(s | ((e + 112u) << 23u) | (m << 13u));\n}\n\
+             fn narrow(v: f32) -> f32 {\n    return from_bits(to_bits(v), 0u);\n}\n"
+        }
+        DType::BF16 => {
+            "// Round to nearest even; NaN stays NaN (quiet).\n\
+             fn to_bits(v: f32) -> u32 {\n    let b = bitcast<u32>(v);\n    \
+             if ((b & 0x7fffffffu) > 0x7f800000u) {\n        return (b >> 16u) | 0x40u;\n    }\n    \
+             return (b + 0x7fffu + ((b >> 16u) & 1u)) >> 16u;\n}\n\
+             fn from_bits(w: u32, i: u32) -> f32 {\n    \
+             return bitcast<f32>(select(w << 16u, w & 0xffff0000u, (i & 1u) == 1u));\n}\n\
+             fn narrow(v: f32) -> f32 {\n    return from_bits(to_bits(v), 0u);\n}\n"
+        }
+        _ => "fn narrow(v: f32) -> f32 {\n    return v;\n}\n",
+    }
+}
+
+fn declare(out: &mut String, b: &Binding, dtype: DType) {
+    use std::fmt::Write;
+    let wide = dtype == DType::F32;
+    let (access, ty) = match (b.elem, b.access) {
+        (Elem::U32, Access::Read) => ("read", "array<u32>"),
+        (Elem::U32, Access::ReadWrite) => ("read_write", "array<u32>"),
+        (Elem::AtomicU32, _) => ("read_write", "array<atomic<u32>>"),
+        (Elem::Float, Access::Read) if wide => ("read", "array<f32>"),
+        (Elem::Float, Access::ReadWrite) if wide => ("read_write", "array<f32>"),
+        (Elem::Float, Access::Read) => ("read", "array<u32>"),
+        (Elem::Float, Access::ReadWrite) => ("read_write", "array<atomic<u32>>"),
+    };
+    let n = b.name;
+    let _ = writeln!(
+        out,
+        "@group(0) @binding({}) var<storage, {access}> {n}: {ty};",
+        b.binding
+    );
+    if b.elem != Elem::Float {
+        return;
+    }
+    match (wide, b.access) {
+        (true, Access::Read) => {
+            let _ = writeln!(out, "fn ld_{n}(i: u32) -> f32 {{\n    return {n}[i];\n}}");
+        }
+        (true, Access::ReadWrite) => {
+            let _ = writeln!(
+                out,
+                "fn ld_{n}(i: u32) -> f32 {{\n    return {n}[i];\n}}\n\
+                 fn st_{n}(i: u32, v: f32) {{\n    {n}[i] = v;\n}}"
+            );
+        }
+        (false, Access::Read) => {
+            let _ = writeln!(
+                out,
+                "fn ld_{n}(i: u32) -> f32 {{\n    return from_bits({n}[i >> 1u], i);\n}}"
+            );
+        }
+        (false, Access::ReadWrite) => {
+            let _ = writeln!(
+                out,
+                "fn ld_{n}(i: u32) -> f32 {{\n    return from_bits(atomicLoad(&{n}[i >> 1u]), i);\n}}\n\
+                 fn st_{n}(i: u32, v: f32) {{\n    let sh = (i & 1u) * 16u;\n    \
+                 atomicAnd(&{n}[i >> 1u], ~(0xffffu << sh));\n    \
+                 atomicOr(&{n}[i >> 1u], to_bits(v) << sh);\n}}"
+            );
+        }
+    }
+}
+
+/// The complete WGSL module of `kernel` for element type `dtype` (ignored by untyped kernels),
+/// or `None` for an element type the kernels are not generated for (f64: WGSL has no portable
+/// 64-bit float).
+pub fn source(kernel: Kernel, dtype: DType) -> Option<String> {
+    let dtype = if kernel.is_typed() {
+        FLOAT_DTYPES.contains(&dtype).then_some(dtype)?
+    } else {
+        DType::U32
+    };
+    let mut out = String::with_capacity(8192);
+    out.push_str(&format!(
+        "// engram-wgpu kernel `{}` for {}; generated by engram_wgpu::shaders::source.\n\n",
+        kernel.name(),
+        if kernel.is_typed() {
+            dtype.name()
+        } else {
+            "u32 data"
+        }
+    ));
+    out.push_str(COMMON_WGSL);
+    out.push('\n');
+    out.push_str(dtype_helpers(dtype));
+    out.push_str("\n@group(0) @binding(0) var<storage, read> P: array<u32>;\n");
+    for b in kernel.bindings() {
+        declare(&mut out, b, dtype);
+    }
+    out.push('\n');
+    if kernel.needs_packed_search() {
+        out.push_str(PACKED_WGSL);
+        out.push('\n');
+    }
+    out.push_str(kernel.body());
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_module_parses_and_validates_for_every_element_type() {
+        for &kernel in Kernel::ALL {
+            for dtype in FLOAT_DTYPES {
+                let src = source(kernel, dtype).unwrap();
+                let module = naga::front::wgsl::parse_str(&src)
+                    .unwrap_or_else(|e| panic!("{}: {}", kernel.name(), e.emit_to_string(&src)));
+                naga::valid::Validator::new(
+                    naga::valid::ValidationFlags::all(),
+                    naga::valid::Capabilities::empty(),
+                )
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{} {dtype}: {e:?}", kernel.name()));
+                assert!(
+                    module.entry_points.iter().any(|e| e.name == kernel.name()),
+                    "{} has no entry point of its name",
+                    kernel.name()
+                );
+                if !kernel.is_typed() {
+                    break;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn f64_has_no_module() {
+        assert!(source(Kernel::Linear, DType::F64).is_none());
+        assert!(source(Kernel::HashRows, DType::F64).is_some());
+    }
+
+    #[test]
+    fn bindings_are_numbered_from_one_in_order() {
+        for &kernel in Kernel::ALL {
+            for (i, b) in kernel.bindings().iter().enumerate() {
+                assert_eq!(b.binding as usize, i + 1, "{}", kernel.name());
+            }
+        }
+    }
+}
