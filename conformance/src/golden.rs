@@ -31,6 +31,25 @@ pub fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("golden")
 }
 
+/// Every golden file the runner checks: the two public reference files, then the variants
+/// (`variants/*.safetensors`, sorted).
+pub fn golden_files() -> std::io::Result<Vec<PathBuf>> {
+    let mut files = vec![
+        golden_dir().join("engram_public.safetensors"),
+        golden_dir().join("moe_public.safetensors"),
+    ];
+    let mut variants = Vec::new();
+    for entry in std::fs::read_dir(golden_dir().join("variants"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            variants.push(path);
+        }
+    }
+    variants.sort();
+    files.extend(variants);
+    Ok(files)
+}
+
 /// Reads and parses a JSON golden file.
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: impl AsRef<Path>) -> Result<T, GoldenError> {
     let path = path.as_ref().to_path_buf();

@@ -23,6 +23,8 @@ enum BackendName {
     Cpu,
     /// The CUDA backend (needs this tool built with `--features cuda` and an NVIDIA GPU).
     Cuda,
+    /// The wgpu backend (any Vulkan, Metal or DX12 adapter; Mesa's lavapipe without a GPU).
+    Wgpu,
 }
 
 /// Runs `f` on the chosen backend, or returns why that backend cannot run here.
@@ -32,6 +34,7 @@ fn with_backend<R>(
 ) -> Result<R, engram_core::Error> {
     match name {
         BackendName::Cpu => Ok(f(&engram_cpu::CpuBackend::new())),
+        BackendName::Wgpu => Ok(f(&engram_wgpu::WgpuBackend::new()?)),
         #[cfg(feature = "cuda")]
         BackendName::Cuda => Ok(f(&engram_cuda::CudaBackend::new()?)),
         #[cfg(not(feature = "cuda"))]

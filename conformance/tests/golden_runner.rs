@@ -10,21 +10,8 @@ use engram_conformance::runner::{run_golden, RunnerError};
 use engram_cpu::CpuBackend;
 
 fn golden_files() -> Vec<PathBuf> {
-    let mut files = vec![
-        golden_dir().join("engram_public.safetensors"),
-        golden_dir().join("moe_public.safetensors"),
-    ];
-    let mut variants: Vec<PathBuf> = std::fs::read_dir(golden_dir().join("variants"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .collect();
-    variants.sort();
-    assert!(
-        variants.len() >= 4,
-        "the variant files are part of the suite"
-    );
-    files.extend(variants);
+    let files = engram_conformance::golden::golden_files().unwrap();
+    assert!(files.len() >= 6, "the variant files are part of the suite");
     files
 }
 

@@ -79,6 +79,20 @@ impl WgpuBackend {
         })
     }
 
+    /// The same backend planning around storage bindings of at most `bytes` (rounded down to
+    /// the adapter's binding alignment; the adapter's own limit still applies). Tables larger
+    /// than this are gathered window by window; any other buffer larger than this is an error.
+    /// For embedders sharing a device with other work, and for testing the windowed gather.
+    pub fn with_binding_limit(mut self, bytes: u64) -> Self {
+        self.ctx.cap_binding(bytes);
+        self
+    }
+
+    /// The largest storage binding the backend plans around, in bytes.
+    pub fn binding_limit(&self) -> u64 {
+        self.ctx.limits().max_binding
+    }
+
     /// The adapter in use, as `name (API)`.
     pub fn adapter(&self) -> String {
         self.ctx.describe()

@@ -175,6 +175,14 @@ impl Context {
         self.limits
     }
 
+    /// Plans around storage bindings of at most `bytes` (never more than the adapter allows;
+    /// rounded down to the binding alignment, at least one alignment unit).
+    pub fn cap_binding(&mut self, bytes: u64) {
+        let align = self.limits.binding_align;
+        let capped = (bytes / align * align).max(align);
+        self.limits.max_binding = self.limits.max_binding.min(capped);
+    }
+
     /// Fails with the first error the device reported since the last check.
     fn check_errors(&self) -> Result<()> {
         let mut slot = self.error.lock().unwrap_or_else(PoisonError::into_inner);

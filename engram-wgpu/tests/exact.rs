@@ -1,0 +1,201 @@
+//! What the wgpu backend does differently from the others, checked against the oracle: the 64-bit
+//! hash on pairs of u32 at the extremes of every operand, and tables larger than one storage
+//! binding gathered window by window. Without an adapter each test reports SKIPPED.
+
+#![allow(clippy::unwrap_used)] // a failing test is a panic with the reason
+
+use engram_core::hash::{hash_packed, LayerHash};
+use engram_core::synthetic::SplitMix64;
+use engram_core::{reference, Backend, Element, EngramOps, Error};
+use engram_wgpu::WgpuBackend;
+use half::{bf16, f16};
+
+/// Equal element for element, or a panic naming the first difference.
+fn assert_same<T: PartialEq + std::fmt::Debug>(got: &[T], expected: &[T], what: &str) {
+    assert_eq!(got.len(), expected.len(), "{what}: lengths");
+    if let Some(i) = got.iter().zip(expected).position(|(g, e)| g != e) {
+        panic!(
+            "{what}: element {i} is {:?}, expected {:?}",
+            got[i], expected[i]
+        );
+    }
+}
+
+fn backend(what: &str) -> Option<WgpuBackend> {
+    match WgpuBackend::new() {
+        Ok(b) => Some(b),
+        Err(e) => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED wgpu {what}: {e}");
+            None
+        }
+    }
+}
+
+/// A layer with the given table sizes (heads of orders 2..=n, `k` per order) and multipliers
+/// drawn below `max_mult`, the largest 64-bit products included.
+fn layer(n: usize, k: usize, sizes: &[u32], max_mult: u64, rng: &mut SplitMix64) -> LayerHash {
+    let mut multipliers: Vec<u64> = (0..n).map(|_| 1 + rng.below(max_mult)).collect();
+    multipliers[0] = max_mult; // the largest product the vocabulary allows
+    let table_sizes: Vec<u32> = (0..(n - 1) * k).map(|i| sizes[i % sizes.len()]).collect();
+    let mut offsets = Vec::new();
+    let mut next = 0u64;
+    for &p in &table_sizes {
+        offsets.push(next);
+        next += u64::from(p);
+    }
+    LayerHash {
+        layer_id: 0,
+        multipliers,
+        table_sizes,
+        offsets,
+    }
+}
+
+#[test]
+fn hashing_on_u32_pairs_equals_the_oracle_at_the_extremes() {
+    let Some(b) = backend("hash extremes") else {
+        return;
+    };
+    let mut rng = SplitMix64::new(7);
+    // Table sizes: the largest 32-bit prime, values past 2^31 (where doubling a remainder
+    // overflows 32 bits), powers of two and the smallest sizes.
+    let sizes = [
+        4_294_967_291,
+        u32::MAX,
+        2_147_483_659,
+        1 << 31,
+        (1 << 31) + 1,
+        65_537,
+        3,
+        2,
+        1,
+    ];
+    for (vocab, n, k) in [
+        (u64::from(u32::MAX), 3, 4),
+        (1_000, 4, 3),
+        (129_280, 5, 2),
+        (2, 2, 9),
+    ] {
+        // Products up to 2^64 - 1: every bit of both words of the mix is exercised.
+        let max_mult = u64::MAX / (vocab - 1).max(1);
+        let l = layer(n, k, &sizes, max_mult, &mut rng);
+        let mut ids: Vec<u32> = (0..509).map(|_| rng.below(vocab) as u32).collect();
+        ids[0] = (vocab - 1) as u32;
+        ids[1] = 0;
+        ids[200] = (vocab - 1) as u32;
+        let cu = [0u32, 1, 1, 100, 300, 509];
+        let pad = (vocab / 2) as u32;
+        let heads = (n - 1) * k;
+        let mut expected = vec![0u32; ids.len() * heads];
+        hash_packed(&[&l], k, pad, vocab, &ids, &cu, &mut [&mut expected]).unwrap();
+        let mut rows = b.zeros::<u32>(ids.len() * heads).unwrap();
+        b.hash(
+            &l,
+            k,
+            pad,
+            vocab,
+            &b.upload(&ids).unwrap(),
+            &b.upload(&cu).unwrap(),
+            &mut rows,
+        )
+        .unwrap();
+        assert_same(
+            &b.to_vec(&rows).unwrap(),
+            &expected,
+            &format!("vocab {vocab}, N {n}"),
+        );
+
+        // Decode: the same windows from a history.
+        let seqs = 64;
+        let keep = n - 1;
+        let history: Vec<u32> = (0..seqs * keep).map(|_| rng.below(vocab) as u32).collect();
+        let new_ids: Vec<u32> = (0..seqs).map(|_| rng.below(vocab) as u32).collect();
+        let mut expected = vec![0u32; seqs * heads];
+        reference::hash_decode(&l, k, vocab, &history, &new_ids, &mut expected).unwrap();
+        let mut rows = b.zeros::<u32>(seqs * heads).unwrap();
+        b.hash_decode(
+            &l,
+            k,
+            vocab,
+            &b.upload(&history).unwrap(),
+            &b.upload(&new_ids).unwrap(),
+            &mut rows,
+        )
+        .unwrap();
+        assert_same(
+            &b.to_vec(&rows).unwrap(),
+            &expected,
+            &format!("decode, vocab {vocab}"),
+        );
+    }
+}
+
+fn gather_through_windows<T: Element>(b: &WgpuBackend) {
+    let d_head = 6;
+    // Three heads of uneven sizes: 10 010 rows in all, 60 060 elements, many bindings' worth.
+    let l = LayerHash {
+        layer_id: 0,
+        multipliers: vec![1, 1],
+        table_sizes: vec![5_000, 17, 4_993],
+        offsets: vec![0, 5_000, 5_017],
+    };
+    let table: Vec<T> = (0..l.total_rows() as usize * d_head)
+        .map(|i| T::from_f64((i % 4093) as f64 / 64.0 - 30.0))
+        .collect();
+    assert!(
+        (table.len() * std::mem::size_of::<T>()) as u64 > 6 * b.binding_limit(),
+        "the table spans many windows"
+    );
+    let table_dev = b.upload(&table).unwrap();
+    // Every row of every head, so every window edge (wherever the backend puts it) is crossed
+    // by some row; positions in chunks whose output fits one binding.
+    let chunk = 200;
+    for first in (0..5_000).step_by(chunk) {
+        let rows: Vec<u32> = (first..first + chunk)
+            .flat_map(|p| [(p % 5_000) as u32, (p % 17) as u32, (p % 4_993) as u32])
+            .collect();
+        let mut expected = vec![T::default(); rows.len() * d_head];
+        reference::gather_rows(&table, d_head, &l, &rows, &mut expected).unwrap();
+        let mut out = b
+            .guarded::<T>(expected.len(), 16, T::from_f64(-7.0))
+            .unwrap();
+        b.gather_rows(&table_dev, d_head, &l, &b.upload(&rows).unwrap(), &mut out)
+            .unwrap();
+        assert_same(
+            &b.to_vec(&out).unwrap(),
+            &expected,
+            &format!("{} from {first}", T::DTYPE),
+        );
+        assert!(b.guards_intact(&out).unwrap());
+    }
+}
+
+#[test]
+fn tables_larger_than_a_binding_are_gathered_window_by_window() {
+    let Some(b) = backend("windowed gather") else {
+        return;
+    };
+    let b = b.with_binding_limit(16 * 1024);
+    assert!(b.binding_limit() <= 16 * 1024);
+    gather_through_windows::<f32>(&b);
+    gather_through_windows::<bf16>(&b);
+    gather_through_windows::<f16>(&b);
+}
+
+#[test]
+fn other_buffers_beyond_the_binding_limit_are_an_error_not_a_truncation() {
+    let Some(b) = backend("binding limit") else {
+        return;
+    };
+    let b = b.with_binding_limit(4096);
+    let limit = b.binding_limit() as usize;
+    let x = b.upload(&vec![1.0f32; limit]).unwrap(); // 4 x the limit in bytes
+    let w = b.upload(&[1.0f32; 4]).unwrap();
+    let mut out = b.zeros::<f32>(limit).unwrap();
+    let err = b.rms_norm(&x, &w, 4, 1e-6, &mut out).unwrap_err();
+    assert!(
+        matches!(err, Error::Backend { ref message, .. } if message.contains("largest storage binding")),
+        "{err}"
+    );
+}
