@@ -33,13 +33,24 @@ fn round4(bytes: u64) -> u64 {
     bytes.div_ceil(4) * 4
 }
 
+/// Bytes each segment of a buffer larger than the adapter's largest buffer repeats from the
+/// next segment, so that every table row of at most this size lies whole inside one segment.
+const SEGMENT_OVERLAP: u64 = 1 << 16;
+
 /// A buffer in device memory: `len` elements of `T`, optionally between two guard zones.
 ///
 /// The usable elements start at a byte offset that is a multiple of the adapter's binding
-/// alignment, so they can be bound on their own; 16-bit elements are packed two per word.
+/// alignment, so they can be bound on their own; 16-bit elements are packed two per word. Data
+/// larger than the adapter's largest buffer (an embedding table, say) is held in several
+/// segments: segment `i` holds bytes `[i * segment, i * segment + segment + SEGMENT_OVERLAP)`.
+/// Only the gather reads such a buffer (any other op answers that it exceeds the largest
+/// binding).
 pub struct WgpuBuffer<T> {
-    memory: Memory,
-    /// Byte offset of the first usable element.
+    /// One block, or the segments of an oversized buffer.
+    segments: Vec<Memory>,
+    /// Bytes each segment serves (all of the block when there is one).
+    segment: u64,
+    /// Byte offset of the first usable element (0 when segmented).
     start: u64,
     len: usize,
     fill: T,
@@ -54,6 +65,11 @@ impl<T: Scalar> WgpuBuffer<T> {
     /// The bytes bound for the usable elements: at least 4, a multiple of 4.
     fn bound_bytes(&self) -> u64 {
         round4(self.data_bytes()).max(4)
+    }
+
+    /// The block of an unsegmented buffer.
+    fn memory(&self) -> &Memory {
+        &self.segments[0]
     }
 }
 
@@ -88,9 +104,33 @@ impl WgpuBackend {
         self
     }
 
+    /// The same backend planning around buffers of at most `bytes` (at least 128 KiB; the
+    /// adapter's own limit still applies). Larger data is held in segments, which only the gather
+    /// reads: that is how a table larger than the adapter's largest buffer is served. For
+    /// embedders sharing a device, and for testing the segmented gather.
+    pub fn with_buffer_limit(mut self, bytes: u64) -> Self {
+        self.ctx.cap_buffer(bytes);
+        self
+    }
+
     /// The largest storage binding the backend plans around, in bytes.
     pub fn binding_limit(&self) -> u64 {
         self.ctx.limits().max_binding
+    }
+
+    /// [`WgpuBackend::new`] for test suites: when the environment variable
+    /// [`REQUIRE_ENV`](crate::REQUIRE_ENV) is set (CI sets it where an adapter must exist), no
+    /// adapter is a panic with the reason instead of an error that marks the tests SKIPPED.
+    pub fn for_tests() -> Result<Self> {
+        match Self::new() {
+            Err(e) if std::env::var_os(crate::REQUIRE_ENV).is_some() => {
+                panic!(
+                    "{} is set but the wgpu backend cannot open: {e}",
+                    crate::REQUIRE_ENV
+                )
+            }
+            other => other,
+        }
     }
 
     /// The adapter in use, as `name (API)`.
@@ -98,32 +138,87 @@ impl WgpuBackend {
         self.ctx.describe()
     }
 
+    /// Segments of `bytes` bytes of data when they exceed the largest buffer: the bytes each
+    /// segment serves, or `None` when one block holds them.
+    fn segmentation(&self, bytes: u64) -> Result<Option<u64>> {
+        let limits = self.ctx.limits();
+        if round4(bytes) <= limits.max_buffer {
+            return Ok(None);
+        }
+        let segment = limits.max_buffer.saturating_sub(SEGMENT_OVERLAP) / limits.binding_align
+            * limits.binding_align;
+        if segment < SEGMENT_OVERLAP {
+            return Err(backend_err(
+                "the adapter's largest buffer is too small to segment",
+            ));
+        }
+        Ok(Some(segment))
+    }
+
+    /// Memory for `bytes` bytes of unguarded data, written from `data` when given (zeros
+    /// otherwise), in segments when larger than the adapter's largest buffer.
+    fn alloc_plain<T: Scalar>(&self, len: usize, data: Option<&[u8]>) -> Result<WgpuBuffer<T>> {
+        let bytes = (len * size_of::<T>()) as u64;
+        let total = round4(bytes).max(4);
+        let (segments, segment) = match self.segmentation(bytes)? {
+            None => {
+                let memory = self.ctx.create(total)?;
+                if let Some(d) = data {
+                    let mut padded = d.to_vec();
+                    padded.resize(total as usize, 0);
+                    self.ctx.write(&memory, 0, &padded);
+                }
+                (vec![memory], total)
+            }
+            Some(segment) => {
+                let mut segments = Vec::new();
+                let mut first = 0u64;
+                while first < total {
+                    let size = (total - first).min(segment + SEGMENT_OVERLAP);
+                    let memory = self.ctx.create(size)?;
+                    if let Some(d) = data {
+                        let end = ((first + size) as usize).min(d.len());
+                        let mut chunk = d[first as usize..end].to_vec();
+                        chunk.resize(size as usize, 0);
+                        self.ctx.write(&memory, 0, &chunk);
+                    }
+                    segments.push(memory);
+                    first += segment;
+                }
+                (segments, segment)
+            }
+        };
+        Ok(WgpuBuffer {
+            segments,
+            segment,
+            start: 0,
+            len,
+            fill: T::default(),
+            _t: PhantomData,
+        })
+    }
+
     fn alloc<T: Scalar>(&self, data: &[T], guard: usize, fill: T) -> Result<WgpuBuffer<T>> {
+        if guard == 0 {
+            return self.alloc_plain(data.len(), Some(bytemuck::cast_slice(data)));
+        }
         let limits = self.ctx.limits();
         let size = size_of::<T>() as u64;
         let guard_bytes = guard as u64 * size;
-        let start = if guard == 0 {
-            0
-        } else {
-            guard_bytes.div_ceil(limits.binding_align) * limits.binding_align
-        };
+        let start = guard_bytes.div_ceil(limits.binding_align) * limits.binding_align;
         let data_bytes = data.len() as u64 * size;
         let total = round4((start + data_bytes + guard_bytes).max(start + 4));
         let memory = self.ctx.create(total)?;
         let mut bytes: Vec<u8> = Vec::with_capacity(total as usize);
-        if guard > 0 {
-            let pattern = bytemuck::bytes_of(&fill);
-            bytes.extend(pattern.iter().cycle().take(start as usize));
-            bytes.extend_from_slice(bytemuck::cast_slice(data));
-            let tail = total as usize - bytes.len();
-            bytes.extend(pattern.iter().cycle().take(tail));
-        } else {
-            bytes.extend_from_slice(bytemuck::cast_slice(data));
-            bytes.resize(total as usize, 0);
-        }
+        let pattern = bytemuck::bytes_of(&fill);
+        bytes.extend(pattern.iter().cycle().take(start as usize));
+        bytes.extend_from_slice(bytemuck::cast_slice(data));
+        let tail = total as usize - bytes.len();
+        bytes.extend(pattern.iter().cycle().take(tail));
         self.ctx.write(&memory, 0, &bytes);
         Ok(WgpuBuffer {
-            memory,
+            segments: vec![memory],
+            segment: total,
             start,
             len: data.len(),
             fill,
@@ -142,7 +237,7 @@ impl WgpuBackend {
             )));
         }
         Ok(Bind {
-            memory: &b.memory,
+            memory: b.memory(),
             offset: b.start,
             size,
         })
@@ -335,15 +430,7 @@ impl Backend for WgpuBackend {
 
     fn zeros<T: Scalar>(&self, len: usize) -> Result<WgpuBuffer<T>> {
         // Device memory starts zeroed (WebGPU guarantees it).
-        let size = size_of::<T>() as u64;
-        let memory = self.ctx.create(round4((len as u64 * size).max(4)))?;
-        Ok(WgpuBuffer {
-            memory,
-            start: 0,
-            len,
-            fill: T::default(),
-            _t: PhantomData,
-        })
+        self.alloc_plain(len, None)
     }
 
     fn guarded<T: Scalar>(&self, len: usize, guard: usize, fill: T) -> Result<WgpuBuffer<T>> {
@@ -351,17 +438,17 @@ impl Backend for WgpuBackend {
     }
 
     fn guards_intact<T: Scalar>(&self, buffer: &WgpuBuffer<T>) -> Result<bool> {
-        let all = self.ctx.read(&buffer.memory, 0, buffer.memory.size())?;
+        if buffer.start == 0 {
+            // Not guarded (guarded buffers always start past their front guard).
+            return Ok(true);
+        }
+        let all = self.ctx.read(buffer.memory(), 0, buffer.memory().size())?;
         let size = size_of::<T>();
         let fill = bytemuck::bytes_of(&buffer.fill);
         let (lo, hi) = (
             buffer.start as usize,
             buffer.start as usize + buffer.len * size,
         );
-        if buffer.start == 0 {
-            // Not guarded (guarded buffers always start past their front guard).
-            return Ok(true);
-        }
         Ok(all[..lo]
             .chunks_exact(size)
             .chain(all[hi..].chunks_exact(size))
@@ -370,12 +457,15 @@ impl Backend for WgpuBackend {
 
     fn download<T: Scalar>(&self, buffer: &WgpuBuffer<T>, out: &mut [T]) -> Result<()> {
         check_len("download destination", out.len(), buffer.len)?;
-        let bytes = self
-            .ctx
-            .read(&buffer.memory, buffer.start, round4(buffer.data_bytes()))?;
         let dst: &mut [u8] = bytemuck::cast_slice_mut(out);
-        let n = dst.len();
-        dst.copy_from_slice(&bytes[..n]);
+        let total = round4(buffer.data_bytes());
+        for (i, memory) in buffer.segments.iter().enumerate() {
+            let first = i as u64 * buffer.segment;
+            let size = (total - first).min(buffer.segment);
+            let bytes = self.ctx.read(memory, buffer.start, size)?;
+            let end = (first as usize + bytes.len()).min(dst.len());
+            dst[first as usize..end].copy_from_slice(&bytes[..end - first as usize]);
+        }
         Ok(())
     }
 
@@ -384,11 +474,18 @@ impl Backend for WgpuBackend {
         if src.len == 0 {
             return Ok(());
         }
+        if src.segments.len() > 1 {
+            // Equal lengths, so equal segmentation (never guarded).
+            for (s, d) in src.segments.iter().zip(&dst.segments) {
+                self.ctx.copy(s, 0, d, 0, s.size());
+            }
+            return Ok(());
+        }
         if src.data_bytes() % 4 == 0 {
             self.ctx.copy(
-                &src.memory,
+                src.memory(),
                 src.start,
-                &dst.memory,
+                dst.memory(),
                 dst.start,
                 src.data_bytes(),
             );
@@ -550,15 +647,22 @@ impl EngramOps for WgpuBackend {
         // Offsets fit u32 because the whole table's elements do.
         let offsets: Vec<u32> = layer.offsets.iter().map(|&o| o as u32).collect();
         let offsets = self.words(&offsets)?;
-        // A table larger than one storage binding is read through windows of it: window w starts
-        // at element w * stride and serves the rows that start before the next window does; it
-        // binds `stride + d_head` elements (rounded up), so every row it serves lies inside it.
+        // A table larger than one storage binding is read through windows: each serves the rows
+        // that start in its `stride` bytes and binds `stride` plus at least a row, so every row
+        // it serves lies inside it. Windows never cross segments (a segment repeats the first
+        // SEGMENT_OVERLAP bytes of the next, so rows starting in it end in it too).
         let limits = self.ctx.limits();
         let size = size_of::<T>() as u64;
-        let table_bytes = table.bound_bytes();
+        let table_bytes = round4(table.data_bytes());
         let row_bytes = d_head as u64 * size;
-        let (stride_bytes, windows) = if table_bytes <= limits.max_binding {
-            (table_bytes, 1)
+        if table.segments.len() > 1 && row_bytes > SEGMENT_OVERLAP {
+            return Err(backend_err(format!(
+                "rows of {row_bytes} bytes in a table split into segments (at most \
+                 {SEGMENT_OVERLAP})"
+            )));
+        }
+        let stride = if table_bytes <= limits.max_binding {
+            table_bytes
         } else {
             let usable = limits.max_binding.saturating_sub(row_bytes + 4);
             let stride = usable / limits.binding_align * limits.binding_align;
@@ -567,44 +671,41 @@ impl EngramOps for WgpuBackend {
                     "a table row exceeds the largest storage binding",
                 ));
             }
-            (stride, table_bytes.div_ceil(stride))
+            stride
         };
-        let out_bind = self.bind(out)?;
-        for w in 0..windows {
-            let first_byte = w * stride_bytes;
-            let bind_bytes = (table_bytes - first_byte).min(limits.max_binding) / 4 * 4;
-            let win_start = first_byte / size;
-            let win_end = if w + 1 == windows {
-                u64::from(u32::MAX)
-            } else {
-                (first_byte + stride_bytes) / size
-            };
-            self.run(
-                Kernel::Gather,
-                T::DTYPE,
-                rows.len * d_head,
-                &[
-                    u32_of("d_head", d_head)?,
-                    u32_of("heads", heads)?,
-                    u32_of("rows", rows.len)?,
-                    win_start as u32,
-                    win_end as u32,
-                ],
-                &[
-                    Bind {
-                        memory: &table.memory,
-                        offset: table.start + first_byte,
-                        size: bind_bytes,
-                    },
-                    self.bind(&offsets)?,
-                    self.bind(rows)?,
-                    Bind {
-                        memory: out_bind.memory,
-                        offset: out_bind.offset,
-                        size: out_bind.size,
-                    },
-                ],
-            )?;
+        for (i, memory) in table.segments.iter().enumerate() {
+            let base = i as u64 * table.segment;
+            let serves = (table_bytes - base).min(table.segment);
+            let mut first = 0u64;
+            while first < serves {
+                let bind_bytes =
+                    (memory.size() - table.start - first).min(limits.max_binding) / 4 * 4;
+                let win_start = (base + first) / size;
+                let win_end = (base + (first + stride).min(serves)) / size;
+                self.run(
+                    Kernel::Gather,
+                    T::DTYPE,
+                    rows.len * d_head,
+                    &[
+                        u32_of("d_head", d_head)?,
+                        u32_of("heads", heads)?,
+                        u32_of("rows", rows.len)?,
+                        u32_of("window start", win_start as usize)?,
+                        u32_of("window end", win_end as usize)?,
+                    ],
+                    &[
+                        Bind {
+                            memory,
+                            offset: table.start + first,
+                            size: bind_bytes,
+                        },
+                        self.bind(&offsets)?,
+                        self.bind(rows)?,
+                        self.bind(out)?,
+                    ],
+                )?;
+                first += stride;
+            }
         }
         Ok(())
     }

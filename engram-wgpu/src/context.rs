@@ -175,6 +175,15 @@ impl Context {
         self.limits
     }
 
+    /// Plans around buffers of at most `bytes` (never more than the adapter allows; at least
+    /// 128 KiB), and bindings no larger.
+    pub fn cap_buffer(&mut self, bytes: u64) {
+        let align = self.limits.binding_align;
+        let capped = (bytes / align * align).max(1 << 17);
+        self.limits.max_buffer = self.limits.max_buffer.min(capped);
+        self.limits.max_binding = self.limits.max_binding.min(self.limits.max_buffer);
+    }
+
     /// Plans around storage bindings of at most `bytes` (never more than the adapter allows;
     /// rounded down to the binding alignment, at least one alignment unit).
     pub fn cap_binding(&mut self, bytes: u64) {

@@ -27,5 +27,9 @@ pub mod shaders;
 pub use backend::{WgpuBackend, WgpuBuffer};
 pub use context::{ADAPTER_ENV, BACKENDS_ENV};
 
+/// Environment variable: when set, [`WgpuBackend::for_tests`] panics instead of failing softly
+/// when no adapter opens (CI sets it once it has installed lavapipe).
+pub const REQUIRE_ENV: &str = "ENGRAM_REQUIRE_WGPU";
+
 /// The name users select this backend by (`--backend wgpu`).
 pub const BACKEND_NAME: &str = "wgpu";

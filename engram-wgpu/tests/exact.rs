@@ -22,7 +22,7 @@ fn assert_same<T: PartialEq + std::fmt::Debug>(got: &[T], expected: &[T], what: 
 }
 
 fn backend(what: &str) -> Option<WgpuBackend> {
-    match WgpuBackend::new() {
+    match WgpuBackend::for_tests() {
         Ok(b) => Some(b),
         Err(e) => {
             use std::io::Write;
@@ -181,6 +181,27 @@ fn tables_larger_than_a_binding_are_gathered_window_by_window() {
     gather_through_windows::<f32>(&b);
     gather_through_windows::<bf16>(&b);
     gather_through_windows::<f16>(&b);
+}
+
+#[test]
+fn tables_larger_than_a_buffer_are_held_in_segments_and_gathered() {
+    let Some(b) = backend("segmented gather") else {
+        return;
+    };
+    // 140 KiB buffers: the f32 table (240 KB) takes 4 segments, the 16-bit ones 2.
+    let b = b
+        .with_buffer_limit(140 * 1024)
+        .with_binding_limit(16 * 1024);
+    gather_through_windows::<f32>(&b);
+    gather_through_windows::<bf16>(&b);
+    gather_through_windows::<f16>(&b);
+    // A segmented buffer still downloads whole, and copies.
+    let data: Vec<f32> = (0..100_000).map(|i| i as f32).collect();
+    let big = b.upload(&data).unwrap();
+    assert_same(&b.to_vec(&big).unwrap(), &data, "segmented download");
+    let mut copy = b.zeros::<f32>(data.len()).unwrap();
+    b.copy(&big, &mut copy).unwrap();
+    assert_same(&b.to_vec(&copy).unwrap(), &data, "segmented copy");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use engram_wgpu::WgpuBackend;
 
 #[test]
 fn every_golden_file_passes_on_the_wgpu_backend() {
-    let backend = match WgpuBackend::new() {
+    let backend = match WgpuBackend::for_tests() {
         Ok(b) => b,
         Err(e) => {
             use std::io::Write;
@@ -17,6 +17,14 @@ fn every_golden_file_passes_on_the_wgpu_backend() {
             return;
         }
     };
+    {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "wgpu golden files on {}",
+            backend.adapter()
+        );
+    }
     for file in golden_files().unwrap() {
         let report = run_golden(&backend, &file).unwrap();
         assert!(report.passed(), "{report}");
