@@ -27,10 +27,12 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum BackendName {
     /// The CPU backend.
     Cpu,
+    /// The wgpu backend (the adapter `ENGRAM_WGPU_ADAPTER` names, or the best one).
+    Wgpu,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -44,8 +46,9 @@ enum Command {
     /// One Engram layer of the reference demo's configuration (hidden 1024, M = 4, N = 3,
     /// 8 heads x 64 per order, 646400-row tables per order): prefill of a batch, or one decode step.
     Engram {
-        #[arg(long, value_enum, default_value = "cpu")]
-        backend: BackendName,
+        /// Backends to measure, comma-separated (`cpu,wgpu`: one JSON line each, same run).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "cpu")]
+        backend: Vec<BackendName>,
         /// Sequences.
         #[arg(long, default_value_t = 4)]
         batch: usize,
@@ -61,6 +64,19 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// The stacked projection of the demo layer alone ([tokens, 1280] x [5120, 1280]^T), on each
+    /// backend, in GFLOP/s.
+    Projection {
+        /// Backends to measure, comma-separated.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "cpu")]
+        backend: Vec<BackendName>,
+        #[arg(long, default_value_t = 512)]
+        tokens: usize,
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: DTypeName,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// The N-gram hash alone (with id compression), in head-rows per second per core.
     Hash {
         /// Tokens hashed per run.
@@ -71,13 +87,173 @@ enum Command {
     },
 }
 
+/// The inputs of one measurement, on the host.
+struct EngramInputs<T> {
+    ids: Vec<u32>,
+    cu: Vec<u32>,
+    hidden: Vec<T>,
+    step_ids: Vec<u32>,
+    step_hidden: Vec<T>,
+}
+
+/// What the measurement needs besides the backend.
+struct EngramRun<'a, T: Element> {
+    config: &'a EngramConfig,
+    batch: usize,
+    decode: bool,
+    runs: usize,
+    dtype: &'static str,
+    inputs: &'a EngramInputs<T>,
+}
+
+/// The layer's time on `backend` (prefill of the batch, or one decode step of every sequence
+/// from a state primed with `seq` tokens), waiting for the device after every run.
+fn time_layer<B: EngramOps, T: Element>(
+    backend: &B,
+    dev: &DeviceEngramLayer<B, T>,
+    run: &EngramRun<'_, T>,
+) -> engram_core::Result<f64> {
+    let (m, d) = (run.config.hc_mult, run.config.hidden_size);
+    let inputs = run.inputs;
+    let ids = backend.upload(&inputs.ids)?;
+    let cu = backend.upload(&inputs.cu)?;
+    let hidden = backend.upload(&inputs.hidden)?;
+    let mut out = backend.zeros::<T>(inputs.hidden.len())?;
+    let mut result = Ok(());
+    let seconds = if run.decode {
+        let mut state = DeviceEngramState::new(backend, dev, run.batch)?;
+        backend.engram_prefill(dev, &ids, &cu, &hidden, &mut out, None, Some(&mut state))?;
+        let step_ids = backend.upload(&inputs.step_ids)?;
+        let step_hidden = backend.upload(&inputs.step_hidden)?;
+        let mut step_out = backend.zeros::<T>(run.batch * m * d)?;
+        median_seconds(run.runs, || {
+            if result.is_ok() {
+                result = backend
+                    .engram_decode(
+                        dev,
+                        &step_ids,
+                        &step_hidden,
+                        &mut state,
+                        &mut step_out,
+                        None,
+                    )
+                    .and_then(|()| backend.synchronize());
+            }
+        })
+    } else {
+        median_seconds(run.runs, || {
+            if result.is_ok() {
+                result = backend
+                    .engram_prefill(dev, &ids, &cu, &hidden, &mut out, None, None)
+                    .and_then(|()| backend.synchronize());
+            }
+        })
+    };
+    result?;
+    Ok(seconds)
+}
+
+/// The stacked projection alone on `backend`, in `T` (the device's own GEMM floor).
+fn time_projection<B: EngramOps, T: Element>(
+    backend: &B,
+    dev: &DeviceEngramLayer<B, T>,
+    tokens: usize,
+    run: &EngramRun<'_, T>,
+) -> engram_core::Result<f64> {
+    let c = run.config;
+    let x = backend.upload(&synthetic::activations::<T>(tokens * c.d_mem(), 1.0, 5))?;
+    let mut y = backend.zeros::<T>(tokens * (c.hc_mult + 1) * c.hidden_size)?;
+    let mut result = Ok(());
+    let s = median_seconds(run.runs, || {
+        if result.is_ok() {
+            result = backend
+                .linear(&x, &dev.proj_weight, None, c.d_mem(), &mut y)
+                .and_then(|()| backend.synchronize());
+        }
+    });
+    result?;
+    Ok(s)
+}
+
+/// Bytes per second of a large device-to-device copy on `backend` (bytes read and written).
+fn device_copy_bandwidth<B: Backend>(backend: &B, runs: usize) -> engram_core::Result<f64> {
+    let words = 1usize << 26; // 256 MiB
+    let src = backend.zeros::<u32>(words)?;
+    let mut dst = backend.zeros::<u32>(words)?;
+    let mut result = Ok(());
+    let s = median_seconds(runs, || {
+        if result.is_ok() {
+            result = backend
+                .copy(&src, &mut dst)
+                .and_then(|()| backend.synchronize());
+        }
+    });
+    result?;
+    Ok(2.0 * (words * 4) as f64 / s)
+}
+
+/// Bytes the layer must move: weights, gathered rows, hidden in and out (and the decode state
+/// read and written).
+fn layer_bytes<T>(config: &EngramConfig, tokens: usize, decode: bool) -> usize {
+    let size = std::mem::size_of::<T>();
+    let (m, d) = (config.hc_mult, config.hidden_size);
+    let state_bytes = if decode {
+        2 * tokens * 12 * m * d * size
+    } else {
+        0
+    };
+    (m + 1) * d * config.d_mem() * size
+        + tokens * config.num_heads() * config.d_head() * size
+        + 2 * tokens * m * d * size
+        + state_bytes
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    run_name: &str,
+    adapter: &str,
+    tokens: usize,
+    threads: usize,
+    layer_s: f64,
+    gemm_s: f64,
+    gemm_via: &str,
+    bandwidth: f64,
+    bytes: usize,
+    batch: usize,
+    seq: usize,
+    decode: bool,
+    dtype: &str,
+) -> serde_json::Value {
+    let memory_s = bytes as f64 / bandwidth;
+    serde_json::json!({
+        "op": if decode { "engram_decode" } else { "engram_prefill" },
+        "backend": run_name,
+        "device": adapter,
+        "dtype": dtype,
+        "batch": batch,
+        "seq": seq,
+        "tokens": tokens,
+        "threads": threads,
+        "layer_s": layer_s,
+        "tokens_per_s": tokens as f64 / layer_s,
+        "gemm_floor_s": gemm_s,
+        "gemm_floor_via": gemm_via,
+        "memory_floor_s": memory_s,
+        "layer_over_gemm": layer_s / gemm_s,
+        "layer_over_memory": layer_s / memory_s,
+        "bytes_moved": bytes,
+        "copy_gb_per_s": bandwidth / 1e9,
+    })
+}
+
 fn bench_engram<T: Element>(
+    backends: &[BackendName],
     batch: usize,
     seq: usize,
     decode: bool,
     runs: usize,
-    dtype: &str,
-) -> engram_core::Result<serde_json::Value> {
+    dtype: &'static str,
+) -> engram_core::Result<Vec<serde_json::Value>> {
     let config = EngramConfig::demo();
     let hasher = NgramHasher::new(&config, VOCAB, 2)?;
     let layer_id = config.layer_ids[0];
@@ -91,89 +267,130 @@ fn bench_engram<T: Element>(
             backend: "cpu",
             message: e.to_string(),
         })?;
-    let cpu = CpuBackend::new();
     let (m, d, d_mem) = (config.hc_mult, config.hidden_size, config.d_mem());
-    let proj_weight = layer.weights.proj_weight.clone();
-    let dev = DeviceEngramLayer::upload_owned(&cpu, layer)?;
-    let size = std::mem::size_of::<T>();
-    let heads = config.num_heads();
-    let weight_bytes = (m + 1) * d * d_mem * size;
-    let (tokens, layer_s) = if decode {
-        let ids = cpu.upload(&synthetic::ids(batch * seq, VOCAB, 1))?;
-        let cu = cpu.upload(&(0..=batch).map(|b| (b * seq) as u32).collect::<Vec<_>>())?;
-        let hidden = cpu.upload(&synthetic::activations::<T>(batch * seq * m * d, 2.0, 2))?;
-        let mut out = cpu.zeros::<T>(batch * seq * m * d)?;
-        let mut state = DeviceEngramState::new(&cpu, &dev, batch)?;
-        cpu.engram_prefill(&dev, &ids, &cu, &hidden, &mut out, None, Some(&mut state))?;
-        let step_ids = cpu.upload(&synthetic::ids(batch, VOCAB, 3))?;
-        let step_hidden = cpu.upload(&synthetic::activations::<T>(batch * m * d, 2.0, 4))?;
-        let mut step_out = cpu.zeros::<T>(batch * m * d)?;
-        let mut result = Ok(());
-        let s = median_seconds(runs, || {
-            if result.is_ok() {
-                result = cpu.engram_decode(
-                    &dev,
-                    &step_ids,
-                    &step_hidden,
-                    &mut state,
-                    &mut step_out,
-                    None,
-                );
-            }
-        });
-        result?;
-        (batch, s)
-    } else {
-        let t = batch * seq;
-        let ids = cpu.upload(&synthetic::ids(t, VOCAB, 1))?;
-        let cu = cpu.upload(&(0..=batch).map(|b| (b * seq) as u32).collect::<Vec<_>>())?;
-        let hidden = cpu.upload(&synthetic::activations::<T>(t * m * d, 2.0, 2))?;
-        let mut out = cpu.zeros::<T>(t * m * d)?;
-        let mut result = Ok(());
-        let s = median_seconds(runs, || {
-            if result.is_ok() {
-                result = cpu.engram_prefill(&dev, &ids, &cu, &hidden, &mut out, None, None);
-            }
-        });
-        result?;
-        (t, s)
+    let t = batch * seq;
+    let inputs = EngramInputs {
+        ids: synthetic::ids(t, VOCAB, 1),
+        cu: (0..=batch).map(|b| (b * seq) as u32).collect(),
+        hidden: synthetic::activations::<T>(t * m * d, 2.0, 2),
+        step_ids: synthetic::ids(batch, VOCAB, 3),
+        step_hidden: synthetic::activations::<T>(batch * m * d, 2.0, 4),
     };
-    // Floors, same run. GEMM: the stacked projection alone, in f32 through the same crate.
-    let x: Vec<f32> = synthetic::activations(tokens * d_mem, 1.0, 5);
-    let w: Vec<f32> = proj_weight.iter().map(|v| v.to_f32()).collect();
-    let mut y = vec![0.0f32; tokens * (m + 1) * d];
-    let gemm_s = median_seconds(runs, || {
-        let _ = linear(&x, &w, None, d_mem, &mut y, Parallelism::Rayon);
+    let run = EngramRun {
+        config: &config,
+        batch,
+        decode,
+        runs,
+        dtype,
+        inputs: &inputs,
+    };
+    let tokens = if decode { batch } else { t };
+    let bytes = layer_bytes::<T>(&config, tokens, decode);
+    let mut lines = Vec::new();
+    // Devices first: the CPU backend then takes the host layer without copying it.
+    if backends.contains(&BackendName::Wgpu) {
+        let wgpu = engram_wgpu::WgpuBackend::new()?;
+        eprintln!("wgpu on {} ...", wgpu.adapter());
+        let dev = DeviceEngramLayer::upload(&wgpu, &layer)?;
+        let layer_s = time_layer(&wgpu, &dev, &run)?;
+        let gemm_s = time_projection(&wgpu, &dev, tokens, &run)?;
+        let bandwidth = device_copy_bandwidth(&wgpu, runs)?;
+        lines.push(report(
+            "wgpu",
+            &wgpu.adapter(),
+            tokens,
+            1,
+            layer_s,
+            gemm_s,
+            "the backend's own linear kernel",
+            bandwidth,
+            bytes,
+            batch,
+            seq,
+            decode,
+            run.dtype,
+        ));
+    }
+    if backends.contains(&BackendName::Cpu) {
+        let cpu = CpuBackend::new();
+        let proj_weight = layer.weights.proj_weight.clone();
+        let dev = DeviceEngramLayer::upload_owned(&cpu, layer)?;
+        let layer_s = time_layer(&cpu, &dev, &run)?;
+        // GEMM floor: the stacked projection alone, in f32 through the same crate.
+        let x: Vec<f32> = synthetic::activations(tokens * d_mem, 1.0, 5);
+        let w: Vec<f32> = proj_weight.iter().map(|v| v.to_f32()).collect();
+        let mut y = vec![0.0f32; tokens * (m + 1) * d];
+        let gemm_s = median_seconds(runs, || {
+            let _ = linear(&x, &w, None, d_mem, &mut y, Parallelism::Rayon);
+        });
+        let bandwidth = copy_bandwidth(1 << 29, 5);
+        lines.push(report(
+            "cpu",
+            &cpu.capabilities().device,
+            tokens,
+            rayon::current_num_threads(),
+            layer_s,
+            gemm_s,
+            "gemm crate, f32",
+            bandwidth,
+            bytes,
+            batch,
+            seq,
+            decode,
+            run.dtype,
+        ));
+    }
+    Ok(lines)
+}
+
+fn projection_on<B: EngramOps, T: Element>(
+    backend: &B,
+    tokens: usize,
+    runs: usize,
+    dtype: &str,
+) -> engram_core::Result<serde_json::Value> {
+    let config = EngramConfig::demo();
+    let (d_mem, outs) = (config.d_mem(), (config.hc_mult + 1) * config.hidden_size);
+    let x = backend.upload(&synthetic::activations::<T>(tokens * d_mem, 1.0, 5))?;
+    let w = backend.upload(&synthetic::activations::<T>(outs * d_mem, 0.05, 6))?;
+    let mut y = backend.zeros::<T>(tokens * outs)?;
+    let mut result = Ok(());
+    let s = median_seconds(runs, || {
+        if result.is_ok() {
+            result = backend
+                .linear(&x, &w, None, d_mem, &mut y)
+                .and_then(|()| backend.synchronize());
+        }
     });
-    // Memory: weights, gathered rows, hidden in and out (and the decode state read and written).
-    let state_bytes = if decode {
-        2 * tokens * 12 * m * d * size
-    } else {
-        0
-    };
-    let bytes = weight_bytes
-        + tokens * heads * config.d_head() * size
-        + 2 * tokens * m * d * size
-        + state_bytes;
-    let bandwidth = copy_bandwidth(1 << 29, 5);
-    let memory_s = bytes as f64 / bandwidth;
+    result?;
+    let flops = 2.0 * (tokens * d_mem * outs) as f64;
     Ok(serde_json::json!({
-        "op": if decode { "engram_decode" } else { "engram_prefill" },
-        "backend": "cpu",
+        "op": "stacked_projection",
+        "backend": backend.name(),
+        "device": backend.capabilities().device,
         "dtype": dtype,
-        "batch": batch,
-        "seq": seq,
         "tokens": tokens,
-        "threads": rayon::current_num_threads(),
-        "layer_s": layer_s,
-        "tokens_per_s": tokens as f64 / layer_s,
-        "gemm_floor_s": gemm_s,
-        "memory_floor_s": memory_s,
-        "layer_over_gemm": layer_s / gemm_s,
-        "layer_over_memory": layer_s / memory_s,
-        "bytes_moved": bytes,
-        "copy_gb_per_s": bandwidth / 1e9,
+        "seconds": s,
+        "gflop_per_s": flops / s / 1e9,
     }))
+}
+
+fn bench_projection<T: Element>(
+    backends: &[BackendName],
+    tokens: usize,
+    runs: usize,
+    dtype: &str,
+) -> engram_core::Result<Vec<serde_json::Value>> {
+    let mut lines = Vec::new();
+    for b in backends {
+        lines.push(match b {
+            BackendName::Cpu => projection_on::<_, T>(&CpuBackend::new(), tokens, runs, dtype)?,
+            BackendName::Wgpu => {
+                projection_on::<_, T>(&engram_wgpu::WgpuBackend::new()?, tokens, runs, dtype)?
+            }
+        });
+    }
+    Ok(lines)
 }
 
 fn bench_hash(tokens: usize, runs: usize) -> engram_core::Result<serde_json::Value> {
@@ -219,21 +436,32 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Engram {
-            backend: BackendName::Cpu,
+            backend,
             batch,
             seq,
             dtype,
             decode,
             runs,
         } => match dtype {
-            DTypeName::F32 => bench_engram::<f32>(batch, seq, decode, runs, "f32"),
-            DTypeName::Bf16 => bench_engram::<bf16>(batch, seq, decode, runs, "bf16"),
+            DTypeName::F32 => bench_engram::<f32>(&backend, batch, seq, decode, runs, "f32"),
+            DTypeName::Bf16 => bench_engram::<bf16>(&backend, batch, seq, decode, runs, "bf16"),
         },
-        Command::Hash { tokens, runs } => bench_hash(tokens, runs),
+        Command::Projection {
+            backend,
+            tokens,
+            dtype,
+            runs,
+        } => match dtype {
+            DTypeName::F32 => bench_projection::<f32>(&backend, tokens, runs, "f32"),
+            DTypeName::Bf16 => bench_projection::<bf16>(&backend, tokens, runs, "bf16"),
+        },
+        Command::Hash { tokens, runs } => bench_hash(tokens, runs).map(|j| vec![j]),
     };
     match result {
-        Ok(json) => {
-            println!("{json}");
+        Ok(lines) => {
+            for json in lines {
+                println!("{json}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

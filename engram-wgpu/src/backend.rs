@@ -351,12 +351,18 @@ impl WgpuBackend {
             )));
         }
         let bias_bind = self.bind(bias.unwrap_or(w))?;
+        // Rows of a multiple of 4 elements are read four at a time.
+        let (kernel, k_param) = if in_features % 4 == 0 {
+            (Kernel::LinearVec4, in_features / 4)
+        } else {
+            (Kernel::Linear, in_features)
+        };
         self.ctx.dispatch(
-            Kernel::Linear,
+            kernel,
             T::DTYPE,
             &[
                 u32_of("linear rows", rows)?,
-                u32_of("in", in_features)?,
+                u32_of("in", k_param)?,
                 u32_of("out", out_features)?,
                 u32::from(bias.is_some()),
             ],

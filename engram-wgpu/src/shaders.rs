@@ -29,6 +29,9 @@ pub enum Elem {
     U32,
     /// `u32` words updated with atomics (the result of a search).
     AtomicU32,
+    /// Read-only float data loaded four elements at a time (`ld4_<name>(q)` returns elements
+    /// `4q .. 4q + 3`): `array<vec4<f32>>` in f32, `array<vec2<u32>>` in f16 and bf16.
+    Float4,
 }
 
 /// How a kernel uses a binding.
@@ -152,6 +155,8 @@ kernels! {
         ["x": Float Read, "w": Float Read, "out": Float ReadWrite];
     Linear => "linear", typed: true, packed: false, size: (16, 16, 1), grid: Tiles64,
         ["x": Float Read, "w": Float Read, "bias": Float Read, "y": Float ReadWrite];
+    LinearVec4 => "linear_vec4", typed: true, packed: false, size: (16, 16, 1), grid: Tiles64,
+        ["x": Float4 Read, "w": Float4 Read, "bias": Float Read, "y": Float ReadWrite];
     Gate => "gate", typed: true, packed: false, size: (256, 1, 1), grid: PerGroup,
         ["proj": Float Read, "hidden": Float Read, "key_norm": Float Read, "query_norm": Float Read,
          "value": Float ReadWrite, "alpha": Float ReadWrite];
@@ -228,6 +233,8 @@ fn declare(out: &mut String, b: &Binding, dtype: DType) {
         (Elem::U32, Access::Read) => ("read", "array<u32>"),
         (Elem::U32, Access::ReadWrite) => ("read_write", "array<u32>"),
         (Elem::AtomicU32, _) => ("read_write", "array<atomic<u32>>"),
+        (Elem::Float4, _) if wide => ("read", "array<vec4<f32>>"),
+        (Elem::Float4, _) => ("read", "array<vec2<u32>>"),
         (Elem::Float, Access::Read) if wide => ("read", "array<f32>"),
         (Elem::Float, Access::ReadWrite) if wide => ("read_write", "array<f32>"),
         (Elem::Float, Access::Read) => ("read", "array<u32>"),
@@ -239,6 +246,18 @@ fn declare(out: &mut String, b: &Binding, dtype: DType) {
         "@group(0) @binding({}) var<storage, {access}> {n}: {ty};",
         b.binding
     );
+    if b.elem == Elem::Float4 {
+        let body = if wide {
+            format!("{n}[q]")
+        } else {
+            format!("vec4<f32>(from_bits({n}[q].x, 0u), from_bits({n}[q].x, 1u), from_bits({n}[q].y, 0u), from_bits({n}[q].y, 1u))")
+        };
+        let _ = writeln!(
+            out,
+            "fn ld4_{n}(q: u32) -> vec4<f32> {{\n    return {body};\n}}"
+        );
+        return;
+    }
     if b.elem != Elem::Float {
         return;
     }
