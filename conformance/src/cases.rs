@@ -23,7 +23,7 @@ pub enum Family {
     RmsNorm,
     /// `linear`.
     Linear,
-    /// `gate`.
+    /// `gate`, and `gate_norm` on the same inputs.
     Gate,
     /// `short_conv` over a packed batch.
     ShortConv,

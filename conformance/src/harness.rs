@@ -560,6 +560,33 @@ fn gate_case<B: EngramOps, T: CaseElement>(b: &B, s: &EngramShape, seed: u64, bo
     let got_a = o.guarded(b, "alpha", &a)?;
     o.close("value", &got_v, &value, bound);
     o.close("alpha", &got_a, &alpha, bound);
+    // gate_norm: the same gate, and the convolution's RMSNorm of the value.
+    let mut cn: Vec<T> = vec![T::default(); m * d];
+    synthetic::fill_uniform(&mut cn, 1.0, seed, 5);
+    let mut normed = vec![0.0; value.len()];
+    reference::gate_norm(
+        &widen(&proj),
+        &widen(&hidden),
+        &widen(&kn),
+        &widen(&qn),
+        &widen(&cn),
+        m,
+        d,
+        &mut value,
+        &mut alpha,
+        &mut normed,
+    )?;
+    let cnd = b.upload(&cn)?;
+    let mut v = out::<B, T>(b, value.len())?;
+    let mut a = out::<B, T>(b, alpha.len())?;
+    let mut n = out::<B, T>(b, normed.len())?;
+    b.gate_norm(&pd, &hd, &knd, &qnd, &cnd, m, d, &mut v, &mut a, &mut n)?;
+    let got_v = o.guarded(b, "gate_norm value", &v)?;
+    let got_a = o.guarded(b, "gate_norm alpha", &a)?;
+    let got_n = o.guarded(b, "gate_norm normed", &n)?;
+    o.close("gate_norm value", &got_v, &value, bound);
+    o.close("gate_norm alpha", &got_a, &alpha, bound);
+    o.close("gate_norm normed", &got_n, &normed, bound);
     Ok(o)
 }
 

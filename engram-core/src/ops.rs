@@ -247,6 +247,33 @@ pub trait EngramOps: Backend {
         alpha: &mut Self::Buffer<T>,
     ) -> Result<()>;
 
+    /// See [`crate::reference::gate_norm`]: [`EngramOps::gate`] then the convolution's RMSNorm
+    /// of the value. The default runs the two ops; a backend overrides it to fuse them.
+    #[allow(clippy::too_many_arguments)]
+    fn gate_norm<T: Element>(
+        &self,
+        proj: &Self::Buffer<T>,
+        hidden: &Self::Buffer<T>,
+        key_norm: &Self::Buffer<T>,
+        query_norm: &Self::Buffer<T>,
+        conv_norm: &Self::Buffer<T>,
+        m: usize,
+        d: usize,
+        value: &mut Self::Buffer<T>,
+        alpha: &mut Self::Buffer<T>,
+        normed: &mut Self::Buffer<T>,
+    ) -> Result<()> {
+        crate::reference::check::gate_norm(
+            self.len(&*value),
+            self.len(conv_norm),
+            m,
+            d,
+            self.len(&*normed),
+        )?;
+        self.gate(proj, hidden, key_norm, query_norm, m, d, value, alpha)?;
+        self.rms_norm(value, conv_norm, d, CONV_NORM_EPS, normed)
+    }
+
     /// See [`crate::reference::short_conv`].
     #[allow(clippy::too_many_arguments)]
     fn short_conv<T: Element>(
@@ -351,10 +378,8 @@ pub trait EngramOps: Backend {
                 &mut local_alpha
             }
         };
-        let value = gated_value(self, layer, &rows, hidden, alpha)?;
-        if c.short_conv {
-            let mut normed = self.zeros::<T>(seqs * m * d)?;
-            self.rms_norm(&value, &layer.conv_norm, d, CONV_NORM_EPS, &mut normed)?;
+        let (value, normed) = gated_value(self, layer, &rows, hidden, alpha)?;
+        if let Some(normed) = normed {
             self.short_conv_decode(
                 &normed,
                 &value,
@@ -421,11 +446,9 @@ pub fn compose_engram_prefill<B: EngramOps, T: Element>(
             &mut local_alpha
         }
     };
-    let value = gated_value(backend, layer, &rows, hidden, alpha)?;
+    let (value, normed) = gated_value(backend, layer, &rows, hidden, alpha)?;
     let (channels, kernel, dilation) = (m * d, c.kernel_size, c.max_ngram_size);
-    let normed = if c.short_conv {
-        let mut normed = backend.zeros::<T>(tokens * channels)?;
-        backend.rms_norm(&value, &layer.conv_norm, d, CONV_NORM_EPS, &mut normed)?;
+    let normed = if let Some(normed) = normed {
         backend.short_conv(
             &normed,
             &value,
@@ -462,14 +485,18 @@ pub fn compose_engram_prefill<B: EngramOps, T: Element>(
     Ok(())
 }
 
-/// Gather, stacked projection and gate; returns `value` (`[T, M, d]`) and fills `alpha`.
+/// The gated value and, with the convolution, its RMSNorm.
+type GatedValue<B, T> = (Buf<B, T>, Option<Buf<B, T>>);
+
+/// Gather, stacked projection and gate (with the convolution's RMSNorm when the layer has the
+/// convolution); returns `value` (`[T, M, d]`) and the normed value, and fills `alpha`.
 fn gated_value<B: EngramOps, T: Element>(
     backend: &B,
     layer: &DeviceEngramLayer<B, T>,
     rows: &Buf<B, u32>,
     hidden: &Buf<B, T>,
     alpha: &mut Buf<B, T>,
-) -> Result<Buf<B, T>> {
+) -> Result<GatedValue<B, T>> {
     let c = &layer.config;
     let (m, d) = (c.hc_mult, c.hidden_size);
     let tokens = backend.len(hidden) / (m * d);
@@ -484,6 +511,22 @@ fn gated_value<B: EngramOps, T: Element>(
         &mut proj,
     )?;
     let mut value = backend.zeros::<T>(tokens * m * d)?;
+    if c.short_conv {
+        let mut normed = backend.zeros::<T>(tokens * m * d)?;
+        backend.gate_norm(
+            &proj,
+            hidden,
+            &layer.key_norm,
+            &layer.query_norm,
+            &layer.conv_norm,
+            m,
+            d,
+            &mut value,
+            alpha,
+            &mut normed,
+        )?;
+        return Ok((value, Some(normed)));
+    }
     backend.gate(
         &proj,
         hidden,
@@ -494,7 +537,7 @@ fn gated_value<B: EngramOps, T: Element>(
         &mut value,
         alpha,
     )?;
-    Ok(value)
+    Ok((value, None))
 }
 
 /// A MoE layer whose weights live on a backend's device.

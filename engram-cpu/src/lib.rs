@@ -300,6 +300,30 @@ impl EngramOps for CpuBackend {
         }
     }
 
+    fn gate_norm<T: Element>(
+        &self,
+        proj: &CpuBuffer<T>,
+        hidden: &CpuBuffer<T>,
+        key_norm: &CpuBuffer<T>,
+        query_norm: &CpuBuffer<T>,
+        conv_norm: &CpuBuffer<T>,
+        m: usize,
+        d: usize,
+        value: &mut CpuBuffer<T>,
+        alpha: &mut CpuBuffer<T>,
+        normed: &mut CpuBuffer<T>,
+    ) -> Result<()> {
+        if fast::<T>() {
+            kernels::norm_gate::gate_norm(
+                proj, hidden, key_norm, query_norm, conv_norm, m, d, value, alpha, normed, self.par,
+            )
+        } else {
+            reference::gate_norm(
+                proj, hidden, key_norm, query_norm, conv_norm, m, d, value, alpha, normed,
+            )
+        }
+    }
+
     fn short_conv<T: Element>(
         &self,
         normed: &CpuBuffer<T>,

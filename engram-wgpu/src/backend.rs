@@ -787,6 +787,64 @@ impl EngramOps for WgpuBackend {
         )
     }
 
+    fn gate_norm<T: Element>(
+        &self,
+        proj: &WgpuBuffer<T>,
+        hidden: &WgpuBuffer<T>,
+        key_norm: &WgpuBuffer<T>,
+        query_norm: &WgpuBuffer<T>,
+        conv_norm: &WgpuBuffer<T>,
+        m: usize,
+        d: usize,
+        value: &mut WgpuBuffer<T>,
+        alpha: &mut WgpuBuffer<T>,
+        normed: &mut WgpuBuffer<T>,
+    ) -> Result<()> {
+        let tokens = check::gate(
+            proj.len,
+            hidden.len,
+            key_norm.len,
+            query_norm.len,
+            m,
+            d,
+            value.len,
+            alpha.len,
+        )?;
+        check::gate_norm(value.len, conv_norm.len, m, d, normed.len)?;
+        if self.ctx.limits().max_storage_buffers <= Kernel::GateNorm.bindings().len() as u32 {
+            // The fused kernel binds 9 storage buffers; WebGPU only promises 8.
+            self.gate(proj, hidden, key_norm, query_norm, m, d, value, alpha)?;
+            return self.rms_norm(
+                value,
+                conv_norm,
+                d,
+                engram_core::reference::CONV_NORM_EPS,
+                normed,
+            );
+        }
+        self.run(
+            Kernel::GateNorm,
+            T::DTYPE,
+            tokens * m,
+            &[
+                u32_of("tokens", tokens)?,
+                u32_of("m", m)?,
+                u32_of("d", d)?,
+                (engram_core::reference::CONV_NORM_EPS as f32).to_bits(),
+            ],
+            &[
+                self.bind(proj)?,
+                self.bind(hidden)?,
+                self.bind(key_norm)?,
+                self.bind(query_norm)?,
+                self.bind(conv_norm)?,
+                self.bind(value)?,
+                self.bind(alpha)?,
+                self.bind(normed)?,
+            ],
+        )
+    }
+
     fn short_conv<T: Element>(
         &self,
         normed: &WgpuBuffer<T>,

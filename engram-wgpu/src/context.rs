@@ -42,6 +42,8 @@ pub(crate) struct DeviceLimits {
     pub binding_align: u64,
     /// Workgroups per grid dimension.
     pub max_groups: u32,
+    /// Storage buffers one kernel may bind.
+    pub max_storage_buffers: u32,
 }
 
 /// A block of device memory (usable as storage and as a copy source and destination).
@@ -159,6 +161,7 @@ impl Context {
                 max_buffer: limits.max_buffer_size,
                 binding_align: u64::from(limits.min_storage_buffer_offset_alignment).max(4),
                 max_groups: limits.max_compute_workgroups_per_dimension,
+                max_storage_buffers: limits.max_storage_buffers_per_shader_stage,
             },
             pipelines: Mutex::new(HashMap::new()),
             error,

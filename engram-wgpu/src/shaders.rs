@@ -160,6 +160,10 @@ kernels! {
     Gate => "gate", typed: true, packed: false, size: (256, 1, 1), grid: PerGroup,
         ["proj": Float Read, "hidden": Float Read, "key_norm": Float Read, "query_norm": Float Read,
          "value": Float ReadWrite, "alpha": Float ReadWrite];
+    GateNorm => "gate_norm", typed: true, packed: false, size: (256, 1, 1), grid: PerGroup,
+        ["proj": Float Read, "hidden": Float Read, "key_norm": Float Read, "query_norm": Float Read,
+         "conv_norm": Float Read, "value": Float ReadWrite, "alpha": Float ReadWrite,
+         "normed": Float ReadWrite];
     ShortConv => "short_conv", typed: true, packed: true, size: (256, 1, 1), grid: PerItem,
         ["normed": Float Read, "value": Float Read, "w": Float Read, "cu": U32 Read, "out": Float ReadWrite];
     ShortConvDecode => "short_conv_decode", typed: true, packed: false, size: (256, 1, 1), grid: PerItem,

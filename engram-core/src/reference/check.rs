@@ -181,6 +181,13 @@ fn conv_common(normed: usize, weight: usize, channels: usize, kernel: usize) -> 
     Ok(normed / channels)
 }
 
+/// `gate_norm`, beyond `gate`'s checks: the conv norm weights are `[M, d]` and `normed` is
+/// shaped like `value`.
+pub fn gate_norm(value: usize, conv_norm: usize, m: usize, d: usize, normed: usize) -> Result<()> {
+    len("conv norm weights", conv_norm, m * d)?;
+    len("normed value", normed, value)
+}
+
 /// `short_conv` (lengths only; `cu_seqlens` is checked against the returned token count).
 pub fn short_conv(
     normed: usize,

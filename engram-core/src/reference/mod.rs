@@ -205,6 +205,28 @@ pub fn gate<T: Element>(
     Ok(())
 }
 
+/// [`gate`], then the convolution's RMSNorm of the gated value: `normed = rms_norm(value,
+/// conv_norm, d, CONV_NORM_EPS)` over `[T, M, d]` with `conv_norm` `[M, d]`. One op so that a
+/// backend can fuse the two passes over each branch; the value is still written (the
+/// convolution adds it back).
+#[allow(clippy::too_many_arguments)]
+pub fn gate_norm<T: Element>(
+    proj: &[T],
+    hidden: &[T],
+    key_norm: &[T],
+    query_norm: &[T],
+    conv_norm: &[T],
+    m: usize,
+    d: usize,
+    value: &mut [T],
+    alpha: &mut [T],
+    normed: &mut [T],
+) -> Result<()> {
+    check::gate_norm(value.len(), conv_norm.len(), m, d, normed.len())?;
+    gate(proj, hidden, key_norm, query_norm, m, d, value, alpha)?;
+    rms_norm(value, conv_norm, d, CONV_NORM_EPS, normed)
+}
+
 /// Number of past positions the causal convolution reads: `(w - 1) * dilation`.
 pub fn conv_history_len(kernel: usize, dilation: usize) -> usize {
     kernel.saturating_sub(1) * dilation

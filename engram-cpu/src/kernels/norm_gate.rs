@@ -93,6 +93,59 @@ pub fn gate<T: Element>(
     alpha: &mut [T],
     par: Parallelism,
 ) -> Result<()> {
+    gate_maybe_norm(
+        proj,
+        hidden,
+        key_norm,
+        query_norm,
+        &[],
+        m,
+        d,
+        value,
+        alpha,
+        &mut [],
+        par,
+    )
+}
+
+/// The gate and the convolution's RMSNorm of the value in one pass per token: same contract as
+/// the oracle's `gate_norm`.
+#[allow(clippy::too_many_arguments)]
+pub fn gate_norm<T: Element>(
+    proj: &[T],
+    hidden: &[T],
+    key_norm: &[T],
+    query_norm: &[T],
+    conv_norm: &[T],
+    m: usize,
+    d: usize,
+    value: &mut [T],
+    alpha: &mut [T],
+    normed: &mut [T],
+    par: Parallelism,
+) -> Result<()> {
+    check::gate_norm(value.len(), conv_norm.len(), m, d, normed.len())?;
+    gate_maybe_norm(
+        proj, hidden, key_norm, query_norm, conv_norm, m, d, value, alpha, normed, par,
+    )
+}
+
+/// The fused pass with a zero projection bias (the op's projection already holds it), and the
+/// conv norm when `conv_norm` is not empty.
+#[allow(clippy::too_many_arguments)]
+fn gate_maybe_norm<T: Element>(
+    proj: &[T],
+    hidden: &[T],
+    key_norm: &[T],
+    query_norm: &[T],
+    conv_norm: &[T],
+    m: usize,
+    d: usize,
+    value: &mut [T],
+    alpha: &mut [T],
+    normed: &mut [T],
+    par: Parallelism,
+) -> Result<()> {
     check::gate(
         proj.len(),
         hidden.len(),
@@ -105,18 +158,7 @@ pub fn gate<T: Element>(
     )?;
     let zero_bias = vec![T::default(); (m + 1) * d];
     super::fused::gate_value_norm(
-        proj,
-        &zero_bias,
-        hidden,
-        key_norm,
-        query_norm,
-        &[],
-        m,
-        d,
-        value,
-        &mut [],
-        alpha,
-        par,
+        proj, &zero_bias, hidden, key_norm, query_norm, conv_norm, m, d, value, normed, alpha, par,
     )
 }
 
