@@ -386,31 +386,93 @@ impl WgpuBackend {
         )
     }
 
+    /// The slots (token, choice) of `indices` grouped by expert: `offsets` (`[E + 1]`, each
+    /// expert's run padded to a multiple of 64) and `order` (slot numbers, `u32::MAX` in the
+    /// padding), built on the device by a count, a scan and a scatter.
+    fn group_by_expert(
+        &self,
+        indices: &WgpuBuffer<u32>,
+        experts: usize,
+    ) -> Result<(WgpuBuffer<u32>, WgpuBuffer<u32>)> {
+        let slots = indices.len;
+        let counts = self.zeros::<u32>(experts)?;
+        let offsets = self.zeros::<u32>(experts + 1)?;
+        let cursor = self.zeros::<u32>(experts)?;
+        let padded = slots + experts * 63;
+        let order = self.alloc(&vec![u32::MAX; padded], 0, 0)?;
+        let p = [u32_of("slots", slots)?];
+        self.run(
+            Kernel::ExpertCount,
+            DType::U32,
+            slots,
+            &p,
+            &[self.bind(indices)?, self.bind(&counts)?],
+        )?;
+        self.run(
+            Kernel::ExpertOffsets,
+            DType::U32,
+            1,
+            &[u32_of("experts", experts)?],
+            &[self.bind(&counts)?, self.bind(&offsets)?],
+        )?;
+        self.run(
+            Kernel::ExpertScatter,
+            DType::U32,
+            slots,
+            &p,
+            &[
+                self.bind(indices)?,
+                self.bind(&offsets)?,
+                self.bind(&cursor)?,
+                self.bind(&order)?,
+            ],
+        )?;
+        Ok((offsets, order))
+    }
+
+    /// `y[s] = x_row(s) . w[expert(s)]^T` for every slot, over the slots grouped by expert.
     #[allow(clippy::too_many_arguments)]
-    fn routed_linear<T: Element>(
+    fn grouped_linear<T: Element>(
         &self,
         x: &WgpuBuffer<T>,
         w: &WgpuBuffer<T>,
-        idx: &WgpuBuffer<u32>,
-        tokens: usize,
+        grouping: &(WgpuBuffer<u32>, WgpuBuffer<u32>),
+        experts: usize,
         k: usize,
         inputs: usize,
         outputs: usize,
         per_slot: bool,
         y: &mut WgpuBuffer<T>,
     ) -> Result<()> {
-        self.run(
-            Kernel::RoutedLinear,
+        let (offsets, order) = grouping;
+        if order.len == 0 || outputs == 0 {
+            return Ok(());
+        }
+        let max = u64::from(self.ctx.limits().max_groups);
+        let grid = (outputs.div_ceil(64) as u64, order.len.div_ceil(64) as u64);
+        if grid.0 > max || grid.1 > max {
+            return Err(backend_err(
+                "the routed experts exceed the adapter's dispatch limit",
+            ));
+        }
+        self.ctx.dispatch(
+            Kernel::GroupedLinear,
             T::DTYPE,
-            tokens * k * outputs,
             &[
-                u32_of("tokens", tokens)?,
                 u32_of("k", k)?,
                 u32_of("in", inputs)?,
                 u32_of("out", outputs)?,
                 u32::from(per_slot),
+                u32_of("experts", experts)?,
             ],
-            &[self.bind(x)?, self.bind(w)?, self.bind(idx)?, self.bind(y)?],
+            &[
+                self.bind(x)?,
+                self.bind(w)?,
+                self.bind(order)?,
+                self.bind(offsets)?,
+                self.bind(y)?,
+            ],
+            (grid.0 as u32, grid.1 as u32),
         )
     }
 }
@@ -565,6 +627,7 @@ impl EngramOps for WgpuBackend {
                 u32_of("max_ngram_size", n_max)?,
                 u32_of("heads", heads_per_order)?,
                 compressed_pad_id,
+                0, // canonical ids already: `lookup` is not read
             ],
             &[
                 self.bind(ids)?,
@@ -572,6 +635,7 @@ impl EngramOps for WgpuBackend {
                 self.bind(&mult)?,
                 self.bind(&sizes)?,
                 self.bind(rows)?,
+                self.bind(ids)?,
             ],
         )
     }
@@ -1104,13 +1168,19 @@ impl MoeOps for WgpuBackend {
             out.len,
         )?;
         self.check_ids(indices, experts as u64)?;
+        if tokens * k == 0 {
+            return Ok(());
+        }
+        // Tokens grouped by expert once; the three projections then read each expert's weights
+        // once per tile of 64 of its slots.
+        let grouping = self.group_by_expert(indices, experts)?;
         let mut a = self.zeros::<T>(tokens * k * inter)?;
         let mut b = self.zeros::<T>(tokens * k * inter)?;
-        self.routed_linear(x, w1, indices, tokens, k, dim, inter, false, &mut a)?;
-        self.routed_linear(x, w3, indices, tokens, k, dim, inter, false, &mut b)?;
+        self.grouped_linear(x, w1, &grouping, experts, k, dim, inter, false, &mut a)?;
+        self.grouped_linear(x, w3, &grouping, experts, k, dim, inter, false, &mut b)?;
         let mut h = self.zeros::<T>(tokens * k * inter)?;
         self.silu_mul(&a, &b, &mut h)?;
-        self.routed_linear(&h, w2, indices, tokens, k, inter, dim, true, out)
+        self.grouped_linear(&h, w2, &grouping, experts, k, inter, dim, true, out)
     }
 
     fn moe_combine<T: Element>(

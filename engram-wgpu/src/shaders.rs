@@ -63,7 +63,7 @@ pub enum Grid {
     PerItem,
     /// One workgroup per item (a vector reduced by the whole workgroup).
     PerGroup,
-    /// `linear`: workgroups of 64 x 64 outputs, grid (ceil(out / 64), ceil(rows / 64)).
+    /// Workgroups of 64 x 64 outputs: grid (ceil(out / 64), ceil(rows / 64)).
     Tiles64,
 }
 
@@ -142,7 +142,8 @@ kernels! {
     FirstRowBeyond => "first_row_beyond", typed: false, packed: false, size: (256, 1, 1), grid: PerItem,
         ["rows": U32 Read, "sizes": U32 Read, "first": AtomicU32 ReadWrite];
     HashRows => "hash_rows", typed: false, packed: true, size: (256, 1, 1), grid: PerItem,
-        ["ids": U32 Read, "cu": U32 Read, "mult": U32 Read, "sizes": U32 Read, "rows": U32 ReadWrite];
+        ["ids": U32 Read, "cu": U32 Read, "mult": U32 Read, "sizes": U32 Read, "rows": U32 ReadWrite,
+         "lookup": U32 Read];
     HashDecode => "hash_decode", typed: false, packed: false, size: (256, 1, 1), grid: PerItem,
         ["history": U32 Read, "ids": U32 Read, "mult": U32 Read, "sizes": U32 Read, "rows": U32 ReadWrite];
     PushIds => "push_ids", typed: false, packed: false, size: (256, 1, 1), grid: PerItem,
@@ -177,8 +178,14 @@ kernels! {
         ["scores": Float Read, "bias": Float Read, "weights": Float ReadWrite, "indices": U32 ReadWrite];
     SiluMul => "silu_mul", typed: true, packed: false, size: (256, 1, 1), grid: PerItem,
         ["a": Float Read, "b": Float Read, "h": Float ReadWrite];
-    RoutedLinear => "routed_linear", typed: true, packed: false, size: (256, 1, 1), grid: PerItem,
-        ["x": Float Read, "w": Float Read, "idx": U32 Read, "y": Float ReadWrite];
+    ExpertCount => "expert_count", typed: false, packed: false, size: (256, 1, 1), grid: PerItem,
+        ["idx": U32 Read, "counts": AtomicU32 ReadWrite];
+    ExpertOffsets => "expert_offsets", typed: false, packed: false, size: (1, 1, 1), grid: PerGroup,
+        ["counts": U32 Read, "offsets": U32 ReadWrite];
+    ExpertScatter => "expert_scatter", typed: false, packed: false, size: (256, 1, 1), grid: PerItem,
+        ["idx": U32 Read, "offsets": U32 Read, "cursor": AtomicU32 ReadWrite, "order": U32 ReadWrite];
+    GroupedLinear => "grouped_linear", typed: true, packed: false, size: (16, 16, 1), grid: Tiles64,
+        ["x": Float Read, "w": Float Read, "order": U32 Read, "offsets": U32 Read, "y": Float ReadWrite];
     Combine => "combine", typed: true, packed: false, size: (256, 1, 1), grid: PerItem,
         ["expert_out": Float Read, "weights": Float Read, "shared_out": Float Read, "out": Float ReadWrite];
     Copy => "copy", typed: true, packed: false, size: (256, 1, 1), grid: PerItem,

@@ -19,7 +19,7 @@ fn storage(device: &wgpu::Device, words: &[u32]) -> wgpu::Buffer {
 }
 
 #[test]
-fn another_wgpu_program_dispatches_the_hash_kernel_from_the_public_description() {
+fn another_wgpu_program_dispatches_the_hash_kernel_with_compression_from_its_public_description() {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = wgpu::Backends::all();
     let instance = wgpu::Instance::new(desc);
@@ -91,13 +91,21 @@ fn another_wgpu_program_dispatches_the_hash_kernel_from_the_public_description()
         cache: None,
     });
 
-    // P = [tokens, seqs, n_max, k, pad]; bindings: ids, cu, mult (low, high pairs), sizes, rows.
+    // Raw token ids and the lookup that compresses them: the kernel compresses on the fly.
+    let raw_vocab = 2 * vocab as usize;
+    let lookup: Vec<u32> = (0..raw_vocab).map(|r| (r as u64 % vocab) as u32).collect();
+    let raw: Vec<u32> = ids.iter().map(|&c| c + vocab as u32 * (c % 2)).collect();
+    assert!(raw.iter().zip(&ids).all(|(&r, &c)| lookup[r as usize] == c));
+
+    // P = [tokens, seqs, n_max, k, pad, compress]; bindings: ids, cu, mult (low, high pairs),
+    // sizes, rows, lookup.
     let params = [
         ids.len() as u32,
         (cu.len() - 1) as u32,
         config.max_ngram_size as u32,
         k as u32,
         pad,
+        1,
     ];
     let mult: Vec<u32> = layer
         .multipliers
@@ -106,11 +114,12 @@ fn another_wgpu_program_dispatches_the_hash_kernel_from_the_public_description()
         .collect();
     let buffers = [
         storage(&device, &params),
-        storage(&device, &ids),
+        storage(&device, &raw),
         storage(&device, &cu),
         storage(&device, &mult),
         storage(&device, &layer.table_sizes),
         storage(&device, &vec![0u32; expected.len()]),
+        storage(&device, &lookup),
     ];
     let bind_entries: Vec<wgpu::BindGroupEntry> = buffers
         .iter()

@@ -6,7 +6,7 @@
 
 use engram_core::hash::{hash_packed, LayerHash};
 use engram_core::synthetic::SplitMix64;
-use engram_core::{reference, Backend, Element, EngramOps, Error};
+use engram_core::{reference, synthetic, Backend, Element, EngramOps, Error, MoeOps};
 use engram_wgpu::WgpuBackend;
 use half::{bf16, f16};
 
@@ -219,4 +219,57 @@ fn other_buffers_beyond_the_binding_limit_are_an_error_not_a_truncation() {
         matches!(err, Error::Backend { ref message, .. } if message.contains("largest storage binding")),
         "{err}"
     );
+}
+
+#[test]
+fn routed_experts_grouped_by_expert_over_many_tiles_equal_the_oracle() {
+    let Some(b) = backend("grouped experts") else {
+        return;
+    };
+    // 600 slots over 5 experts, skewed so that one expert gets several 64-slot tiles and one
+    // gets none; dims not multiples of 4 or 64.
+    let (tokens, k, experts, dim, inter) = (300, 2, 5, 37, 29);
+    let mut rng = SplitMix64::new(21);
+    let indices: Vec<u32> = (0..tokens * k)
+        .map(|s| {
+            if s % 3 == 0 {
+                0
+            } else {
+                1 + rng.below(experts as u64 - 2) as u32
+            }
+        })
+        .collect();
+    let x: Vec<f32> = synthetic::activations(tokens * dim, 1.0, 1);
+    let w1: Vec<f32> = synthetic::activations(experts * inter * dim, 0.3, 2);
+    let w2: Vec<f32> = synthetic::activations(experts * dim * inter, 0.3, 3);
+    let w3: Vec<f32> = synthetic::activations(experts * inter * dim, 0.3, 4);
+    let wide = |v: &[f32]| v.iter().map(|&e| f64::from(e)).collect::<Vec<f64>>();
+    let mut expected = vec![0.0f64; tokens * k * dim];
+    reference::routed_experts(
+        &wide(&x),
+        &wide(&w1),
+        &wide(&w2),
+        &wide(&w3),
+        &indices,
+        dim,
+        inter,
+        &mut expected,
+    )
+    .unwrap();
+    let mut out = b.guarded::<f32>(expected.len(), 16, -7.0).unwrap();
+    b.routed_experts(
+        &b.upload(&x).unwrap(),
+        &b.upload(&w1).unwrap(),
+        &b.upload(&w2).unwrap(),
+        &b.upload(&w3).unwrap(),
+        &b.upload(&indices).unwrap(),
+        dim,
+        inter,
+        &mut out,
+    )
+    .unwrap();
+    let got = wide(&b.to_vec(&out).unwrap());
+    let err = reference::nmse(&got, &expected);
+    assert!(err < 1e-10, "nmse {err}");
+    assert!(b.guards_intact(&out).unwrap());
 }
