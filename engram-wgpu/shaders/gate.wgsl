@@ -1,12 +1,12 @@
 // gate: P = [tokens, m, d]; for token t and branch b: k = proj[t, b], v = proj[t, m] (proj is
 // [T, m + 1, d]), h = hidden[t, b]; s = (rmsnorm(k) * key_norm[b]) . (rmsnorm(h) * query_norm[b])
 // / sqrt(d); alpha[t, b] = sigmoid(sign(s) sqrt(max(|s|, 1e-6))) rounded to the element type;
-// value[t, b] = alpha * v. One workgroup of 256 per (token, branch).
-var<workgroup> red: array<f32, 768>;
+// value[t, b] = alpha * v. One workgroup of 256 per (token, branch) (reduce3: see reduce_*.wgsl).
 
 @compute @workgroup_size(256)
 fn gate(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
+        @builtin(local_invocation_index) lid: u32 /*SUBGROUP_ARGS*/) {
+    /*SUBGROUP_INIT*/
     let tb = flat_group(wg, nwg);
     let m = P[1];
     let d = P[2];
@@ -26,23 +26,12 @@ fn gate(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         sh = sh + hi * hi;
         sd = sd + ki * ld_key_norm(b * d + i) * hi * ld_query_norm(b * d + i);
     }
-    red[lid] = sk;
-    red[256u + lid] = sh;
-    red[512u + lid] = sd;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            red[lid] = red[lid] + red[lid + s];
-            red[256u + lid] = red[256u + lid] + red[256u + lid + s];
-            red[512u + lid] = red[512u + lid] + red[512u + lid + s];
-        }
-        workgroupBarrier();
-    }
+    let sums = reduce3(lid, vec3<f32>(sk, sh, sd));
     let eps = 1.1920928955078125e-07;
     let fd = f32(d);
-    let rk = 1.0 / sqrt(red[0] / fd + eps);
-    let rh = 1.0 / sqrt(red[256] / fd + eps);
-    let s = rk * rh * red[512] / sqrt(fd);
+    let rk = 1.0 / sqrt(sums.x / fd + eps);
+    let rh = 1.0 / sqrt(sums.y / fd + eps);
+    let s = rk * rh * sums.z / sqrt(fd);
     let a = narrow(sigmoid(sign(s) * sqrt(max(abs(s), 1e-6))));
     if (lid == 0u) {
         st_alpha(tb, a);

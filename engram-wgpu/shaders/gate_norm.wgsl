@@ -1,24 +1,11 @@
 // gate_norm: P = [tokens, m, d, bits of the conv norm's eps]; the gate (see gate.wgsl) and the
 // convolution's RMSNorm of the gated value in one workgroup of 256 per (token, branch):
 // value[t, b] = alpha * v (rounded to the element type), normed[t, b] = value / sqrt(mean(value^2)
-// + eps) * conv_norm[b]. Fixed reduction order.
-var<workgroup> red: array<f32, 768>;
-
-fn reduce3(lid: u32) {
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            red[lid] = red[lid] + red[lid + s];
-            red[256u + lid] = red[256u + lid] + red[256u + lid + s];
-            red[512u + lid] = red[512u + lid] + red[512u + lid + s];
-        }
-        workgroupBarrier();
-    }
-}
-
+// + eps) * conv_norm[b] (reduce3: see reduce_*.wgsl).
 @compute @workgroup_size(256)
 fn gate_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-             @builtin(local_invocation_index) lid: u32) {
+             @builtin(local_invocation_index) lid: u32 /*SUBGROUP_ARGS*/) {
+    /*SUBGROUP_INIT*/
     let tb = flat_group(wg, nwg);
     let m = P[1];
     let d = P[2];
@@ -38,17 +25,13 @@ fn gate_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
         sh = sh + hi * hi;
         sd = sd + ki * ld_key_norm(b * d + i) * hi * ld_query_norm(b * d + i);
     }
-    red[lid] = sk;
-    red[256u + lid] = sh;
-    red[512u + lid] = sd;
-    reduce3(lid);
+    let sums = reduce3(lid, vec3<f32>(sk, sh, sd));
     let eps = 1.1920928955078125e-07;
     let fd = f32(d);
-    let rk = 1.0 / sqrt(red[0] / fd + eps);
-    let rh = 1.0 / sqrt(red[256] / fd + eps);
-    let s = rk * rh * red[512] / sqrt(fd);
+    let rk = 1.0 / sqrt(sums.x / fd + eps);
+    let rh = 1.0 / sqrt(sums.y / fd + eps);
+    let s = rk * rh * sums.z / sqrt(fd);
     let a = narrow(sigmoid(sign(s) * sqrt(max(abs(s), 1e-6))));
-    workgroupBarrier();
     if (lid == 0u) {
         st_alpha(tb, a);
     }
@@ -58,11 +41,7 @@ fn gate_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
         st_value(tb * d + i, v);
         sv = sv + v * v;
     }
-    red[lid] = sv;
-    red[256u + lid] = 0.0;
-    red[512u + lid] = 0.0;
-    reduce3(lid);
-    let inv = 1.0 / sqrt(red[0] / fd + bitcast<f32>(P[3]));
+    let inv = 1.0 / sqrt(reduce3(lid, vec3<f32>(sv, 0.0, 0.0)).x / fd + bitcast<f32>(P[3]));
     for (var i = lid; i < d; i = i + 256u) {
         let v = narrow(a * ld_proj(p + m * d + i));
         st_normed(tb * d + i, v * inv * ld_conv_norm(b * d + i));

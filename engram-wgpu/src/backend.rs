@@ -113,6 +113,18 @@ impl WgpuBackend {
         self
     }
 
+    /// The same backend with the portable workgroup reductions, even where the adapter has
+    /// subgroup operations (which it otherwise uses in RMSNorm and the gate).
+    pub fn without_subgroups(mut self) -> Self {
+        self.ctx.disable_subgroups();
+        self
+    }
+
+    /// Whether the reductions use subgroup operations on this adapter.
+    pub fn uses_subgroups(&self) -> bool {
+        self.ctx.subgroups()
+    }
+
     /// The largest storage binding the backend plans around, in bytes.
     pub fn binding_limit(&self) -> u64 {
         self.ctx.limits().max_binding

@@ -80,7 +80,9 @@ pub(crate) struct Context {
     adapter_name: String,
     api: String,
     limits: DeviceLimits,
-    pipelines: Mutex<HashMap<(Kernel, DType), Arc<Pipeline>>>,
+    /// Whether reductions use subgroup operations (the adapter has them and they are wanted).
+    subgroups: bool,
+    pipelines: Mutex<HashMap<(Kernel, DType, bool), Arc<Pipeline>>>,
     /// The first error the device reported outside an error scope (a failed dispatch or copy).
     error: Arc<Mutex<Option<String>>>,
 }
@@ -136,9 +138,15 @@ impl Context {
         };
         let info = adapter.get_info();
         let limits = adapter.limits();
+        let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP);
+        let features = if subgroups {
+            wgpu::Features::SUBGROUP
+        } else {
+            wgpu::Features::empty()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("engram"),
-            required_features: wgpu::Features::empty(),
+            required_features: features,
             required_limits: limits.clone(),
             ..Default::default()
         }))
@@ -163,9 +171,24 @@ impl Context {
                 max_groups: limits.max_compute_workgroups_per_dimension,
                 max_storage_buffers: limits.max_storage_buffers_per_shader_stage,
             },
+            subgroups,
             pipelines: Mutex::new(HashMap::new()),
             error,
         })
+    }
+
+    /// Whether the reductions use subgroup operations.
+    pub fn subgroups(&self) -> bool {
+        self.subgroups
+    }
+
+    /// Uses the portable reductions even where the adapter has subgroup operations.
+    pub fn disable_subgroups(&mut self) {
+        self.subgroups = false;
+        self.pipelines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// The adapter, as `name (API)`.
@@ -289,7 +312,12 @@ impl Context {
     }
 
     fn pipeline(&self, kernel: Kernel, dtype: DType) -> Result<Arc<Pipeline>> {
-        let key = (kernel, if kernel.is_typed() { dtype } else { DType::U32 });
+        let subgroups = self.subgroups && kernel.reduces();
+        let key = (
+            kernel,
+            if kernel.is_typed() { dtype } else { DType::U32 },
+            subgroups,
+        );
         let mut cache = self
             .pipelines
             .lock()
@@ -297,7 +325,12 @@ impl Context {
         if let Some(p) = cache.get(&key) {
             return Ok(Arc::clone(p));
         }
-        let source = shaders::source(kernel, dtype).ok_or(Error::UnsupportedDType {
+        let source = if subgroups {
+            shaders::source_with_subgroups(kernel, dtype)
+        } else {
+            shaders::source(kernel, dtype)
+        }
+        .ok_or(Error::UnsupportedDType {
             backend: BACKEND_NAME,
             dtype,
         })?;

@@ -273,3 +273,30 @@ fn routed_experts_grouped_by_expert_over_many_tiles_equal_the_oracle() {
     assert!(err < 1e-10, "nmse {err}");
     assert!(b.guards_intact(&out).unwrap());
 }
+
+#[test]
+fn reductions_without_subgroups_pass_their_cases_too() {
+    use engram_conformance::cases::all_cases;
+    use engram_conformance::harness::{run_case, Status};
+    let Some(b) = backend("portable reductions") else {
+        return;
+    };
+    let b = b.without_subgroups();
+    assert!(!b.uses_subgroups());
+    let mut ran = 0;
+    for case in all_cases().iter().filter(|c| {
+        ["rms_norm/", "gate/", "engram_prefill/", "engram_decode/"]
+            .iter()
+            .any(|f| c.name.starts_with(f))
+    }) {
+        let result = run_case(&b, case);
+        assert!(
+            matches!(result.status, Status::Ok | Status::NotSupported),
+            "{}: {}",
+            case.name,
+            result.detail
+        );
+        ran += usize::from(result.status == Status::Ok);
+    }
+    assert!(ran >= 90, "only {ran} cases ran");
+}
