@@ -113,16 +113,17 @@ impl WgpuBackend {
         self
     }
 
-    /// The same backend with the portable workgroup reductions, even where the adapter has
-    /// subgroup operations (which it otherwise uses in RMSNorm and the gate).
-    pub fn without_subgroups(mut self) -> Self {
-        self.ctx.disable_subgroups();
+    /// The same backend running the kernels every WebGPU adapter runs, even where the adapter
+    /// has subgroup operations or f16 storage (which it otherwise uses, see
+    /// [`shaders::Variant`](crate::shaders::Variant)).
+    pub fn portable(mut self) -> Self {
+        self.ctx.portable();
         self
     }
 
-    /// Whether the reductions use subgroup operations on this adapter.
-    pub fn uses_subgroups(&self) -> bool {
-        self.ctx.subgroups()
+    /// The optional adapter features the kernels use.
+    pub fn variant(&self) -> crate::shaders::Variant {
+        self.ctx.variant()
     }
 
     /// The largest storage binding the backend plans around, in bytes.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use engram_core::{DType, Error, Result};
 use wgpu::util::DeviceExt;
 
-use crate::shaders::{self, Access, Kernel};
+use crate::shaders::{self, Access, Kernel, Variant};
 use crate::BACKEND_NAME;
 
 /// Environment variable: a substring of the adapter name to use (case-insensitive).
@@ -80,9 +80,9 @@ pub(crate) struct Context {
     adapter_name: String,
     api: String,
     limits: DeviceLimits,
-    /// Whether reductions use subgroup operations (the adapter has them and they are wanted).
-    subgroups: bool,
-    pipelines: Mutex<HashMap<(Kernel, DType, bool), Arc<Pipeline>>>,
+    /// The adapter features the kernels use.
+    variant: Variant,
+    pipelines: Mutex<HashMap<(Kernel, DType, Variant), Arc<Pipeline>>>,
     /// The first error the device reported outside an error scope (a failed dispatch or copy).
     error: Arc<Mutex<Option<String>>>,
 }
@@ -138,11 +138,10 @@ impl Context {
         };
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP);
-        let features = if subgroups {
-            wgpu::Features::SUBGROUP
-        } else {
-            wgpu::Features::empty()
+        let features = adapter.features() & (wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16);
+        let variant = Variant {
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            native_f16: features.contains(wgpu::Features::SHADER_F16),
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("engram"),
@@ -171,20 +170,20 @@ impl Context {
                 max_groups: limits.max_compute_workgroups_per_dimension,
                 max_storage_buffers: limits.max_storage_buffers_per_shader_stage,
             },
-            subgroups,
+            variant,
             pipelines: Mutex::new(HashMap::new()),
             error,
         })
     }
 
-    /// Whether the reductions use subgroup operations.
-    pub fn subgroups(&self) -> bool {
-        self.subgroups
+    /// The adapter features the kernels use.
+    pub fn variant(&self) -> Variant {
+        self.variant
     }
 
-    /// Uses the portable reductions even where the adapter has subgroup operations.
-    pub fn disable_subgroups(&mut self) {
-        self.subgroups = false;
+    /// Uses no optional adapter feature: the kernels every WebGPU adapter runs.
+    pub fn portable(&mut self) {
+        self.variant = Variant::default();
         self.pipelines
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -312,11 +311,10 @@ impl Context {
     }
 
     fn pipeline(&self, kernel: Kernel, dtype: DType) -> Result<Arc<Pipeline>> {
-        let subgroups = self.subgroups && kernel.reduces();
         let key = (
             kernel,
             if kernel.is_typed() { dtype } else { DType::U32 },
-            subgroups,
+            self.variant,
         );
         let mut cache = self
             .pipelines
@@ -325,15 +323,12 @@ impl Context {
         if let Some(p) = cache.get(&key) {
             return Ok(Arc::clone(p));
         }
-        let source = if subgroups {
-            shaders::source_with_subgroups(kernel, dtype)
-        } else {
-            shaders::source(kernel, dtype)
-        }
-        .ok_or(Error::UnsupportedDType {
-            backend: BACKEND_NAME,
-            dtype,
-        })?;
+        let source = shaders::source_variant(kernel, dtype, self.variant).ok_or(
+            Error::UnsupportedDType {
+                backend: BACKEND_NAME,
+                dtype,
+            },
+        )?;
         let entries: Vec<wgpu::BindGroupLayoutEntry> = std::iter::once((0, true))
             .chain(
                 kernel

@@ -249,107 +249,129 @@ fn dtype_helpers(dtype: DType) -> &'static str {
     }
 }
 
-fn declare(out: &mut String, b: &Binding, dtype: DType) {
+/// Declares binding `b` and its accessors: `native` is the WGSL element type when the data is
+/// stored as one (`f32`, or `f16` with the `f16` extension), `None` for 16-bit data packed two
+/// per `u32`.
+fn declare(out: &mut String, b: &Binding, native: Option<&str>) {
     use std::fmt::Write;
-    let wide = dtype == DType::F32;
-    let (access, ty) = match (b.elem, b.access) {
-        (Elem::U32, Access::Read) => ("read", "array<u32>"),
-        (Elem::U32, Access::ReadWrite) => ("read_write", "array<u32>"),
-        (Elem::AtomicU32, _) => ("read_write", "array<atomic<u32>>"),
-        (Elem::Float4, _) if wide => ("read", "array<vec4<f32>>"),
-        (Elem::Float4, _) => ("read", "array<vec2<u32>>"),
-        (Elem::Float, Access::Read) if wide => ("read", "array<f32>"),
-        (Elem::Float, Access::ReadWrite) if wide => ("read_write", "array<f32>"),
-        (Elem::Float, Access::Read) => ("read", "array<u32>"),
-        (Elem::Float, Access::ReadWrite) => ("read_write", "array<atomic<u32>>"),
-    };
     let n = b.name;
+    let (access, ty) = match (b.elem, b.access, native) {
+        (Elem::U32, Access::Read, _) => ("read", "array<u32>".to_owned()),
+        (Elem::U32, Access::ReadWrite, _) => ("read_write", "array<u32>".to_owned()),
+        (Elem::AtomicU32, _, _) => ("read_write", "array<atomic<u32>>".to_owned()),
+        (Elem::Float4, _, Some(t)) => ("read", format!("array<vec4<{t}>>")),
+        (Elem::Float4, _, None) => ("read", "array<vec2<u32>>".to_owned()),
+        (Elem::Float, Access::Read, Some(t)) => ("read", format!("array<{t}>")),
+        (Elem::Float, Access::ReadWrite, Some(t)) => ("read_write", format!("array<{t}>")),
+        (Elem::Float, Access::Read, None) => ("read", "array<u32>".to_owned()),
+        (Elem::Float, Access::ReadWrite, None) => ("read_write", "array<atomic<u32>>".to_owned()),
+    };
     let _ = writeln!(
         out,
         "@group(0) @binding({}) var<storage, {access}> {n}: {ty};",
         b.binding
     );
-    if b.elem == Elem::Float4 {
-        let body = if wide {
-            format!("{n}[q]")
-        } else {
-            format!("vec4<f32>(from_bits({n}[q].x, 0u), from_bits({n}[q].x, 1u), from_bits({n}[q].y, 0u), from_bits({n}[q].y, 1u))")
-        };
-        let _ = writeln!(
-            out,
-            "fn ld4_{n}(q: u32) -> vec4<f32> {{\n    return {body};\n}}"
-        );
-        return;
+    let accessors = match (b.elem, b.access, native) {
+        (Elem::U32 | Elem::AtomicU32, _, _) => String::new(),
+        (Elem::Float4, _, Some(_)) => {
+            format!("fn ld4_{n}(q: u32) -> vec4<f32> {{\n    return vec4<f32>({n}[q]);\n}}")
+        }
+        (Elem::Float4, _, None) => format!(
+            "fn ld4_{n}(q: u32) -> vec4<f32> {{\n    let w = {n}[q];\n    \
+             return vec4<f32>(from_bits(w.x, 0u), from_bits(w.x, 1u), from_bits(w.y, 0u), \
+             from_bits(w.y, 1u));\n}}"
+        ),
+        (Elem::Float, access, Some(t)) => {
+            let mut f = format!("fn ld_{n}(i: u32) -> f32 {{\n    return f32({n}[i]);\n}}");
+            if access == Access::ReadWrite {
+                f.push_str(&format!(
+                    "\nfn st_{n}(i: u32, v: f32) {{\n    {n}[i] = {t}(v);\n}}"
+                ));
+            }
+            f
+        }
+        (Elem::Float, Access::Read, None) => {
+            format!("fn ld_{n}(i: u32) -> f32 {{\n    return from_bits({n}[i >> 1u], i);\n}}")
+        }
+        (Elem::Float, Access::ReadWrite, None) => format!(
+            "fn ld_{n}(i: u32) -> f32 {{\n    return from_bits(atomicLoad(&{n}[i >> 1u]), i);\n}}\n\
+             fn st_{n}(i: u32, v: f32) {{\n    let sh = (i & 1u) * 16u;\n    \
+             atomicAnd(&{n}[i >> 1u], ~(0xffffu << sh));\n    \
+             atomicOr(&{n}[i >> 1u], to_bits(v) << sh);\n}}"
+        ),
+    };
+    if !accessors.is_empty() {
+        let _ = writeln!(out, "{accessors}");
     }
-    if b.elem != Elem::Float {
-        return;
-    }
-    match (wide, b.access) {
-        (true, Access::Read) => {
-            let _ = writeln!(out, "fn ld_{n}(i: u32) -> f32 {{\n    return {n}[i];\n}}");
-        }
-        (true, Access::ReadWrite) => {
-            let _ = writeln!(
-                out,
-                "fn ld_{n}(i: u32) -> f32 {{\n    return {n}[i];\n}}\n\
-                 fn st_{n}(i: u32, v: f32) {{\n    {n}[i] = v;\n}}"
-            );
-        }
-        (false, Access::Read) => {
-            let _ = writeln!(
-                out,
-                "fn ld_{n}(i: u32) -> f32 {{\n    return from_bits({n}[i >> 1u], i);\n}}"
-            );
-        }
-        (false, Access::ReadWrite) => {
-            let _ = writeln!(
-                out,
-                "fn ld_{n}(i: u32) -> f32 {{\n    return from_bits(atomicLoad(&{n}[i >> 1u]), i);\n}}\n\
-                 fn st_{n}(i: u32, v: f32) {{\n    let sh = (i & 1u) * 16u;\n    \
-                 atomicAnd(&{n}[i >> 1u], ~(0xffffu << sh));\n    \
-                 atomicOr(&{n}[i >> 1u], to_bits(v) << sh);\n}}"
-            );
-        }
-    }
+}
+
+/// Optional adapter features a module may use. The default uses none: the module runs on every
+/// WebGPU adapter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Variant {
+    /// Workgroup sums through subgroup operations (wgpu's `SUBGROUP` feature) in the kernels
+    /// that have them ([`Kernel::reduces`]).
+    pub subgroups: bool,
+    /// f16 data stored as WGSL `f16` (wgpu's `SHADER_F16` feature, `enable f16;`) instead of
+    /// two halves per `u32`: plain loads and stores, no atomics. Arithmetic stays f32 (sums of
+    /// hundreds of f16 products would not meet the f16 accuracy bound).
+    pub native_f16: bool,
 }
 
 /// The complete WGSL module of `kernel` for element type `dtype` (ignored by untyped kernels),
 /// for every adapter; or `None` for an element type the kernels are not generated for (f64:
 /// WGSL has no portable 64-bit float).
 pub fn source(kernel: Kernel, dtype: DType) -> Option<String> {
-    assemble(kernel, dtype, false)
+    assemble(kernel, dtype, Variant::default())
 }
 
-/// [`source`], with the workgroup sums done by subgroup operations where the kernel has any
-/// ([`Kernel::reduces`]); the device must have wgpu's `SUBGROUP` feature enabled.
-pub fn source_with_subgroups(kernel: Kernel, dtype: DType) -> Option<String> {
-    assemble(kernel, dtype, true)
+/// [`source`] using the adapter features `variant` enables (the device must have them).
+pub fn source_variant(kernel: Kernel, dtype: DType, variant: Variant) -> Option<String> {
+    assemble(kernel, dtype, variant)
 }
 
-fn assemble(kernel: Kernel, dtype: DType, subgroups: bool) -> Option<String> {
+fn assemble(kernel: Kernel, dtype: DType, variant: Variant) -> Option<String> {
     let dtype = if kernel.is_typed() {
         FLOAT_DTYPES.contains(&dtype).then_some(dtype)?
     } else {
         DType::U32
     };
-    let subgroups = subgroups && kernel.reduces();
+    let subgroups = variant.subgroups && kernel.reduces();
+    let native_f16 = variant.native_f16 && dtype == DType::F16;
+    let native = match dtype {
+        DType::F16 if native_f16 => Some("f16"),
+        DType::F16 | DType::BF16 => None,
+        _ => Some("f32"),
+    };
     let mut out = String::with_capacity(8192);
+    if native_f16 {
+        out.push_str("enable f16;\n\n");
+    }
     out.push_str(&format!(
-        "// engram-wgpu kernel `{}` for {}{}; generated by engram_wgpu::shaders.\n\n",
+        "// engram-wgpu kernel `{}` for {}{}{}; generated by engram_wgpu::shaders.\n\n",
         kernel.name(),
         if kernel.is_typed() {
             dtype.name()
         } else {
             "u32 data"
         },
-        if subgroups { ", with subgroups" } else { "" }
+        if subgroups { ", with subgroups" } else { "" },
+        if native_f16 {
+            ", native f16 storage"
+        } else {
+            ""
+        }
     ));
     out.push_str(COMMON_WGSL);
     out.push('\n');
-    out.push_str(dtype_helpers(dtype));
+    if native_f16 {
+        out.push_str("fn narrow(v: f32) -> f32 {\n    return f32(f16(v));\n}\n");
+    } else {
+        out.push_str(dtype_helpers(dtype));
+    }
     out.push_str("\n@group(0) @binding(0) var<storage, read> P: array<u32>;\n");
     for b in kernel.bindings() {
-        declare(&mut out, b, dtype);
+        declare(&mut out, b, native);
     }
     out.push('\n');
     if kernel.needs_packed_search() {
@@ -389,14 +411,24 @@ mod tests {
 
     #[test]
     fn every_module_parses_and_validates_for_every_element_type() {
-        for (&kernel, subgroups) in Kernel::ALL.iter().flat_map(|k| [(k, false), (k, true)]) {
-            let caps = if subgroups {
-                naga::valid::Capabilities::SUBGROUP
-            } else {
+        let variants = [
+            Variant::default(),
+            Variant {
+                subgroups: true,
+                native_f16: true,
+            },
+        ];
+        for (&kernel, variant) in Kernel::ALL
+            .iter()
+            .flat_map(|k| variants.iter().map(move |v| (k, *v)))
+        {
+            let caps = if variant == Variant::default() {
                 naga::valid::Capabilities::empty()
+            } else {
+                naga::valid::Capabilities::SUBGROUP | naga::valid::Capabilities::SHADER_FLOAT16
             };
             for dtype in FLOAT_DTYPES {
-                let src = assemble(kernel, dtype, subgroups).unwrap();
+                let src = assemble(kernel, dtype, variant).unwrap();
                 assert!(
                     !src.contains("SUBGROUP_"),
                     "placeholders left in {}",

@@ -275,19 +275,20 @@ fn routed_experts_grouped_by_expert_over_many_tiles_equal_the_oracle() {
 }
 
 #[test]
-fn reductions_without_subgroups_pass_their_cases_too() {
+fn the_portable_kernels_pass_the_reduction_f16_and_layer_cases_too() {
     use engram_conformance::cases::all_cases;
     use engram_conformance::harness::{run_case, Status};
     let Some(b) = backend("portable reductions") else {
         return;
     };
-    let b = b.without_subgroups();
-    assert!(!b.uses_subgroups());
+    let b = b.portable();
+    assert_eq!(b.variant(), engram_wgpu::shaders::Variant::default());
     let mut ran = 0;
     for case in all_cases().iter().filter(|c| {
         ["rms_norm/", "gate/", "engram_prefill/", "engram_decode/"]
             .iter()
             .any(|f| c.name.starts_with(f))
+            || c.name.contains("/in_f16/")
     }) {
         let result = run_case(&b, case);
         assert!(
@@ -298,5 +299,5 @@ fn reductions_without_subgroups_pass_their_cases_too() {
         );
         ran += usize::from(result.status == Status::Ok);
     }
-    assert!(ran >= 90, "only {ran} cases ran");
+    assert!(ran >= 120, "only {ran} cases ran");
 }
