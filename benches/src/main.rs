@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use engram_benches::{copy_bandwidth, median_seconds};
 use engram_core::{
     bf16, synthetic, Backend, DeviceEngramLayer, DeviceEngramState, Element, EngramConfig,
-    EngramOps, NgramHasher,
+    EngramOps, MoeConfig, MoeOps, NgramHasher, ScoreFunc,
 };
 use engram_cpu::kernels::hash::{hash_rows, LayerHashKernel};
 use engram_cpu::kernels::linear::linear;
@@ -74,6 +74,17 @@ enum Command {
         tokens: usize,
         #[arg(long, value_enum, default_value = "f32")]
         dtype: DTypeName,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// MoE routing alone (sigmoid scores, bias, group-limited top-k) in DeepSeek-V3's shape:
+    /// 256 experts in 8 groups, 4 groups kept, top 8; beside the oracle and the memory floor.
+    Route {
+        /// Backends to measure, comma-separated.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "cpu")]
+        backend: Vec<BackendName>,
+        #[arg(long, default_value_t = 4096)]
+        tokens: usize,
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
@@ -393,6 +404,95 @@ fn bench_projection<T: Element>(
     Ok(lines)
 }
 
+fn route_on<B: MoeOps>(
+    backend: &B,
+    config: &MoeConfig,
+    scores: &[f32],
+    bias: &[f32],
+    runs: usize,
+) -> engram_core::Result<f64> {
+    let tokens = scores.len() / config.n_routed_experts;
+    let k = config.n_activated_experts;
+    let (sd, bd) = (backend.upload(scores)?, backend.upload(bias)?);
+    let mut w = backend.zeros::<f32>(tokens * k)?;
+    let mut ix = backend.zeros::<u32>(tokens * k)?;
+    let mut result = Ok(());
+    let s = median_seconds(runs, || {
+        if result.is_ok() {
+            result = backend
+                .moe_route(&sd, &bd, config, &mut w, &mut ix)
+                .and_then(|()| backend.synchronize());
+        }
+    });
+    result?;
+    Ok(s)
+}
+
+fn bench_route(
+    backends: &[BackendName],
+    tokens: usize,
+    runs: usize,
+) -> engram_core::Result<Vec<serde_json::Value>> {
+    let config = MoeConfig {
+        dim: 7168,
+        moe_inter_dim: 2048,
+        n_routed_experts: 256,
+        n_shared_experts: 1,
+        n_activated_experts: 8,
+        n_expert_groups: 8,
+        n_limited_groups: 4,
+        route_scale: 2.5,
+        score_func: ScoreFunc::Sigmoid,
+        bias: true,
+    };
+    let e = config.n_routed_experts;
+    let scores: Vec<f32> = synthetic::activations::<f32>(tokens * e, 1.0, 7)
+        .iter()
+        .map(|v| 1.0 / (1.0 + (-v).exp()))
+        .collect();
+    let bias: Vec<f32> = synthetic::activations(e, 0.05, 8);
+    let oracle_s = median_seconds(runs.min(3), || {
+        let mut w = vec![0.0f32; tokens * 8];
+        let mut ix = vec![0u32; tokens * 8];
+        let _ = engram_core::reference::moe_route(&scores, &bias, &config, &mut w, &mut ix);
+    });
+    let bytes = (tokens * e + e + 2 * tokens * config.n_activated_experts) * 4;
+    let memory_s = bytes as f64 / copy_bandwidth(1 << 29, 5);
+    let mut lines = Vec::new();
+    for b in backends {
+        let (name, s) = match b {
+            BackendName::Cpu => (
+                "cpu",
+                route_on(&CpuBackend::new(), &config, &scores, &bias, runs)?,
+            ),
+            BackendName::Wgpu => (
+                "wgpu",
+                route_on(
+                    &engram_wgpu::WgpuBackend::new()?,
+                    &config,
+                    &scores,
+                    &bias,
+                    runs,
+                )?,
+            ),
+        };
+        lines.push(serde_json::json!({
+            "op": "moe_route",
+            "backend": name,
+            "tokens": tokens,
+            "experts": e,
+            "groups": config.n_expert_groups,
+            "top_k": config.n_activated_experts,
+            "seconds": s,
+            "oracle_s": oracle_s,
+            "memory_floor_s": memory_s,
+            "over_memory": s / memory_s,
+            "oracle_over_this": oracle_s / s,
+        }));
+    }
+    Ok(lines)
+}
+
 fn bench_hash(tokens: usize, runs: usize) -> engram_core::Result<serde_json::Value> {
     let config = EngramConfig::demo();
     let hasher = NgramHasher::new(&config, VOCAB, 2)?;
@@ -455,6 +555,11 @@ fn main() -> ExitCode {
             DTypeName::F32 => bench_projection::<f32>(&backend, tokens, runs, "f32"),
             DTypeName::Bf16 => bench_projection::<bf16>(&backend, tokens, runs, "bf16"),
         },
+        Command::Route {
+            backend,
+            tokens,
+            runs,
+        } => bench_route(&backend, tokens, runs),
         Command::Hash { tokens, runs } => bench_hash(tokens, runs).map(|j| vec![j]),
     };
     match result {

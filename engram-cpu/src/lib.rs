@@ -409,7 +409,7 @@ impl MoeOps for CpuBackend {
         weights: &mut CpuBuffer<T>,
         indices: &mut CpuBuffer<u32>,
     ) -> Result<()> {
-        reference::moe_route(scores, bias, config, weights, indices)
+        kernels::moe::route(scores, bias, config, weights, indices, self.par)
     }
 
     fn expert_ffn<T: Element>(

@@ -120,3 +120,149 @@ pub fn routed_experts<T: Element>(
     }
     Ok(())
 }
+
+/// The per-token work space of [`route`].
+struct RouteScratch {
+    biased: Vec<f64>,
+    /// The experts of the kept groups, ascending.
+    candidates: Vec<usize>,
+    group_scores: Vec<f64>,
+    group_taken: Vec<bool>,
+    /// The best experts so far, in rank order, with their biased scores.
+    top: Vec<(usize, f64)>,
+}
+
+/// Whether `(i, a)` ranks before `(j, b)`: higher score first (`total_cmp`), then lower index;
+/// the oracle's tie rule.
+#[inline]
+fn ranks_before(i: usize, a: f64, j: usize, b: f64) -> bool {
+    match a.total_cmp(&b) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => i < j,
+    }
+}
+
+/// Group-limited top-k routing: same contract, arithmetic (f64) and tie rule as the oracle's
+/// `moe_route`, without its per-token allocations and sorts: each group scored once, the kept
+/// groups by `n_limited_groups` passes of an arg-max over the groups, the experts by one pass
+/// over the kept groups' experts holding the k best in rank order; tokens in parallel (each
+/// token's result depends on its own scores only).
+pub fn route<T: Element>(
+    scores: &[T],
+    bias: &[T],
+    config: &engram_core::MoeConfig,
+    weights: &mut [T],
+    indices: &mut [u32],
+    par: Parallelism,
+) -> Result<()> {
+    let tokens = check::moe_route(
+        scores.len(),
+        bias.len(),
+        config,
+        weights.len(),
+        indices.len(),
+    )?;
+    let (e, k) = (config.n_routed_experts, config.n_activated_experts);
+    if tokens == 0 || k == 0 {
+        return Ok(());
+    }
+    let (groups, per_group) = (config.n_expert_groups, config.experts_per_group());
+    let sigmoid = config.score_func == engram_core::ScoreFunc::Sigmoid;
+    let new_scratch = || RouteScratch {
+        biased: vec![0.0; e],
+        candidates: Vec::with_capacity(e),
+        group_scores: vec![0.0; groups],
+        group_taken: vec![false; groups],
+        top: Vec::with_capacity(k + 1),
+    };
+    let one = |t: usize, w: &mut [T], ix: &mut [u32], sc: &mut RouteScratch| {
+        let s = &scores[t * e..(t + 1) * e];
+        for (i, b) in sc.biased.iter_mut().enumerate() {
+            *b = s[i].to_f64() + bias.get(i).map_or(0.0, |v| v.to_f64());
+        }
+        sc.candidates.clear();
+        if groups > 1 {
+            // Each group's score once: its best biased score, plus the second best with a bias.
+            for (g, gs) in sc.group_scores.iter_mut().enumerate() {
+                let members = &sc.biased[g * per_group..(g + 1) * per_group];
+                let (mut top1, mut top2) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+                for (n, &v) in members.iter().enumerate() {
+                    if n == 0 || v.total_cmp(&top1).is_gt() {
+                        top2 = top1;
+                        top1 = v;
+                    } else if n == 1 || v.total_cmp(&top2).is_gt() {
+                        top2 = v;
+                    }
+                }
+                *gs = if bias.is_empty() { top1 } else { top1 + top2 };
+            }
+            sc.group_taken.fill(false);
+            for _ in 0..config.n_limited_groups {
+                let mut best: Option<(usize, f64)> = None;
+                for (g, &score) in sc.group_scores.iter().enumerate() {
+                    if !sc.group_taken[g]
+                        && best.is_none_or(|(bg, bs)| ranks_before(g, score, bg, bs))
+                    {
+                        best = Some((g, score));
+                    }
+                }
+                if let Some((g, _)) = best {
+                    sc.group_taken[g] = true;
+                }
+            }
+            for g in (0..groups).filter(|&g| sc.group_taken[g]) {
+                sc.candidates.extend(g * per_group..(g + 1) * per_group);
+            }
+        } else {
+            sc.candidates.extend(0..e);
+        }
+        // One pass keeping the k best in rank order (insertion into a short sorted list).
+        sc.top.clear();
+        for &i in &sc.candidates {
+            let v = sc.biased[i];
+            if sc.top.len() == k {
+                let &(li, lv) = &sc.top[k - 1];
+                if !ranks_before(i, v, li, lv) {
+                    continue;
+                }
+                sc.top.pop();
+            }
+            let at = sc
+                .top
+                .iter()
+                .position(|&(j, u)| ranks_before(i, v, j, u))
+                .unwrap_or(sc.top.len());
+            sc.top.insert(at, (i, v));
+        }
+        let mut sum = 0.0;
+        for (slot, &(i, _)) in ix.iter_mut().zip(&sc.top) {
+            *slot = i as u32;
+            sum += s[i].to_f64();
+        }
+        for (wj, &i) in w.iter_mut().zip(ix.iter()) {
+            let mut v = s[i as usize].to_f64();
+            if sigmoid {
+                v /= sum;
+            }
+            *wj = T::from_f64(v * config.route_scale);
+        }
+    };
+    match par {
+        Parallelism::Sequential => {
+            let mut sc = new_scratch();
+            for (t, (w, ix)) in weights.chunks_mut(k).zip(indices.chunks_mut(k)).enumerate() {
+                one(t, w, ix, &mut sc);
+            }
+        }
+        Parallelism::Rayon => {
+            use rayon::prelude::*;
+            weights
+                .par_chunks_mut(k)
+                .zip(indices.par_chunks_mut(k))
+                .enumerate()
+                .for_each_init(new_scratch, |sc, (t, (w, ix))| one(t, w, ix, sc));
+        }
+    }
+    Ok(())
+}
