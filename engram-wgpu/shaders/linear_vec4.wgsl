@@ -1,55 +1,40 @@
 // linear_vec4: P = [rows, in / 4, out, has_bias]; linear for `in` a multiple of 4, reading x and w
-// four elements at a time along k (16-byte loads in f32, 8-byte in f16/bf16). Workgroup (16, 16)
-// computes a 64 x 64 tile of y through 16-wide slices of k staged in workgroup memory: each
-// invocation loads one 4-element quad of x and one of w per slice, and holds the 4 x 4 block of
-// rows 4 ty .. 4 ty + 3 by outputs 4 tx .. 4 tx + 3 in four vec4 accumulators (an outer product
-// per k). Grid (ceil(out / 64), ceil(rows / 64)). Accumulates in f32, k in increasing order.
-var<workgroup> xs: array<f32, 1024>;
-var<workgroup> ws: array<f32, 1024>;
-
+// four elements at a time along k (16-byte loads in f32, 8-byte in f16/bf16). Invocation
+// (tx, ty) of workgroup (x, y) computes rows 64 y + 4 ty .. + 3 by outputs 64 x + 4 tx .. + 3, each
+// as the sum over k-quads of 4-element dot products, in increasing k. Grid (ceil(out / 64),
+// ceil(rows / 64)); workgroup (16, 16); no workgroup memory (caches serve the reuse: on CPU
+// drivers this runs 1.7-3x faster than staging slices in workgroup memory, linear_vec4_tiled).
 @compute @workgroup_size(16, 16)
 fn linear_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let rows = P[0];
     let quads = P[1];
     let outf = P[2];
-    let row0 = wg.y * 64u;
-    let col0 = wg.x * 64u;
-    let tid = lid.y * 16u + lid.x;
-    // What this invocation stages per slice: quad q of row (or output) i of the tile.
-    let i = tid / 4u;
-    let q = tid % 4u;
-    let xrow = min(row0 + i, rows - 1u) * quads;
-    let wrow = min(col0 + i, outf - 1u) * quads;
+    let r0 = wg.y * 64u + lid.y * 4u;
+    let c0 = wg.x * 64u + lid.x * 4u;
+    if (r0 >= rows || c0 >= outf) {
+        return;
+    }
+    // Rows and outputs past the end repeat the last one (computed, never stored).
+    let xr = vec4<u32>(r0, min(r0 + 1u, rows - 1u), min(r0 + 2u, rows - 1u), min(r0 + 3u, rows - 1u)) * quads;
+    let wr = vec4<u32>(c0, min(c0 + 1u, outf - 1u), min(c0 + 2u, outf - 1u), min(c0 + 3u, outf - 1u)) * quads;
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < quads; k0 = k0 + 4u) {
-        var xv = vec4<f32>(0.0);
-        var wv = vec4<f32>(0.0);
-        if (k0 + q < quads) {
-            xv = ld4_x(xrow + k0 + q);
-            wv = ld4_w(wrow + k0 + q);
-        }
-        // k-major: element kk of the slice for tile row i sits at kk * 64 + i.
-        for (var j = 0u; j < 4u; j = j + 1u) {
-            xs[(4u * q + j) * 64u + i] = xv[j];
-            ws[(4u * q + j) * 64u + i] = wv[j];
-        }
-        workgroupBarrier();
-        for (var kk = 0u; kk < 16u; kk = kk + 1u) {
-            let xa = kk * 64u + lid.y * 4u;
-            let wa = kk * 64u + lid.x * 4u;
-            let a = vec4<f32>(xs[xa], xs[xa + 1u], xs[xa + 2u], xs[xa + 3u]);
-            let b = vec4<f32>(ws[wa], ws[wa + 1u], ws[wa + 2u], ws[wa + 3u]);
-            acc0 = acc0 + a.x * b;
-            acc1 = acc1 + a.y * b;
-            acc2 = acc2 + a.z * b;
-            acc3 = acc3 + a.w * b;
-        }
-        workgroupBarrier();
+    for (var q = 0u; q < quads; q = q + 1u) {
+        let b0 = ld4_w(wr.x + q);
+        let b1 = ld4_w(wr.y + q);
+        let b2 = ld4_w(wr.z + q);
+        let b3 = ld4_w(wr.w + q);
+        let a0 = ld4_x(xr.x + q);
+        acc0 = acc0 + vec4<f32>(dot(a0, b0), dot(a0, b1), dot(a0, b2), dot(a0, b3));
+        let a1 = ld4_x(xr.y + q);
+        acc1 = acc1 + vec4<f32>(dot(a1, b0), dot(a1, b1), dot(a1, b2), dot(a1, b3));
+        let a2 = ld4_x(xr.z + q);
+        acc2 = acc2 + vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3));
+        let a3 = ld4_x(xr.w + q);
+        acc3 = acc3 + vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3));
     }
-    let c0 = col0 + lid.x * 4u;
     var bias = vec4<f32>(0.0);
     if (P[3] != 0u) {
         for (var j = 0u; j < 4u; j = j + 1u) {
@@ -58,7 +43,6 @@ fn linear_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
             }
         }
     }
-    let r0 = row0 + lid.y * 4u;
     store_row(r0, c0, rows, outf, acc0 + bias);
     store_row(r0 + 1u, c0, rows, outf, acc1 + bias);
     store_row(r0 + 2u, c0, rows, outf, acc2 + bias);

@@ -116,8 +116,15 @@ impl WgpuBackend {
     /// The same backend running the kernels every WebGPU adapter runs, even where the adapter
     /// has subgroup operations or f16 storage (which it otherwise uses, see
     /// [`shaders::Variant`](crate::shaders::Variant)).
-    pub fn portable(mut self) -> Self {
-        self.ctx.portable();
+    pub fn portable(self) -> Self {
+        self.with_variant(crate::shaders::Variant::default())
+    }
+
+    /// The same backend running the kernels of `variant`, less the adapter features this device
+    /// lacks. By default the backend uses every feature the adapter has, and shared tiles on
+    /// GPUs only.
+    pub fn with_variant(mut self, variant: crate::shaders::Variant) -> Self {
+        self.ctx.set_variant(variant);
         self
     }
 
@@ -366,7 +373,13 @@ impl WgpuBackend {
         let bias_bind = self.bind(bias.unwrap_or(w))?;
         // Rows of a multiple of 4 elements are read four at a time.
         let (kernel, k_param) = if in_features % 4 == 0 {
-            (Kernel::LinearVec4, in_features / 4)
+            let tiled = self.ctx.variant().shared_tiles;
+            let kernel = if tiled {
+                Kernel::LinearVec4Tiled
+            } else {
+                Kernel::LinearVec4
+            };
+            (kernel, in_features / 4)
         } else {
             (Kernel::Linear, in_features)
         };

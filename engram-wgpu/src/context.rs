@@ -142,6 +142,7 @@ impl Context {
         let variant = Variant {
             subgroups: features.contains(wgpu::Features::SUBGROUP),
             native_f16: features.contains(wgpu::Features::SHADER_F16),
+            shared_tiles: info.device_type != wgpu::DeviceType::Cpu,
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("engram"),
@@ -181,9 +182,14 @@ impl Context {
         self.variant
     }
 
-    /// Uses no optional adapter feature: the kernels every WebGPU adapter runs.
-    pub fn portable(&mut self) {
-        self.variant = Variant::default();
+    /// Uses the kernels of `variant`, less the adapter features the device lacks.
+    pub fn set_variant(&mut self, variant: Variant) {
+        let features = self.device.features();
+        self.variant = Variant {
+            subgroups: variant.subgroups && features.contains(wgpu::Features::SUBGROUP),
+            native_f16: variant.native_f16 && features.contains(wgpu::Features::SHADER_F16),
+            shared_tiles: variant.shared_tiles,
+        };
         self.pipelines
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

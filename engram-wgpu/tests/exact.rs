@@ -274,23 +274,17 @@ fn routed_experts_grouped_by_expert_over_many_tiles_equal_the_oracle() {
     assert!(b.guards_intact(&out).unwrap());
 }
 
-#[test]
-fn the_portable_kernels_pass_the_reduction_f16_and_layer_cases_too() {
+/// Runs the suite's cases whose names start with one of `families` (or contain `also`) on `b`;
+/// every one must pass or be unsupported, and at least `min_ok` must run.
+fn cases_pass(b: &WgpuBackend, families: &[&str], also: &str, min_ok: usize) {
     use engram_conformance::cases::all_cases;
     use engram_conformance::harness::{run_case, Status};
-    let Some(b) = backend("portable reductions") else {
-        return;
-    };
-    let b = b.portable();
-    assert_eq!(b.variant(), engram_wgpu::shaders::Variant::default());
     let mut ran = 0;
     for case in all_cases().iter().filter(|c| {
-        ["rms_norm/", "gate/", "engram_prefill/", "engram_decode/"]
-            .iter()
-            .any(|f| c.name.starts_with(f))
-            || c.name.contains("/in_f16/")
+        families.iter().any(|f| c.name.starts_with(f))
+            || (!also.is_empty() && c.name.contains(also))
     }) {
-        let result = run_case(&b, case);
+        let result = run_case(b, case);
         assert!(
             matches!(result.status, Status::Ok | Status::NotSupported),
             "{}: {}",
@@ -299,5 +293,38 @@ fn the_portable_kernels_pass_the_reduction_f16_and_layer_cases_too() {
         );
         ran += usize::from(result.status == Status::Ok);
     }
-    assert!(ran >= 120, "only {ran} cases ran");
+    assert!(ran >= min_ok, "only {ran} cases ran");
+}
+
+#[test]
+fn the_portable_kernels_pass_the_reduction_f16_and_layer_cases_too() {
+    let Some(b) = backend("portable kernels") else {
+        return;
+    };
+    let b = b.portable();
+    assert_eq!(b.variant(), engram_wgpu::shaders::Variant::default());
+    cases_pass(
+        &b,
+        &["rms_norm/", "gate/", "engram_prefill/", "engram_decode/"],
+        "/in_f16/",
+        120,
+    );
+}
+
+#[test]
+fn the_shared_tile_projection_passes_the_projection_cases_too() {
+    let Some(b) = backend("shared-tile projection") else {
+        return;
+    };
+    let b = b.with_variant(engram_wgpu::shaders::Variant {
+        shared_tiles: true,
+        ..engram_wgpu::shaders::Variant::default()
+    });
+    assert!(b.variant().shared_tiles);
+    cases_pass(
+        &b,
+        &["linear/", "engram_prefill/", "expert_ffn/", "moe_layer/"],
+        "",
+        60,
+    );
 }
