@@ -386,6 +386,34 @@ fn projection_on<B: EngramOps, T: Element>(
     }))
 }
 
+/// The stacked projection through faer instead of the `gemm` crate (same shapes, f32, rayon).
+#[cfg(feature = "faer")]
+fn projection_faer(tokens: usize, runs: usize) -> serde_json::Value {
+    use faer::linalg::matmul::matmul;
+    use faer::{Accum, MatMut, MatRef, Par};
+    let config = EngramConfig::demo();
+    let (d_mem, outs) = (config.d_mem(), (config.hc_mult + 1) * config.hidden_size);
+    let x: Vec<f32> = synthetic::activations(tokens * d_mem, 1.0, 5);
+    let w: Vec<f32> = synthetic::activations(outs * d_mem, 0.05, 6);
+    let mut y = vec![0.0f32; tokens * outs];
+    let s = median_seconds(runs, || {
+        // y [tokens, outs] = x [tokens, d_mem] * w^T, w stored [outs, d_mem] row-major.
+        let xm = MatRef::from_row_major_slice(&x, tokens, d_mem);
+        let wt = MatRef::from_row_major_slice(&w, outs, d_mem).transpose();
+        let ym = MatMut::from_row_major_slice_mut(&mut y, tokens, outs);
+        matmul(ym, Accum::Replace, xm, wt, 1.0f32, Par::rayon(0));
+    });
+    let flops = 2.0 * (tokens * d_mem * outs) as f64;
+    serde_json::json!({
+        "op": "stacked_projection",
+        "backend": "cpu (faer crate)",
+        "dtype": "f32",
+        "tokens": tokens,
+        "seconds": s,
+        "gflop_per_s": flops / s / 1e9,
+    })
+}
+
 fn bench_projection<T: Element>(
     backends: &[BackendName],
     tokens: usize,
@@ -393,6 +421,10 @@ fn bench_projection<T: Element>(
     dtype: &str,
 ) -> engram_core::Result<Vec<serde_json::Value>> {
     let mut lines = Vec::new();
+    #[cfg(feature = "faer")]
+    if backends.contains(&BackendName::Cpu) && dtype == "f32" {
+        lines.push(projection_faer(tokens, runs));
+    }
     for b in backends {
         lines.push(match b {
             BackendName::Cpu => projection_on::<_, T>(&CpuBackend::new(), tokens, runs, dtype)?,
