@@ -80,13 +80,15 @@ pub fn linear<T: GemmElement>(
     Ok(())
 }
 
-/// Rows of `x` per block of [`linear_widening`]: each widened weight chunk is reused this often.
-const ROW_BLOCK: usize = 4;
+/// Outputs per panel of [`linear_widening`]: a panel of widened weights (`PANEL x in` f32, 640 KB
+/// for in = 1280) stays in the L2 cache while the GEMM runs over all rows.
+const PANEL: usize = 128;
 
-/// `out = x W^T + b` for element types the GEMM crate lacks (bf16, f16): weights are widened to
-/// f32 in registers, chunk by chunk, and reused for a block of rows; accumulation in f32 over
-/// eight fixed lanes, so the result does not depend on the thread count. Same contract as
-/// [`linear`].
+/// `out = x W^T + b` for element types the GEMM crate lacks (bf16, f16). The weights are widened
+/// to f32 one panel of [`PANEL`] outputs at a time into a buffer that stays in cache (never the
+/// whole matrix), the activations once per call, and each panel runs through the `gemm` crate's
+/// f32 kernels single-threaded; panels run in parallel. Each output comes from one fixed panel
+/// call, so the result does not depend on the thread count. Same contract as [`linear`].
 pub fn linear_widening<T: engram_core::Element>(
     x: &[T],
     weight: &[T],
@@ -105,87 +107,77 @@ pub fn linear_widening<T: engram_core::Element>(
     if rows == 0 || out_features == 0 {
         return Ok(());
     }
-    let isa = super::simd::detected();
-    let block = |b: usize, dst: &mut [T]| {
-        let r0 = b * ROW_BLOCK;
-        let xs = &x[r0 * in_features..(r0 + dst.len() / out_features) * in_features];
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `detected()` found AVX2 and FMA (AVX-512 implies them) on this CPU.
-            super::simd::Isa::Avx2Fma | super::simd::Isa::Avx512 => unsafe {
-                widening_block_avx2(xs, weight, bias, in_features, out_features, dst)
-            },
-            _ => widening_block(xs, weight, bias, in_features, out_features, dst),
-        }
-    };
-    let width = ROW_BLOCK * out_features;
-    match par {
-        Parallelism::Sequential => out
-            .chunks_mut(width)
-            .enumerate()
-            .for_each(|(b, d)| block(b, d)),
-        Parallelism::Rayon => {
-            use rayon::prelude::*;
-            out.par_chunks_mut(width)
-                .enumerate()
-                .for_each(|(b, d)| block(b, d))
-        }
-    }
-    Ok(())
-}
-
-/// One block of up to [`ROW_BLOCK`] rows: `xs` `[r, in]`, `dst` `[r, out]`.
-#[inline(always)]
-fn widening_block<T: engram_core::Element>(
-    xs: &[T],
-    weight: &[T],
-    bias: Option<&[T]>,
-    in_features: usize,
-    out_features: usize,
-    dst: &mut [T],
-) {
-    const L: usize = super::simd::LANES;
-    let r = xs.len() / in_features;
-    // The block's activations widened once (at most ROW_BLOCK rows: a few KB, in L1).
-    let xf: Vec<f32> = xs.iter().map(|v| v.to_f32()).collect();
-    let n = in_features / L * L;
-    for j in 0..out_features {
-        let w = &weight[j * in_features..(j + 1) * in_features];
-        let mut acc = [[0.0f32; L]; ROW_BLOCK];
-        for (c, wc) in w[..n].chunks_exact(L).enumerate() {
-            let mut wf = [0.0f32; L];
-            for l in 0..L {
-                wf[l] = wc[l].to_f32();
-            }
-            for (row, a) in acc.iter_mut().enumerate().take(r) {
-                let xr = &xf[row * in_features + c * L..row * in_features + c * L + L];
-                for l in 0..L {
-                    a[l] += xr[l] * wf[l];
+    let xf: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
+    let panels = out_features.div_ceil(PANEL);
+    let panel = |p: usize, wf: &mut Vec<f32>, yf: &mut Vec<f32>| -> Vec<(usize, Vec<T>)> {
+        let j0 = p * PANEL;
+        let n = PANEL.min(out_features - j0);
+        wf.clear();
+        wf.extend(
+            weight[j0 * in_features..(j0 + n) * in_features]
+                .iter()
+                .map(|v| v.to_f32()),
+        );
+        yf.clear();
+        yf.resize(rows * n, 0.0);
+        if let Some(b) = bias {
+            for row in yf.chunks_exact_mut(n) {
+                for (y, bj) in row.iter_mut().zip(&b[j0..j0 + n]) {
+                    *y = bj.to_f32();
                 }
             }
         }
-        for (row, a) in acc.iter_mut().enumerate().take(r) {
-            for i in n..in_features {
-                a[0] += xf[row * in_features + i] * w[i].to_f32();
-            }
-            let b = bias.map_or(0.0, |b| b[j].to_f32());
-            dst[row * out_features + j] = T::from_f32(super::simd::reduce(*a) + b);
+        // SAFETY: dst `yf` is `rows x n` (row stride n); lhs `xf` is `rows x in` (row stride
+        // in); rhs is `wf` (`n x in`, row-major) read transposed as `in x n` (column stride in,
+        // row stride 1); all are live, correctly sized, and dst aliases neither input.
+        unsafe {
+            gemm::gemm(
+                rows,
+                n,
+                in_features,
+                yf.as_mut_ptr(),
+                1,
+                n as isize,
+                bias.is_some(),
+                xf.as_ptr(),
+                1,
+                in_features as isize,
+                wf.as_ptr(),
+                in_features as isize,
+                1,
+                1.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        vec![(j0, yf.iter().map(|&v| T::from_f32(v)).collect())]
+    };
+    let results: Vec<(usize, Vec<T>)> = match par {
+        Parallelism::Sequential => {
+            let (mut wf, mut yf) = (Vec::new(), Vec::new());
+            (0..panels)
+                .flat_map(|p| panel(p, &mut wf, &mut yf))
+                .collect()
+        }
+        Parallelism::Rayon => {
+            use rayon::prelude::*;
+            (0..panels)
+                .into_par_iter()
+                .map_init(|| (Vec::new(), Vec::new()), |(wf, yf), p| panel(p, wf, yf))
+                .flatten_iter()
+                .collect()
+        }
+    };
+    for (j0, y) in results {
+        let n = y.len() / rows;
+        for (dst, src) in out.chunks_exact_mut(out_features).zip(y.chunks_exact(n)) {
+            dst[j0..j0 + n].copy_from_slice(src);
         }
     }
-}
-
-/// [`widening_block`] compiled for AVX2 + FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn widening_block_avx2<T: engram_core::Element>(
-    xs: &[T],
-    weight: &[T],
-    bias: Option<&[T]>,
-    in_features: usize,
-    out_features: usize,
-    dst: &mut [T],
-) {
-    widening_block(xs, weight, bias, in_features, out_features, dst)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -241,6 +233,8 @@ mod tests {
             (7, 13, 5, false),
             (9, 96, 80, true),
             (64, 1024, 33, true),
+            // Three panels, the last one partial.
+            (70, 40, 2 * PANEL + 9, true),
         ];
         check_kernel::<bf16>(linear_widening::<bf16>, &shapes, 1e-4);
     }
