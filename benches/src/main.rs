@@ -219,41 +219,44 @@ fn layer_bytes<T>(config: &EngramConfig, tokens: usize, decode: bool) -> usize {
         + state_bytes
 }
 
-#[allow(clippy::too_many_arguments)]
-fn report(
-    run_name: &str,
-    adapter: &str,
-    tokens: usize,
+/// One backend's measurements of the layer.
+struct Figures<'a> {
+    backend: &'a str,
+    device: String,
     threads: usize,
     layer_s: f64,
     gemm_s: f64,
-    gemm_via: &str,
+    gemm_via: &'a str,
     bandwidth: f64,
-    bytes: usize,
-    batch: usize,
+}
+
+/// The JSON line of one backend's figures for `run`.
+fn report<T: Element>(
+    run: &EngramRun<'_, T>,
     seq: usize,
-    decode: bool,
-    dtype: &str,
+    tokens: usize,
+    bytes: usize,
+    f: Figures<'_>,
 ) -> serde_json::Value {
-    let memory_s = bytes as f64 / bandwidth;
+    let memory_s = bytes as f64 / f.bandwidth;
     serde_json::json!({
-        "op": if decode { "engram_decode" } else { "engram_prefill" },
-        "backend": run_name,
-        "device": adapter,
-        "dtype": dtype,
-        "batch": batch,
+        "op": if run.decode { "engram_decode" } else { "engram_prefill" },
+        "backend": f.backend,
+        "device": f.device,
+        "dtype": run.dtype,
+        "batch": run.batch,
         "seq": seq,
         "tokens": tokens,
-        "threads": threads,
-        "layer_s": layer_s,
-        "tokens_per_s": tokens as f64 / layer_s,
-        "gemm_floor_s": gemm_s,
-        "gemm_floor_via": gemm_via,
+        "threads": f.threads,
+        "layer_s": f.layer_s,
+        "tokens_per_s": tokens as f64 / f.layer_s,
+        "gemm_floor_s": f.gemm_s,
+        "gemm_floor_via": f.gemm_via,
         "memory_floor_s": memory_s,
-        "layer_over_gemm": layer_s / gemm_s,
-        "layer_over_memory": layer_s / memory_s,
+        "layer_over_gemm": f.layer_s / f.gemm_s,
+        "layer_over_memory": f.layer_s / memory_s,
         "bytes_moved": bytes,
-        "copy_gb_per_s": bandwidth / 1e9,
+        "copy_gb_per_s": f.bandwidth / 1e9,
     })
 }
 
@@ -307,19 +310,19 @@ fn bench_engram<T: Element>(
         let gemm_s = time_projection(&wgpu, &dev, tokens, &run)?;
         let bandwidth = device_copy_bandwidth(&wgpu, runs)?;
         lines.push(report(
-            "wgpu",
-            &wgpu.adapter(),
-            tokens,
-            1,
-            layer_s,
-            gemm_s,
-            "the backend's own linear kernel",
-            bandwidth,
-            bytes,
-            batch,
+            &run,
             seq,
-            decode,
-            run.dtype,
+            tokens,
+            bytes,
+            Figures {
+                backend: "wgpu",
+                device: wgpu.adapter(),
+                threads: 1,
+                layer_s,
+                gemm_s,
+                gemm_via: "the backend's own linear kernel",
+                bandwidth,
+            },
         ));
     }
     if backends.contains(&BackendName::Cpu) {
@@ -336,19 +339,19 @@ fn bench_engram<T: Element>(
         });
         let bandwidth = copy_bandwidth(1 << 29, 5);
         lines.push(report(
-            "cpu",
-            &cpu.capabilities().device,
-            tokens,
-            rayon::current_num_threads(),
-            layer_s,
-            gemm_s,
-            "gemm crate, f32",
-            bandwidth,
-            bytes,
-            batch,
+            &run,
             seq,
-            decode,
-            run.dtype,
+            tokens,
+            bytes,
+            Figures {
+                backend: "cpu",
+                device: cpu.capabilities().device,
+                threads: rayon::current_num_threads(),
+                layer_s,
+                gemm_s,
+                gemm_via: "gemm crate, f32",
+                bandwidth,
+            },
         ));
     }
     Ok(lines)

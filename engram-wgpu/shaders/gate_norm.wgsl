@@ -1,4 +1,4 @@
-// gate_norm: P = [tokens, m, d, bits of the conv norm's eps]; the gate (see gate.wgsl) and the
+// gate_norm: P = [tokens, m, d, bits of the conv norm's eps]; the gate (gate_common.wgsl) and the
 // convolution's RMSNorm of the gated value in one workgroup of 256 per (token, branch):
 // value[t, b] = alpha * v (rounded to the element type), normed[t, b] = value / sqrt(mean(value^2)
 // + eps) * conv_norm[b] (reduce3: see reduce_*.wgsl).
@@ -12,26 +12,9 @@ fn gate_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     if (tb >= P[0] * m) {
         return;
     }
-    let t = tb / m;
     let b = tb % m;
-    let p = t * (m + 1u) * d;
-    var sk = 0.0;
-    var sh = 0.0;
-    var sd = 0.0;
-    for (var i = lid; i < d; i = i + 256u) {
-        let ki = ld_proj(p + b * d + i);
-        let hi = ld_hidden(tb * d + i);
-        sk = sk + ki * ki;
-        sh = sh + hi * hi;
-        sd = sd + ki * ld_key_norm(b * d + i) * hi * ld_query_norm(b * d + i);
-    }
-    let sums = reduce3(lid, vec3<f32>(sk, sh, sd));
-    let eps = 1.1920928955078125e-07;
-    let fd = f32(d);
-    let rk = 1.0 / sqrt(sums.x / fd + eps);
-    let rh = 1.0 / sqrt(sums.y / fd + eps);
-    let s = rk * rh * sums.z / sqrt(fd);
-    let a = narrow(sigmoid(sign(s) * sqrt(max(abs(s), 1e-6))));
+    let p = (tb / m) * (m + 1u) * d;
+    let a = gate_alpha(tb, lid);
     if (lid == 0u) {
         st_alpha(tb, a);
     }
@@ -41,7 +24,7 @@ fn gate_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
         st_value(tb * d + i, v);
         sv = sv + v * v;
     }
-    let inv = 1.0 / sqrt(reduce3(lid, vec3<f32>(sv, 0.0, 0.0)).x / fd + bitcast<f32>(P[3]));
+    let inv = 1.0 / sqrt(reduce3(lid, vec3<f32>(sv, 0.0, 0.0)).x / f32(d) + bitcast<f32>(P[3]));
     for (var i = lid; i < d; i = i + 256u) {
         let v = narrow(a * ld_proj(p + m * d + i));
         st_normed(tb * d + i, v * inv * ld_conv_norm(b * d + i));

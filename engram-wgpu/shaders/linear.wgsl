@@ -52,28 +52,10 @@ fn linear(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li
         workgroupBarrier();
     }
     let c0 = col0 + lid.x * 4u;
-    var bias = vec4<f32>(0.0);
-    if (P[3] != 0u) {
-        for (var j = 0u; j < 4u; j = j + 1u) {
-            if (c0 + j < outf) {
-                bias[j] = ld_bias(c0 + j);
-            }
-        }
-    }
+    let bias = bias4(c0, outf);
     let r0 = row0 + lid.y * 4u;
     store_row(r0, c0, rows, outf, acc0 + bias);
     store_row(r0 + 1u, c0, rows, outf, acc1 + bias);
     store_row(r0 + 2u, c0, rows, outf, acc2 + bias);
     store_row(r0 + 3u, c0, rows, outf, acc3 + bias);
-}
-
-fn store_row(r: u32, c0: u32, rows: u32, outf: u32, v: vec4<f32>) {
-    if (r >= rows) {
-        return;
-    }
-    for (var j = 0u; j < 4u; j = j + 1u) {
-        if (c0 + j < outf) {
-            st_y(r * outf + c0 + j, v[j]);
-        }
-    }
 }

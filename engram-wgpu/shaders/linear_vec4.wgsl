@@ -35,27 +35,9 @@ fn linear_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
         let a3 = ld4_x(xr.w + q);
         acc3 = acc3 + vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3));
     }
-    var bias = vec4<f32>(0.0);
-    if (P[3] != 0u) {
-        for (var j = 0u; j < 4u; j = j + 1u) {
-            if (c0 + j < outf) {
-                bias[j] = ld_bias(c0 + j);
-            }
-        }
-    }
+    let bias = bias4(c0, outf);
     store_row(r0, c0, rows, outf, acc0 + bias);
     store_row(r0 + 1u, c0, rows, outf, acc1 + bias);
     store_row(r0 + 2u, c0, rows, outf, acc2 + bias);
     store_row(r0 + 3u, c0, rows, outf, acc3 + bias);
-}
-
-fn store_row(r: u32, c0: u32, rows: u32, outf: u32, v: vec4<f32>) {
-    if (r >= rows) {
-        return;
-    }
-    for (var j = 0u; j < 4u; j = j + 1u) {
-        if (c0 + j < outf) {
-            st_y(r * outf + c0 + j, v[j]);
-        }
-    }
 }

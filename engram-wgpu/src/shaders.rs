@@ -203,11 +203,25 @@ pub const REDUCE_PORTABLE_WGSL: &str = include_str!("../shaders/reduce_portable.
 /// The workgroup sum `reduce3` with subgroup operations (needs wgpu's `SUBGROUP` feature).
 pub const REDUCE_SUBGROUPS_WGSL: &str = include_str!("../shaders/reduce_subgroups.wgsl");
 
+/// The gate's arithmetic, shared by `gate` and `gate_norm`.
+pub const GATE_COMMON_WGSL: &str = include_str!("../shaders/gate_common.wgsl");
+/// The bias and store helpers shared by the projection kernels.
+pub const LINEAR_COMMON_WGSL: &str = include_str!("../shaders/linear_common.wgsl");
+
 impl Kernel {
     /// Whether the kernel sums over its workgroup (`reduce3`), so that it has a variant with
-    /// subgroup operations ([`source_with_subgroups`]).
+    /// subgroup operations (see [`Variant::subgroups`]).
     pub fn reduces(self) -> bool {
         matches!(self, Kernel::RmsNorm | Kernel::Gate | Kernel::GateNorm)
+    }
+
+    /// The shared helper files the module includes before the kernel's body.
+    fn shared_parts(self) -> &'static [&'static str] {
+        match self {
+            Kernel::Gate | Kernel::GateNorm => &[GATE_COMMON_WGSL],
+            Kernel::Linear | Kernel::LinearVec4 | Kernel::LinearVec4Tiled => &[LINEAR_COMMON_WGSL],
+            _ => &[],
+        }
     }
 }
 
@@ -407,6 +421,10 @@ fn assemble(kernel: Kernel, dtype: DType, variant: Variant) -> Option<String> {
                 .replace(" /*SUBGROUP_ARGS*/", "")
                 .replace("    /*SUBGROUP_INIT*/\n", "");
         }
+        out.push('\n');
+    }
+    for part in kernel.shared_parts() {
+        out.push_str(part);
         out.push('\n');
     }
     out.push_str(&body);
