@@ -6,10 +6,15 @@
 //!
 //! - hashing needs no 64-bit integers: the multiply, XOR and modulo by each head's prime run on
 //!   pairs of u32 and equal the oracle bit for bit on every input the configuration allows;
-//! - every kernel computes in f32; f16 and bf16 data are stored two per word and widened in the
-//!   shader (f64 is not offered: WGSL has no portable 64-bit float, and such cases report
-//!   `NOT_SUPPORTED`);
-//! - a table larger than the adapter's largest storage binding is gathered window by window.
+//! - every kernel computes in f32; bf16 data (and f16 data on adapters without `SHADER_F16`) are
+//!   stored two per word and converted in the shader in integer code, f16 data on adapters with
+//!   it as WGSL `f16` (f64 is not offered: WGSL has no portable 64-bit float, and such cases
+//!   report `NOT_SUPPORTED`);
+//! - workgroup sums use subgroup operations where the adapter has them (a workgroup tree
+//!   otherwise), and the projection stages its operands in workgroup memory on GPUs and loads them
+//!   directly on CPU drivers, where that measured faster ([`shaders::Variant`]);
+//! - a table larger than the adapter's largest storage binding is gathered window by window, and
+//!   one larger than its largest buffer is held in overlapping segments.
 //!
 //! [`WgpuBackend`] implements the `engram_core` contracts. Another wgpu program can dispatch the
 //! same kernels on its own device: [`shaders`] gives each kernel's WGSL module, entry point,
