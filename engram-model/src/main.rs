@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use engram_core::{bf16, f16, CompressedVocab, Element, EngramConfig, NgramHasher};
+use engram_core::{
+    bf16, f16, CompressedVocab, Element, EngramConfig, EngramLayer, EngramOps, NgramHasher,
+};
 use engram_cpu::CpuBackend;
 use engram_model::demo::{self, DemoRun};
 use engram_model::io::{read_config, write_vocab};
@@ -40,7 +42,7 @@ enum ColourChoice {
 #[derive(Subcommand)]
 enum Command {
     /// Run one Engram layer (reference demo configuration, seeded random weights) over a sentence
-    /// on the CPU backend and show each branch's gate per token.
+    /// on the CPU backend (or `--backend wgpu`) and show each branch's gate per token.
     Demo {
         /// The sentence.
         #[arg(
@@ -73,6 +75,10 @@ enum Command {
         /// A HuggingFace tokenizer.json [default: the built-in DeepSeek-V3 tokenizer]
         #[arg(long)]
         tokenizer: Option<PathBuf>,
+        /// The backend to run the layer on (wgpu: any Vulkan, Metal or DX12 adapter; see
+        /// ENGRAM_WGPU_ADAPTER).
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: DemoBackend,
     },
     /// Build the compressed vocabulary of a tokenizer and report how much it merges.
     Vocab {
@@ -285,7 +291,17 @@ fn run_hash(
 }
 
 /// Everything `engram demo` was asked for.
+/// The backends the demo runs on.
+#[derive(Clone, Copy, ValueEnum)]
+enum DemoBackend {
+    /// The CPU backend.
+    Cpu,
+    /// The wgpu backend.
+    Wgpu,
+}
+
 struct DemoArgs<'a> {
+    backend: DemoBackend,
     text: &'a str,
     html: Option<&'a PathBuf>,
     config: Option<&'a PathBuf>,
@@ -353,14 +369,38 @@ fn run_demo<T: Element>(
         bar.inc(n * row_bytes)
     })?;
     bar.finish_and_clear();
-    let backend = CpuBackend::new();
-    let device = demo::to_device(&backend, layer)?;
 
     let raw = tokenizer.encode(args.text)?;
     let mut canonical = vec![0; raw.len()];
     vocab.compress(&raw, &mut canonical)?;
     let hidden = demo::token_hidden::<T>(&raw, config.hc_mult, config.hidden_size, args.seed);
-    let (gates, median_s) = demo::run_layer(&backend, &device, &canonical, &hidden, args.runs)?;
+    /// Moves the layer to `backend` and runs it: the gates, the median time, and where it ran.
+    fn on<B: EngramOps, T: Element>(
+        backend: &B,
+        layer: EngramLayer<T>,
+        canonical: &[u32],
+        hidden: &[T],
+        runs: usize,
+    ) -> Result<(Vec<f64>, f64, String), CliError> {
+        let device = demo::to_device(backend, layer)?;
+        let (gates, median_s) = demo::run_layer(backend, &device, canonical, hidden, runs)?;
+        let caps = backend.capabilities();
+        Ok((
+            gates,
+            median_s,
+            format!("{} backend ({})", caps.backend, caps.device),
+        ))
+    }
+    let (gates, median_s, place) = match args.backend {
+        DemoBackend::Cpu => on(&CpuBackend::new(), layer, &canonical, &hidden, args.runs)?,
+        DemoBackend::Wgpu => on(
+            &engram_wgpu::WgpuBackend::new()?,
+            layer,
+            &canonical,
+            &hidden,
+            args.runs,
+        )?,
+    };
     let tokens = raw
         .iter()
         .zip(&canonical)
@@ -381,12 +421,11 @@ fn run_demo<T: Element>(
     write!(out, "{}", demo::render_terminal(&run, args.colour))?;
     writeln!(
         out,
-        "speed:   {} tokens in {:.3} ms (median of {} forwards) = {:.1} tokens/s on the {} backend",
+        "speed:   {} tokens in {:.3} ms (median of {} forwards) = {:.1} tokens/s on the {place}",
         run.tokens.len(),
         run.median_s * 1e3,
         run.runs,
         run.tokens_per_s(),
-        engram_cpu::BACKEND_NAME
     )?;
     if let Some(path) = args.html {
         let page = demo::render_html(&run, &format!("Engram gates: {}", args.text));
@@ -425,6 +464,7 @@ fn main() -> ExitCode {
             runs,
             color,
             tokenizer,
+            backend,
         } => {
             let colour = match color {
                 ColourChoice::Always => true,
@@ -434,6 +474,7 @@ fn main() -> ExitCode {
                 }
             };
             let args = DemoArgs {
+                backend: *backend,
                 text,
                 html: html.as_ref(),
                 config: config.as_ref(),

@@ -172,6 +172,69 @@ fn bad_input_ends_with_one_line_and_a_nonzero_exit() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The gate values of a demo's heatmap rows.
+fn gate_rows(text: &str) -> Vec<Vec<f64>> {
+    text.lines()
+        .filter(|l| {
+            l.trim_start()
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit())
+        })
+        .map(|l| {
+            l.split_whitespace()
+                .rev()
+                .take(4)
+                .map(|v| v.parse().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn demo_on_wgpu_shows_the_gates_of_the_cpu_backend() {
+    let args = |backend: &'static str| {
+        vec![
+            "demo".to_owned(),
+            "--config".to_owned(),
+            golden("engram_public.json"),
+            "--runs".to_owned(),
+            "1".to_owned(),
+            "--color".to_owned(),
+            "never".to_owned(),
+            "--backend".to_owned(),
+            backend.to_owned(),
+        ]
+    };
+    fn refs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let cpu = engram(&refs(&args("cpu")));
+    assert!(cpu.status.success(), "{cpu:?}");
+    assert!(
+        stdout(&cpu).contains("on the cpu backend"),
+        "{}",
+        stdout(&cpu)
+    );
+    let wgpu = engram(&refs(&args("wgpu")));
+    if !wgpu.status.success() && std::env::var_os("ENGRAM_REQUIRE_WGPU").is_none() {
+        // No adapter here: a clean one-line error, and the case is skipped.
+        assert_clean_failure(&wgpu, "no usable device");
+        return;
+    }
+    assert!(wgpu.status.success(), "{wgpu:?}");
+    let text = stdout(&wgpu);
+    assert!(text.contains("on the wgpu backend ("), "{text}");
+    let (a, b) = (gate_rows(&stdout(&cpu)), gate_rows(&text));
+    assert_eq!(a.len(), 13, "{text}");
+    assert_eq!(a.len(), b.len());
+    for (ra, rb) in a.iter().zip(&b) {
+        for (x, y) in ra.iter().zip(rb) {
+            assert!((x - y).abs() <= 1e-3, "cpu {ra:?} vs wgpu {rb:?}");
+        }
+    }
+}
+
 #[test]
 fn demo_runs_a_layer_and_renders_every_gate() {
     let dir = std::env::temp_dir().join(format!("engram-demo-{}", std::process::id()));
@@ -193,22 +256,7 @@ fn demo_runs_a_layer_and_renders_every_gate() {
     ]);
     assert!(o.status.success(), "{o:?}");
     let text = stdout(&o);
-    let gate_rows: Vec<Vec<f64>> = text
-        .lines()
-        .filter(|l| {
-            l.trim_start()
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_digit())
-        })
-        .map(|l| {
-            l.split_whitespace()
-                .rev()
-                .take(4)
-                .map(|v| v.parse().unwrap())
-                .collect()
-        })
-        .collect();
+    let gate_rows = gate_rows(&text);
     assert_eq!(gate_rows.len(), 13, "{text}");
     for row in &gate_rows {
         assert!(row.iter().all(|&a| a > 0.0 && a < 1.0), "{text}");
