@@ -357,9 +357,15 @@ impl EngramOps for CpuBackend {
         history: &mut CpuBuffer<T>,
         out: &mut CpuBuffer<T>,
     ) -> Result<()> {
-        reference::short_conv_decode(
-            normed, value, weight, channels, kernel, dilation, history, out,
-        )
+        if fast::<T>() {
+            kernels::norm_gate::short_conv_decode(
+                normed, value, weight, channels, kernel, dilation, history, out, self.par,
+            )
+        } else {
+            reference::short_conv_decode(
+                normed, value, weight, channels, kernel, dilation, history, out,
+            )
+        }
     }
 
     fn capture_state<T: Element>(

@@ -265,3 +265,88 @@ fn conv_row<T: Element>(a: &ConvArgs<'_, T>, t: usize, o: &mut [T]) {
 fn conv_row_avx2<T: Element>(a: &ConvArgs<'_, T>, t: usize, o: &mut [T]) {
     conv_row(a, t, o)
 }
+
+/// One decode step of the short convolution for every sequence: same contract as the oracle's
+/// `short_conv_decode` (history `[S, (kernel - 1) dilation, channels]`, oldest first, shifted by
+/// one and ended with the new normed input). f32 arithmetic, tap by tap over contiguous history
+/// rows; sequences in parallel (each touches only its own history and output).
+#[allow(clippy::too_many_arguments)]
+pub fn short_conv_decode<T: Element>(
+    normed: &[T],
+    value: &[T],
+    weight: &[T],
+    channels: usize,
+    kernel: usize,
+    dilation: usize,
+    history: &mut [T],
+    out: &mut [T],
+    par: Parallelism,
+) -> Result<()> {
+    let seqs = check::short_conv_decode(
+        normed.len(),
+        value.len(),
+        weight.len(),
+        channels,
+        kernel,
+        dilation,
+        history.len(),
+        out.len(),
+    )?;
+    if seqs == 0 || channels == 0 {
+        return Ok(());
+    }
+    let hist = (kernel - 1) * dilation;
+    let one = |s: usize, h: &mut [T], o: &mut [T], acc: &mut Vec<f32>| {
+        let x = &normed[s * channels..(s + 1) * channels];
+        let v = &value[s * channels..(s + 1) * channels];
+        acc.clear();
+        acc.extend(
+            x.iter()
+                .enumerate()
+                .map(|(c, xc)| weight[c * kernel + kernel - 1].to_f32() * xc.to_f32()),
+        );
+        for k in 0..kernel - 1 {
+            let back = (kernel - 1 - k) * dilation;
+            let row = &h[(hist - back) * channels..(hist - back + 1) * channels];
+            for (c, (a, r)) in acc.iter_mut().zip(row).enumerate() {
+                *a += weight[c * kernel + k].to_f32() * r.to_f32();
+            }
+        }
+        for ((oc, &a), vc) in o.iter_mut().zip(acc.iter()).zip(v) {
+            *oc = T::from_f32(vc.to_f32() + a / (1.0 + (-a).exp()));
+        }
+        if hist > 0 {
+            h.copy_within(channels.., 0);
+            h[(hist - 1) * channels..].copy_from_slice(x);
+        }
+    };
+    let hist_len = hist * channels;
+    match par {
+        Parallelism::Sequential => {
+            let mut acc = Vec::with_capacity(channels);
+            for s in 0..seqs {
+                let h = &mut history[s * hist_len..(s + 1) * hist_len];
+                one(s, h, &mut out[s * channels..(s + 1) * channels], &mut acc);
+            }
+        }
+        Parallelism::Rayon => {
+            use rayon::prelude::*;
+            // An empty history (kernel 1) still gives every sequence its own (empty) slice.
+            let mut empty: Vec<&mut [T]> = Vec::new();
+            let hs: Vec<&mut [T]> = if hist_len == 0 {
+                empty.extend((0..seqs).map(|_| &mut [][..]));
+                empty
+            } else {
+                history.chunks_mut(hist_len).collect()
+            };
+            hs.into_par_iter()
+                .zip(out.par_chunks_mut(channels))
+                .enumerate()
+                .for_each_init(
+                    || Vec::with_capacity(channels),
+                    |acc, (s, (h, o))| one(s, h, o, acc),
+                );
+        }
+    }
+    Ok(())
+}
