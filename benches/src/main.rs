@@ -117,6 +117,22 @@ struct EngramRun<'a, T: Element> {
     inputs: &'a EngramInputs<T>,
 }
 
+/// Median seconds of `runs` calls of `op` on `backend`, each waiting for the device to finish;
+/// the first error stops the timing and is returned.
+fn median_synced<B: Backend>(
+    backend: &B,
+    runs: usize,
+    mut op: impl FnMut() -> engram_core::Result<()>,
+) -> engram_core::Result<f64> {
+    let mut result = Ok(());
+    let seconds = median_seconds(runs, || {
+        if result.is_ok() {
+            result = op().and_then(|()| backend.synchronize());
+        }
+    });
+    result.map(|()| seconds)
+}
+
 /// The layer's time on `backend` (prefill of the batch, or one decode step of every sequence
 /// from a state primed with `seq` tokens), waiting for the device after every run.
 fn time_layer<B: EngramOps, T: Element>(
@@ -130,38 +146,27 @@ fn time_layer<B: EngramOps, T: Element>(
     let cu = backend.upload(&inputs.cu)?;
     let hidden = backend.upload(&inputs.hidden)?;
     let mut out = backend.zeros::<T>(inputs.hidden.len())?;
-    let mut result = Ok(());
-    let seconds = if run.decode {
+    if run.decode {
         let mut state = DeviceEngramState::new(backend, dev, run.batch)?;
         backend.engram_prefill(dev, &ids, &cu, &hidden, &mut out, None, Some(&mut state))?;
         let step_ids = backend.upload(&inputs.step_ids)?;
         let step_hidden = backend.upload(&inputs.step_hidden)?;
         let mut step_out = backend.zeros::<T>(run.batch * m * d)?;
-        median_seconds(run.runs, || {
-            if result.is_ok() {
-                result = backend
-                    .engram_decode(
-                        dev,
-                        &step_ids,
-                        &step_hidden,
-                        &mut state,
-                        &mut step_out,
-                        None,
-                    )
-                    .and_then(|()| backend.synchronize());
-            }
+        median_synced(backend, run.runs, || {
+            backend.engram_decode(
+                dev,
+                &step_ids,
+                &step_hidden,
+                &mut state,
+                &mut step_out,
+                None,
+            )
         })
     } else {
-        median_seconds(run.runs, || {
-            if result.is_ok() {
-                result = backend
-                    .engram_prefill(dev, &ids, &cu, &hidden, &mut out, None, None)
-                    .and_then(|()| backend.synchronize());
-            }
+        median_synced(backend, run.runs, || {
+            backend.engram_prefill(dev, &ids, &cu, &hidden, &mut out, None, None)
         })
-    };
-    result?;
-    Ok(seconds)
+    }
 }
 
 /// The stacked projection alone on `backend`, in `T` (the device's own GEMM floor).
@@ -174,16 +179,9 @@ fn time_projection<B: EngramOps, T: Element>(
     let c = run.config;
     let x = backend.upload(&synthetic::activations::<T>(tokens * c.d_mem(), 1.0, 5))?;
     let mut y = backend.zeros::<T>(tokens * (c.hc_mult + 1) * c.hidden_size)?;
-    let mut result = Ok(());
-    let s = median_seconds(run.runs, || {
-        if result.is_ok() {
-            result = backend
-                .linear(&x, &dev.proj_weight, None, c.d_mem(), &mut y)
-                .and_then(|()| backend.synchronize());
-        }
-    });
-    result?;
-    Ok(s)
+    median_synced(backend, run.runs, || {
+        backend.linear(&x, &dev.proj_weight, None, c.d_mem(), &mut y)
+    })
 }
 
 /// Bytes per second of a large device-to-device copy on `backend` (bytes read and written).
@@ -191,15 +189,7 @@ fn device_copy_bandwidth<B: Backend>(backend: &B, runs: usize) -> engram_core::R
     let words = 1usize << 26; // 256 MiB
     let src = backend.zeros::<u32>(words)?;
     let mut dst = backend.zeros::<u32>(words)?;
-    let mut result = Ok(());
-    let s = median_seconds(runs, || {
-        if result.is_ok() {
-            result = backend
-                .copy(&src, &mut dst)
-                .and_then(|()| backend.synchronize());
-        }
-    });
-    result?;
+    let s = median_synced(backend, runs, || backend.copy(&src, &mut dst))?;
     Ok(2.0 * (words * 4) as f64 / s)
 }
 
@@ -368,15 +358,9 @@ fn projection_on<B: EngramOps, T: Element>(
     let x = backend.upload(&synthetic::activations::<T>(tokens * d_mem, 1.0, 5))?;
     let w = backend.upload(&synthetic::activations::<T>(outs * d_mem, 0.05, 6))?;
     let mut y = backend.zeros::<T>(tokens * outs)?;
-    let mut result = Ok(());
-    let s = median_seconds(runs, || {
-        if result.is_ok() {
-            result = backend
-                .linear(&x, &w, None, d_mem, &mut y)
-                .and_then(|()| backend.synchronize());
-        }
-    });
-    result?;
+    let s = median_synced(backend, runs, || {
+        backend.linear(&x, &w, None, d_mem, &mut y)
+    })?;
     let flops = 2.0 * (tokens * d_mem * outs) as f64;
     Ok(serde_json::json!({
         "op": "stacked_projection",
@@ -451,16 +435,9 @@ fn route_on<B: MoeOps>(
     let (sd, bd) = (backend.upload(scores)?, backend.upload(bias)?);
     let mut w = backend.zeros::<f32>(tokens * k)?;
     let mut ix = backend.zeros::<u32>(tokens * k)?;
-    let mut result = Ok(());
-    let s = median_seconds(runs, || {
-        if result.is_ok() {
-            result = backend
-                .moe_route(&sd, &bd, config, &mut w, &mut ix)
-                .and_then(|()| backend.synchronize());
-        }
-    });
-    result?;
-    Ok(s)
+    median_synced(backend, runs, || {
+        backend.moe_route(&sd, &bd, config, &mut w, &mut ix)
+    })
 }
 
 fn bench_route(
