@@ -20,33 +20,50 @@ build)
     mkdir -p "$bundle"
     : "${CUDA_LIBRARY_PATH:?set CUDA_LIBRARY_PATH to a folder with lib64/libcuda.so}"
     cargo build --release -p engram-conformance --features cuda
+    cargo build --release -p engram-benches --features cuda
     cargo test --release -p engram-cuda --features cuda --no-run --message-format=json 2>/dev/null \
         | python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "conformance":
-        print(m["executable"])' | while read -r exe; do cp "$exe" "$bundle/cuda_conformance"; done
-    cp target/release/engram-conformance "$bundle/"
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["target"]["name"], m["executable"])' | while read -r name exe; do cp "$exe" "$bundle/cuda_$name"; done
+    cp target/release/engram-conformance target/release/engram-bench "$bundle/"
     cp -r conformance/golden "$bundle/golden"
     cp tools/torch_floor.py "$bundle/"
-    strip --strip-debug "$bundle/cuda_conformance" "$bundle/engram-conformance"
+    strip --strip-debug "$bundle"/cuda_* "$bundle/engram-conformance" "$bundle/engram-bench"
     ls -la "$bundle"
     ;;
 run)
     out=${3:?output folder}
     mkdir -p "$out"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
-    "$bundle/cuda_conformance" --test-threads 8 2>&1 | tee "$out/suite.log" | tail -3
-    if [ "${4:-}" != "--no-sanitizer" ] && command -v compute-sanitizer >/dev/null; then
-        compute-sanitizer --tool memcheck "$bundle/cuda_conformance" --test-threads 1 > "$out/memcheck.log" 2>&1 || true
-        compute-sanitizer --tool racecheck "$bundle/cuda_conformance" --test-threads 1 > "$out/racecheck.log" 2>&1 || true
-        grep -h "SUMMARY" "$out/memcheck.log" "$out/racecheck.log"
-    fi
+    echo "== conformance suite"
+    "$bundle/cuda_conformance" --test-threads 8 > "$out/suite.log" 2>&1 || true
+    "$bundle/cuda_exact" >> "$out/suite.log" 2>&1 || true
+    grep -E "^test result|FAIL|panicked" "$out/suite.log" | head -20
+    echo "== golden files"
     "$bundle/engram-conformance" golden --backend cuda "$bundle"/golden/engram_public.safetensors \
         "$bundle"/golden/moe_public.safetensors "$bundle"/golden/variants/*.safetensors > "$out/golden.log" 2>&1 || true
     grep -E "^(PASS|FAIL|error)" "$out/golden.log"
-    "$bundle/engram-conformance" run --backend cuda --mode perf | tee "$out/perf.log" || true
-    python3 "$bundle/torch_floor.py" | tee "$out/floors.jsonl"
+    echo "== benchmarks (JSON lines in bench.jsonl)"
+    bench="$bundle/engram-bench"
+    {
+        "$bench" engram --backend cuda --batch 32 --seq 512 --dtype bf16 --runs 20
+        for b in 1 16 64 256; do "$bench" engram --backend cuda --batch $b --seq 64 --dtype bf16 --decode --runs 50; done
+        "$bench" engram --backend cuda --batch 64 --seq 64 --dtype f32 --decode --runs 50
+        "$bench" projection --backend cuda --tokens 16384 --dtype bf16 --runs 20
+        "$bench" gather --backend cuda --tokens 16384 --dtype bf16 --runs 20
+        "$bench" route --backend cuda --tokens 4096 --runs 20
+        python3 "$bundle/torch_floor.py" --tokens 16384
+    } 2> "$out/bench.err" | tee "$out/bench.jsonl"
+    if [ "${4:-}" != "--no-sanitizer" ] && command -v compute-sanitizer >/dev/null; then
+        echo "== compute-sanitizer"
+        for tool in memcheck racecheck; do
+            timeout "${SANITIZER_TIMEOUT:-240}" compute-sanitizer --tool $tool "$bundle/cuda_conformance" \
+                --test-threads 1 > "$out/$tool.log" 2>&1 || echo "$tool: exit $?"
+            grep -h "SUMMARY\|^test result" "$out/$tool.log" || tail -3 "$out/$tool.log"
+        done
+    fi
     ;;
 *)
     echo "usage: $0 build BUNDLE | run BUNDLE OUT" >&2

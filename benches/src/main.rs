@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use engram_benches::{copy_bandwidth, median_seconds};
 use engram_core::{
     bf16, synthetic, Backend, DeviceEngramLayer, DeviceEngramState, Element, EngramConfig,
-    EngramOps, MoeConfig, MoeOps, NgramHasher, ScoreFunc,
+    EngramLayer, EngramOps, MoeConfig, MoeOps, NgramHasher, ScoreFunc,
 };
 use engram_cpu::kernels::hash::{hash_rows, LayerHashKernel};
 use engram_cpu::kernels::linear::linear;
@@ -33,6 +33,23 @@ enum BackendName {
     Cpu,
     /// The wgpu backend (the adapter `ENGRAM_WGPU_ADAPTER` names, or the best one).
     Wgpu,
+    /// The CUDA backend (this tool built with `--features cuda`, an NVIDIA GPU).
+    Cuda,
+}
+
+/// The CUDA backend, or why there is none.
+#[cfg(feature = "cuda")]
+fn cuda_backend() -> engram_core::Result<engram_cuda::CudaBackend> {
+    engram_cuda::CudaBackend::new()
+}
+
+/// The CUDA backend, or why there is none.
+#[cfg(not(feature = "cuda"))]
+fn cuda_backend() -> engram_core::Result<CpuBackend> {
+    Err(engram_core::Error::NoDevice {
+        backend: "cuda",
+        reason: "this engram-bench was built without its `cuda` feature".into(),
+    })
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -85,6 +102,19 @@ enum Command {
         backend: Vec<BackendName>,
         #[arg(long, default_value_t = 4096)]
         tokens: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// The row gather alone on the demo layer's tables (rows from hashing synthetic ids), beside
+    /// the device's copy bandwidth.
+    Gather {
+        /// Backends to measure, comma-separated.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "cpu")]
+        backend: Vec<BackendName>,
+        #[arg(long, default_value_t = 16384)]
+        tokens: usize,
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: DTypeName,
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
@@ -250,6 +280,38 @@ fn report<T: Element>(
     })
 }
 
+/// The JSON line of a device backend: the layer, its own projection kernel (the GEMM floor on
+/// the device) and its device-to-device copy bandwidth, measured one after the other.
+fn device_line<B: EngramOps, T: Element>(
+    backend: &B,
+    device: String,
+    layer: &EngramLayer<T>,
+    run: &EngramRun<'_, T>,
+    seq: usize,
+    tokens: usize,
+    bytes: usize,
+) -> engram_core::Result<serde_json::Value> {
+    let dev = DeviceEngramLayer::upload(backend, layer)?;
+    let layer_s = time_layer(backend, &dev, run)?;
+    let gemm_s = time_projection(backend, &dev, tokens, run)?;
+    let bandwidth = device_copy_bandwidth(backend, run.runs)?;
+    Ok(report(
+        run,
+        seq,
+        tokens,
+        bytes,
+        Figures {
+            backend: backend.name(),
+            device,
+            threads: 1,
+            layer_s,
+            gemm_s,
+            gemm_via: "the backend's own linear kernel",
+            bandwidth,
+        },
+    ))
+}
+
 fn bench_engram<T: Element>(
     backends: &[BackendName],
     batch: usize,
@@ -292,28 +354,26 @@ fn bench_engram<T: Element>(
     let bytes = layer_bytes::<T>(&config, tokens, decode);
     let mut lines = Vec::new();
     // Devices first: the CPU backend then takes the host layer without copying it.
+    if backends.contains(&BackendName::Cuda) {
+        let cuda = cuda_backend()?;
+        let device = cuda.capabilities().device;
+        eprintln!("cuda on {device} ...");
+        lines.push(device_line(
+            &cuda, device, &layer, &run, seq, tokens, bytes,
+        )?);
+    }
     if backends.contains(&BackendName::Wgpu) {
         let wgpu = engram_wgpu::WgpuBackend::new()?;
         eprintln!("wgpu on {} ...", wgpu.adapter());
-        let dev = DeviceEngramLayer::upload(&wgpu, &layer)?;
-        let layer_s = time_layer(&wgpu, &dev, &run)?;
-        let gemm_s = time_projection(&wgpu, &dev, tokens, &run)?;
-        let bandwidth = device_copy_bandwidth(&wgpu, runs)?;
-        lines.push(report(
+        lines.push(device_line(
+            &wgpu,
+            wgpu.adapter(),
+            &layer,
             &run,
             seq,
             tokens,
             bytes,
-            Figures {
-                backend: "wgpu",
-                device: wgpu.adapter(),
-                threads: 1,
-                layer_s,
-                gemm_s,
-                gemm_via: "the backend's own linear kernel",
-                bandwidth,
-            },
-        ));
+        )?);
     }
     if backends.contains(&BackendName::Cpu) {
         let cpu = CpuBackend::new();
@@ -418,6 +478,7 @@ fn bench_projection<T: Element>(
             BackendName::Wgpu => {
                 projection_on::<_, T>(&engram_wgpu::WgpuBackend::new()?, tokens, runs, dtype)?
             }
+            BackendName::Cuda => projection_on::<_, T>(&cuda_backend()?, tokens, runs, dtype)?,
         });
     }
     Ok(lines)
@@ -477,6 +538,10 @@ fn bench_route(
                 "cpu",
                 route_on(&CpuBackend::new(), &config, &scores, &bias, runs)?,
             ),
+            BackendName::Cuda => (
+                "cuda",
+                route_on(&cuda_backend()?, &config, &scores, &bias, runs)?,
+            ),
             BackendName::Wgpu => (
                 "wgpu",
                 route_on(
@@ -500,6 +565,92 @@ fn bench_route(
             "memory_floor_s": memory_s,
             "over_memory": s / memory_s,
             "oracle_over_this": oracle_s / s,
+        }));
+    }
+    Ok(lines)
+}
+
+/// The gather of `rows` from `table` on `backend`: seconds, and the device's copy bandwidth.
+fn gather_on<B: EngramOps, T: Element>(
+    backend: &B,
+    table: &[T],
+    d_head: usize,
+    layer: &engram_core::hash::LayerHash,
+    rows: &[u32],
+    runs: usize,
+) -> engram_core::Result<(f64, f64)> {
+    let table = backend.upload(table)?;
+    let rows_d = backend.upload(rows)?;
+    let mut out = backend.zeros::<T>(rows.len() * d_head)?;
+    let s = median_synced(backend, runs, || {
+        backend.gather_rows(&table, d_head, layer, &rows_d, &mut out)
+    })?;
+    Ok((s, device_copy_bandwidth(backend, runs)?))
+}
+
+fn bench_gather<T: Element>(
+    backends: &[BackendName],
+    tokens: usize,
+    runs: usize,
+    dtype: &str,
+) -> engram_core::Result<Vec<serde_json::Value>> {
+    let config = EngramConfig::demo();
+    let hasher = NgramHasher::new(&config, VOCAB, 2)?;
+    let layer = hasher.layer(config.layer_ids[0])?;
+    let kernel = LayerHashKernel::new(layer, config.n_head_per_ngram);
+    let ids = synthetic::ids(tokens, VOCAB, 9);
+    let cu = [0, tokens as u32];
+    let mut rows = vec![0u32; tokens * kernel.heads()];
+    hash_rows(
+        &kernel,
+        None,
+        2,
+        VOCAB,
+        &ids,
+        &cu,
+        &mut rows,
+        Parallelism::Rayon,
+    )?;
+    let d_head = config.d_head();
+    // Any non-zero contents will do (zeros can hide unwritten outputs and time differently).
+    let table: Vec<T> = (0..layer.total_rows() as usize * d_head)
+        .map(|i| T::from_f64(((i % 251) as f64 - 125.0) / 128.0))
+        .collect();
+    let bytes = 2 * rows.len() * d_head * std::mem::size_of::<T>() + rows.len() * 4;
+    let mut lines = Vec::new();
+    for b in backends {
+        let (name, (s, bandwidth)) = match b {
+            BackendName::Cpu => (
+                "cpu",
+                gather_on(&CpuBackend::new(), &table, d_head, layer, &rows, runs)?,
+            ),
+            BackendName::Wgpu => (
+                "wgpu",
+                gather_on(
+                    &engram_wgpu::WgpuBackend::new()?,
+                    &table,
+                    d_head,
+                    layer,
+                    &rows,
+                    runs,
+                )?,
+            ),
+            BackendName::Cuda => (
+                "cuda",
+                gather_on(&cuda_backend()?, &table, d_head, layer, &rows, runs)?,
+            ),
+        };
+        lines.push(serde_json::json!({
+            "op": "gather_rows",
+            "backend": name,
+            "dtype": dtype,
+            "tokens": tokens,
+            "rows": rows.len(),
+            "row_bytes": d_head * std::mem::size_of::<T>(),
+            "seconds": s,
+            "gb_per_s": bytes as f64 / s / 1e9,
+            "copy_gb_per_s": bandwidth / 1e9,
+            "fraction_of_copy": bytes as f64 / s / bandwidth,
         }));
     }
     Ok(lines)
@@ -572,6 +723,15 @@ fn main() -> ExitCode {
             tokens,
             runs,
         } => bench_route(&backend, tokens, runs),
+        Command::Gather {
+            backend,
+            tokens,
+            dtype,
+            runs,
+        } => match dtype {
+            DTypeName::F32 => bench_gather::<f32>(&backend, tokens, runs, "f32"),
+            DTypeName::Bf16 => bench_gather::<bf16>(&backend, tokens, runs, "bf16"),
+        },
         Command::Hash { tokens, runs } => bench_hash(tokens, runs).map(|j| vec![j]),
     };
     match result {

@@ -223,6 +223,21 @@ pub fn engram_shapes() -> Vec<EngramShape> {
             &[4, 6],
             Random,
         ),
+        // Widths of whole 16-byte rows (d_head 8) and more than one 128-token and 128-output tile
+        // with partial tiles and a partial k-tile: the shapes where a device's tiled fast path
+        // (CUDA's tensor-core projection) is taken.
+        s(
+            "tensor_tiles",
+            engram_config(3, 3, 2, 40, 8, 4, true),
+            &[130, 1, 0, 70],
+            Random,
+        ),
+        s(
+            "tensor_tiles_no_conv",
+            engram_config(4, 2, 3, 48, 8, 4, false),
+            &[140, 9],
+            Random,
+        ),
         EngramShape {
             name: "rows_at_ends",
             rows_at_ends: true,
@@ -651,6 +666,8 @@ pub fn engram_shapes_of(family: Family) -> Vec<EngramShape> {
         "largest_ids",
         "no_conv",
         "kernel1",
+        "tensor_tiles",
+        "tensor_tiles_no_conv",
     ];
     match family {
         Family::Hash | Family::EngramPrefill => engram_shapes_named(PREFILL),
@@ -686,6 +703,8 @@ pub fn engram_shapes_of(family: Family) -> Vec<EngramShape> {
             "n5",
             "no_conv",
             "kernel1",
+            "tensor_tiles",
+            "tensor_tiles_no_conv",
         ]),
         _ => Vec::new(),
     }

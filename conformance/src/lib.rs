@@ -6,6 +6,7 @@
 //! that format on any backend and compares every output with the reference.
 
 pub mod cases;
+pub mod extremes;
 pub mod golden;
 pub mod harness;
 pub mod metrics;

@@ -42,6 +42,9 @@ pub use config::{EngramConfig, MoeConfig, ScoreFunc};
 pub use dtype::{bf16, f16, DType, Element, Scalar};
 pub use error::{Error, Result};
 pub use hash::NgramHasher;
-pub use ops::{DeviceEngramLayer, DeviceEngramState, DeviceMoeLayer, EngramOps, MoeOps};
+pub use ops::{
+    check_decode, check_prefill, compose_engram_decode, compose_engram_prefill, DeviceEngramLayer,
+    DeviceEngramState, DeviceMoeLayer, EngramOps, MoeOps,
+};
 pub use vocab::{normalize, CompressedVocab, CompressedVocabBuilder};
 pub use weights::{EngramLayer, EngramWeights, MoeLayer, MoeWeights, TensorSource};

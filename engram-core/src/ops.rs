@@ -351,50 +351,116 @@ pub trait EngramOps: Backend {
         out: &mut Self::Buffer<T>,
         gates: Option<&mut Self::Buffer<T>>,
     ) -> Result<()> {
-        check_dtype::<Self, T>(self)?;
-        let c = &layer.config;
-        let (m, d) = (c.hc_mult, c.hidden_size);
-        let seqs = self.len(ids);
-        check_len("hidden", self.len(hidden), seqs * m * d)?;
-        check_len("output", self.len(out), seqs * m * d)?;
-        if let Some(g) = &gates {
-            check_len("gates", self.len(&**g), seqs * m)?;
-        }
-        state.check(self, c, seqs)?;
-        let mut rows = self.zeros::<u32>(seqs * c.num_heads())?;
-        self.hash_decode(
-            &layer.hash,
-            c.n_head_per_ngram,
-            layer.compressed_vocab,
-            &state.ids,
-            ids,
-            &mut rows,
-        )?;
-        let mut local_alpha;
-        let alpha = match gates {
-            Some(g) => g,
-            None => {
-                local_alpha = self.zeros::<T>(seqs * m)?;
-                &mut local_alpha
-            }
-        };
-        let (value, normed) = gated_value(self, layer, &rows, hidden, alpha)?;
-        if let Some(normed) = normed {
-            self.short_conv_decode(
-                &normed,
-                &value,
-                &layer.conv_weight,
-                m * d,
-                c.kernel_size,
-                c.max_ngram_size,
-                &mut state.conv,
-                out,
-            )?;
-        } else {
-            self.copy(&value, out)?;
-        }
-        self.push_ids(&mut state.ids, ids, c.max_ngram_size - 1)
+        compose_engram_decode(self, layer, ids, hidden, state, out, gates)
     }
+}
+
+/// One decode step composed from the ops: what [`EngramOps::engram_decode`] does by default,
+/// callable by a backend that overrides the method for some element types only.
+pub fn compose_engram_decode<B: EngramOps, T: Element>(
+    backend: &B,
+    layer: &DeviceEngramLayer<B, T>,
+    ids: &Buf<B, u32>,
+    hidden: &Buf<B, T>,
+    state: &mut DeviceEngramState<B, T>,
+    out: &mut Buf<B, T>,
+    gates: Option<&mut Buf<B, T>>,
+) -> Result<()> {
+    let seqs = check_decode(backend, layer, ids, hidden, state, out, gates.as_deref())?;
+    let c = &layer.config;
+    let (m, d) = (c.hc_mult, c.hidden_size);
+    let mut rows = backend.zeros::<u32>(seqs * c.num_heads())?;
+    backend.hash_decode(
+        &layer.hash,
+        c.n_head_per_ngram,
+        layer.compressed_vocab,
+        &state.ids,
+        ids,
+        &mut rows,
+    )?;
+    let mut local_alpha;
+    let alpha = match gates {
+        Some(g) => g,
+        None => {
+            local_alpha = backend.zeros::<T>(seqs * m)?;
+            &mut local_alpha
+        }
+    };
+    let (value, normed) = gated_value(backend, layer, &rows, hidden, alpha)?;
+    if let Some(normed) = normed {
+        backend.short_conv_decode(
+            &normed,
+            &value,
+            &layer.conv_weight,
+            m * d,
+            c.kernel_size,
+            c.max_ngram_size,
+            &mut state.conv,
+            out,
+        )?;
+    } else {
+        backend.copy(&value, out)?;
+    }
+    backend.push_ids(&mut state.ids, ids, c.max_ngram_size - 1)
+}
+
+/// The shape checks of [`EngramOps::engram_prefill`] (element type, and every length against
+/// `ids`, `cu_seqlens` and the layer): `(tokens, sequences)`. The contents of `cu_seqlens` are
+/// not read here. For backends that override the prefill and must answer bad shapes with the
+/// same errors.
+#[allow(clippy::too_many_arguments)]
+pub fn check_prefill<B: EngramOps, T: Element>(
+    backend: &B,
+    layer: &DeviceEngramLayer<B, T>,
+    ids: &Buf<B, u32>,
+    cu_seqlens: &Buf<B, u32>,
+    hidden: &Buf<B, T>,
+    out: &Buf<B, T>,
+    gates: Option<&Buf<B, T>>,
+    state: Option<&DeviceEngramState<B, T>>,
+) -> Result<(usize, usize)> {
+    check_dtype::<B, T>(backend)?;
+    let c = &layer.config;
+    let (m, d) = (c.hc_mult, c.hidden_size);
+    let tokens = backend.len(ids);
+    let seqs = backend
+        .len(cu_seqlens)
+        .checked_sub(1)
+        .ok_or(Error::InvalidSeqLens {
+            reason: "must hold at least one entry (0 for an empty batch)",
+        })?;
+    check_len("hidden", backend.len(hidden), tokens * m * d)?;
+    check_len("output", backend.len(out), tokens * m * d)?;
+    if let Some(g) = gates {
+        check_len("gates", backend.len(g), tokens * m)?;
+    }
+    if let Some(s) = state {
+        s.check(backend, c, seqs)?;
+    }
+    Ok((tokens, seqs))
+}
+
+/// The shape checks of [`EngramOps::engram_decode`]: the number of sequences.
+pub fn check_decode<B: EngramOps, T: Element>(
+    backend: &B,
+    layer: &DeviceEngramLayer<B, T>,
+    ids: &Buf<B, u32>,
+    hidden: &Buf<B, T>,
+    state: &DeviceEngramState<B, T>,
+    out: &Buf<B, T>,
+    gates: Option<&Buf<B, T>>,
+) -> Result<usize> {
+    check_dtype::<B, T>(backend)?;
+    let c = &layer.config;
+    let (m, d) = (c.hc_mult, c.hidden_size);
+    let seqs = backend.len(ids);
+    check_len("hidden", backend.len(hidden), seqs * m * d)?;
+    check_len("output", backend.len(out), seqs * m * d)?;
+    if let Some(g) = gates {
+        check_len("gates", backend.len(g), seqs * m)?;
+    }
+    state.check(backend, c, seqs)?;
+    Ok(seqs)
 }
 
 /// The Engram prefill composed from the ops: what [`EngramOps::engram_prefill`] does by default,
@@ -410,24 +476,18 @@ pub fn compose_engram_prefill<B: EngramOps, T: Element>(
     gates: Option<&mut Buf<B, T>>,
     state: Option<&mut DeviceEngramState<B, T>>,
 ) -> Result<()> {
-    check_dtype::<B, T>(backend)?;
+    let (tokens, _) = check_prefill(
+        backend,
+        layer,
+        ids,
+        cu_seqlens,
+        hidden,
+        out,
+        gates.as_deref(),
+        state.as_deref(),
+    )?;
     let c = &layer.config;
     let (m, d) = (c.hc_mult, c.hidden_size);
-    let tokens = backend.len(ids);
-    let seqs = backend
-        .len(cu_seqlens)
-        .checked_sub(1)
-        .ok_or(Error::InvalidSeqLens {
-            reason: "must hold at least one entry (0 for an empty batch)",
-        })?;
-    check_len("hidden", backend.len(hidden), tokens * m * d)?;
-    check_len("output", backend.len(out), tokens * m * d)?;
-    if let Some(g) = &gates {
-        check_len("gates", backend.len(&**g), tokens * m)?;
-    }
-    if let Some(s) = &state {
-        s.check(backend, c, seqs)?;
-    }
     let mut rows = backend.zeros::<u32>(tokens * c.num_heads())?;
     backend.hash(
         &layer.hash,

@@ -83,43 +83,7 @@ extern "C" __global__ void compress_ids(const u32* lookup, const u32* raw, u64 n
     for (u64 i = global_index(); i < n; i += global_stride()) out[i] = lookup[raw[i]];
 }
 
-// hash_rows(ids, tokens, cu, seqs, mult, n_max, sizes, k, pad, rows): one thread per position t:
-// rows[t*H + (n-2)*k + j] = (XOR_{i<n} x_{t-i} * mult[i]) mod sizes[(n-2)*k + j], H = (n_max-1)*k,
-// pad for positions before the sequence start. Grid-stride; seqs >= 1.
-extern "C" __global__ void hash_rows(const u32* ids, u64 tokens, const u32* cu, u32 seqs, const u64* mult, u32 n_max,
-                                     const u32* sizes, u32 k, u32 pad, u32* rows) {
-    u32 heads = (n_max - 1) * k;
-    for (u64 t = global_index(); t < tokens; t += global_stride()) {
-        u64 start = cu[sequence_of(cu, seqs, t)];
-        u64 mix = 0;
-        for (u32 n = 0; n < n_max; ++n) {
-            u64 id = (t >= start + n) ? (u64)ids[t - n] : (u64)pad;
-            mix = (n == 0) ? id * mult[0] : (mix ^ (id * mult[n]));
-            if (n == 0) continue;
-            for (u32 j = 0; j < k; ++j) {
-                u32 h = (n - 1) * k + j;
-                rows[t * heads + h] = (u32)(mix % (u64)sizes[h]);
-            }
-        }
-    }
-}
-
-// hash_decode(history, ids, seqs, mult, n_max, sizes, k, rows): one thread per sequence; the window
-// is history[s] (n_max-1 ids, oldest first) then ids[s]. Grid-stride.
-extern "C" __global__ void hash_decode(const u32* history, const u32* ids, u64 seqs, const u64* mult, u32 n_max,
-                                       const u32* sizes, u32 k, u32* rows) {
-    u32 keep = n_max - 1, heads = keep * k;
-    for (u64 s = global_index(); s < seqs; s += global_stride()) {
-        u64 mix = (u64)ids[s] * mult[0];
-        for (u32 n = 1; n < n_max; ++n) {
-            mix ^= (u64)history[s * keep + keep - n] * mult[n];
-            for (u32 j = 0; j < k; ++j) {
-                u32 h = (n - 1) * k + j;
-                rows[s * heads + h] = (u32)(mix % (u64)sizes[h]);
-            }
-        }
-    }
-}
+// Hashing (with reciprocal modulo) lives in fused.cu.
 
 // push_ids(history, ids, seqs, keep): each sequence's history shifts left by one and ends with its
 // new id. One thread per sequence, grid-stride.

@@ -7,22 +7,24 @@ use std::mem::size_of;
 
 use cust::context::Context;
 use cust::function::{BlockSize, GridSize};
-use cust::memory::{CopyDestination, DeviceBuffer};
+use cust::memory::{AsyncCopyDestination, CopyDestination, DeviceBuffer};
 use cust::module::Module;
 use cust::stream::{Stream, StreamFlags};
 use engram_core::hash::LayerHash;
 use engram_core::reference::check;
 use engram_core::{
-    Backend, Capabilities, DType, Element, EngramOps, Error, MoeConfig, MoeOps, PackedBatch,
-    Result, Scalar, ScoreFunc,
+    compose_engram_decode, compose_engram_prefill, Backend, Capabilities, DType, DeviceEngramLayer,
+    DeviceEngramState, Element, EngramOps, Error, MoeConfig, MoeOps, PackedBatch, Result, Scalar,
+    ScoreFunc,
 };
 
-use crate::{BACKEND_NAME, ENGRAM_PTX};
+use crate::fused::{HashParams, ParamsCache, Workspace};
+use crate::{BACKEND_NAME, ENGRAM_PTX, FUSED_PTX};
 
-const THREADS: u32 = 256;
-const MAX_BLOCKS: u64 = 1 << 20;
+pub(crate) const THREADS: u32 = 256;
+pub(crate) const MAX_BLOCKS: u64 = 1 << 20;
 
-fn cuda_err(e: cust::error::CudaError) -> Error {
+pub(crate) fn cuda_err(e: cust::error::CudaError) -> Error {
     Error::Backend {
         backend: BACKEND_NAME,
         message: e.to_string(),
@@ -35,7 +37,7 @@ use check::len as check_len;
 pub struct CudaBuffer<T> {
     raw: DeviceBuffer<u8>,
     guard: usize,
-    len: usize,
+    pub(crate) len: usize,
     fill: T,
 }
 
@@ -45,7 +47,7 @@ impl<T: Scalar> CudaBuffer<T> {
         self.raw.as_device_ptr().as_raw() + (self.guard * size_of::<T>()) as u64
     }
 
-    fn from_host(data: &[T], guard: usize, len: usize, fill: T) -> Result<Self> {
+    pub(crate) fn from_host(data: &[T], guard: usize, len: usize, fill: T) -> Result<Self> {
         let bytes: &[u8] = bytemuck::cast_slice(data);
         // cuMemAlloc rejects zero bytes: an empty buffer still owns a few.
         let raw = if bytes.is_empty() {
@@ -78,13 +80,13 @@ impl<T: Scalar> CudaBuffer<T> {
 
 /// One kernel argument.
 #[derive(Clone, Copy)]
-enum Arg {
+pub(crate) enum Arg {
     U32(u32),
     U64(u64),
     F64(f64),
 }
 
-fn ptr<T: Scalar>(b: &CudaBuffer<T>) -> Arg {
+pub(crate) fn ptr<T: Scalar>(b: &CudaBuffer<T>) -> Arg {
     Arg::U64(b.device_ptr())
 }
 
@@ -92,11 +94,11 @@ fn opt_ptr<T: Scalar>(b: Option<&CudaBuffer<T>>) -> Arg {
     Arg::U64(b.map_or(0, CudaBuffer::device_ptr))
 }
 
-fn u32_of(what: &'static str, v: usize) -> Result<u32> {
+pub(crate) fn u32_of(what: &'static str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::Overflow { what })
 }
 
-fn suffix(dtype: DType) -> Result<&'static str> {
+pub(crate) fn suffix(dtype: DType) -> Result<&'static str> {
     match dtype {
         DType::F32 => Ok("f32"),
         DType::F64 => Ok("f64"),
@@ -112,7 +114,10 @@ fn suffix(dtype: DType) -> Result<&'static str> {
 /// The CUDA backend: a context on device 0, the Engram module, one stream.
 pub struct CudaBackend {
     module: Module,
+    fused: Module,
     stream: Stream,
+    params: ParamsCache,
+    pub(crate) workspace: Workspace,
     device: String,
     _context: Context,
 }
@@ -138,16 +143,20 @@ impl CudaBackend {
             .and_then(|d| d.name())
             .map_err(no_device)?;
         let module = Module::from_ptx(ENGRAM_PTX, &[]).map_err(cuda_err)?;
+        let fused = Module::from_ptx(FUSED_PTX, &[]).map_err(cuda_err)?;
         let stream = Stream::new(StreamFlags::DEFAULT, None).map_err(cuda_err)?;
         Ok(CudaBackend {
             module,
+            fused,
             stream,
+            params: ParamsCache::default(),
+            workspace: Workspace::default(),
             device,
             _context: context,
         })
     }
 
-    fn launch(
+    pub(crate) fn launch(
         &self,
         kernel: &str,
         grid: impl Into<GridSize>,
@@ -155,7 +164,10 @@ impl CudaBackend {
         shared: u32,
         args: &[Arg],
     ) -> Result<()> {
-        let function = self.module.get_function(kernel).map_err(cuda_err)?;
+        let function = match self.module.get_function(kernel) {
+            Ok(f) => f,
+            Err(_) => self.fused.get_function(kernel).map_err(cuda_err)?,
+        };
         let mut storage: Vec<u64> = args
             .iter()
             .map(|a| match *a {
@@ -182,7 +194,7 @@ impl CudaBackend {
     }
 
     /// A grid-stride launch over `n` items.
-    fn launch_n(&self, kernel: &str, n: u64, args: &[Arg]) -> Result<()> {
+    pub(crate) fn launch_n(&self, kernel: &str, n: u64, args: &[Arg]) -> Result<()> {
         if n == 0 {
             return Ok(());
         }
@@ -190,12 +202,16 @@ impl CudaBackend {
         self.launch(kernel, blocks, THREADS, 0, args)
     }
 
-    fn sync(&self) -> Result<()> {
+    pub(crate) fn sync(&self) -> Result<()> {
         self.stream.synchronize().map_err(cuda_err)
     }
 
     /// The first index `i` with `v[i] >= limit`, if any (a device-side scan).
-    fn first_at_or_above(&self, v: &CudaBuffer<u32>, limit: u64) -> Result<Option<usize>> {
+    pub(crate) fn first_at_or_above(
+        &self,
+        v: &CudaBuffer<u32>,
+        limit: u64,
+    ) -> Result<Option<usize>> {
         if v.len == 0 {
             return Ok(None);
         }
@@ -209,18 +225,17 @@ impl CudaBackend {
         Ok((found != u64::MAX).then_some(found as usize))
     }
 
-    fn host<T: Scalar>(&self, b: &CudaBuffer<T>) -> Result<Vec<T>> {
+    pub(crate) fn host<T: Scalar>(&self, b: &CudaBuffer<T>) -> Result<Vec<T>> {
         self.to_vec(b)
     }
 
-    fn layer_params(&self, layer: &LayerHash) -> Result<(CudaBuffer<u64>, CudaBuffer<u32>)> {
-        Ok((
-            self.upload(&layer.multipliers)?,
-            self.upload(&layer.table_sizes)?,
-        ))
+    /// The layer's hash parameters on the device (uploaded once per layer, then cached).
+    pub(crate) fn hash_params(&self, layer: &LayerHash) -> Result<std::sync::Arc<HashParams>> {
+        self.params
+            .get(layer, |data| self.upload(data), |data| self.upload(data))
     }
 
-    fn check_ids(&self, ids: &CudaBuffer<u32>, limit: u64) -> Result<()> {
+    pub(crate) fn check_ids(&self, ids: &CudaBuffer<u32>, limit: u64) -> Result<()> {
         if let Some(position) = self.first_at_or_above(ids, limit)? {
             let id = self.host(ids)?[position];
             return Err(Error::IdOutOfRange {
@@ -331,7 +346,14 @@ impl Backend for CudaBackend {
     }
 
     fn zeros<T: Scalar>(&self, len: usize) -> Result<CudaBuffer<T>> {
-        self.upload(&vec![T::default(); len])
+        // Every `Scalar`'s zero is all zero bytes; cuMemAlloc rejects zero bytes.
+        let raw = DeviceBuffer::zeroed((len * size_of::<T>()).max(8)).map_err(cuda_err)?;
+        Ok(CudaBuffer {
+            raw,
+            guard: 0,
+            len,
+            fill: T::default(),
+        })
     }
 
     fn guarded<T: Scalar>(&self, len: usize, guard: usize, fill: T) -> Result<CudaBuffer<T>> {
@@ -366,14 +388,18 @@ impl Backend for CudaBackend {
 
     fn copy<T: Scalar>(&self, src: &CudaBuffer<T>, dst: &mut CudaBuffer<T>) -> Result<()> {
         check_len("copy destination", dst.len, src.len)?;
-        let data = self.to_vec(src)?;
-        if data.is_empty() {
+        let bytes = src.len * size_of::<T>();
+        if bytes == 0 {
             return Ok(());
         }
-        let start = dst.guard * size_of::<T>();
-        let bytes: &[u8] = bytemuck::cast_slice(&data);
-        let mut slice = dst.raw.index(start..start + bytes.len());
-        slice.copy_from(bytes).map_err(cuda_err)
+        let (from, to) = (src.guard * size_of::<T>(), dst.guard * size_of::<T>());
+        let source = src.raw.index(from..from + bytes);
+        let mut target = dst.raw.index(to..to + bytes);
+        // SAFETY: both ranges lie inside live allocations of `bytes` bytes (checked lengths);
+        // the copy is ordered on the backend's one stream after every kernel that writes `src`
+        // and before every later one, and both buffers outlive it (a buffer's drop frees with
+        // cuMemFree, which waits for the device's work on it).
+        unsafe { target.async_copy_from(&source, &self.stream) }.map_err(cuda_err)
     }
 
     fn len<T: Scalar>(&self, buffer: &CudaBuffer<T>) -> usize {
@@ -386,6 +412,45 @@ impl Backend for CudaBackend {
 }
 
 impl EngramOps for CudaBackend {
+    fn engram_prefill<T: Element>(
+        &self,
+        layer: &DeviceEngramLayer<Self, T>,
+        ids: &CudaBuffer<u32>,
+        cu_seqlens: &CudaBuffer<u32>,
+        hidden: &CudaBuffer<T>,
+        out: &mut CudaBuffer<T>,
+        mut gates: Option<&mut CudaBuffer<T>>,
+        mut state: Option<&mut DeviceEngramState<Self, T>>,
+    ) -> Result<()> {
+        if self.fused_prefill(
+            layer,
+            ids,
+            cu_seqlens,
+            hidden,
+            out,
+            gates.as_deref_mut(),
+            state.as_deref_mut(),
+        )? {
+            return Ok(());
+        }
+        compose_engram_prefill(self, layer, ids, cu_seqlens, hidden, out, gates, state)
+    }
+
+    fn engram_decode<T: Element>(
+        &self,
+        layer: &DeviceEngramLayer<Self, T>,
+        ids: &CudaBuffer<u32>,
+        hidden: &CudaBuffer<T>,
+        state: &mut DeviceEngramState<Self, T>,
+        out: &mut CudaBuffer<T>,
+        mut gates: Option<&mut CudaBuffer<T>>,
+    ) -> Result<()> {
+        if self.fused_decode(layer, ids, hidden, state, out, gates.as_deref_mut())? {
+            return Ok(());
+        }
+        compose_engram_decode(self, layer, ids, hidden, state, out, gates)
+    }
+
     fn compress_ids(
         &self,
         lookup: &CudaBuffer<u32>,
@@ -412,7 +477,7 @@ impl EngramOps for CudaBackend {
         rows: &mut CudaBuffer<u32>,
     ) -> Result<()> {
         let cu = self.host(cu_seqlens)?;
-        let batch = PackedBatch::new(&cu, ids.len)?;
+        PackedBatch::new(&cu, ids.len)?;
         self.check_ids(ids, compressed_vocab)?;
         let n_max = layer.multipliers.len();
         let heads = (n_max - 1) * heads_per_order;
@@ -420,25 +485,14 @@ impl EngramOps for CudaBackend {
         if ids.len == 0 {
             return Ok(());
         }
-        let (mult, sizes) = self.layer_params(layer)?;
-        self.launch_n(
-            "hash_rows",
-            ids.len as u64,
-            &[
-                ptr(ids),
-                Arg::U64(ids.len as u64),
-                ptr(cu_seqlens),
-                Arg::U32(u32_of("sequences", batch.num_sequences())?),
-                ptr(&mult),
-                Arg::U32(u32_of("max_ngram_size", n_max)?),
-                ptr(&sizes),
-                Arg::U32(u32_of("heads", heads_per_order)?),
-                Arg::U32(compressed_pad_id),
-                ptr(rows),
-            ],
-        )?;
-        // The parameter buffers are freed on drop: finish the launch that reads them first.
-        self.sync()
+        self.launch_hash(
+            layer,
+            heads_per_order,
+            compressed_pad_id,
+            ids,
+            cu_seqlens,
+            rows.device_ptr(),
+        )
     }
 
     fn hash_decode(
@@ -451,42 +505,11 @@ impl EngramOps for CudaBackend {
         rows: &mut CudaBuffer<u32>,
     ) -> Result<()> {
         let seqs = check::hash_decode(layer, heads_per_order, history.len, ids.len, rows.len)?;
-        let n_max = layer.multipliers.len();
-        if let Some(position) = self.first_at_or_above(ids, compressed_vocab)? {
-            let id = self.host(ids)?[position];
-            return Err(Error::IdOutOfRange {
-                position,
-                id: u64::from(id),
-                limit: compressed_vocab,
-            });
-        }
-        if let Some(p) = self.first_at_or_above(history, compressed_vocab)? {
-            let id = self.host(history)?[p];
-            return Err(Error::IdOutOfRange {
-                position: (seqs + p) % seqs.max(1),
-                id: u64::from(id),
-                limit: compressed_vocab,
-            });
-        }
+        self.check_window_ids(ids, history, compressed_vocab)?;
         if seqs == 0 {
             return Ok(());
         }
-        let (mult, sizes) = self.layer_params(layer)?;
-        self.launch_n(
-            "hash_decode",
-            seqs as u64,
-            &[
-                ptr(history),
-                ptr(ids),
-                Arg::U64(seqs as u64),
-                ptr(&mult),
-                Arg::U32(u32_of("max_ngram_size", n_max)?),
-                ptr(&sizes),
-                Arg::U32(u32_of("heads", heads_per_order)?),
-                ptr(rows),
-            ],
-        )?;
-        self.sync()
+        self.launch_hash_decode(layer, heads_per_order, history, ids, rows.device_ptr())
     }
 
     fn gather_rows<T: Element>(
@@ -502,8 +525,7 @@ impl EngramOps for CudaBackend {
         if rows.len == 0 {
             return Ok(());
         }
-        let sizes = self.upload(&layer.table_sizes)?;
-        let offsets = self.upload(&layer.offsets)?;
+        let params = self.hash_params(layer)?;
         let first = CudaBuffer::from_host(&[u64::MAX], 0, 1, 0u64)?;
         self.launch_n(
             "first_row_beyond",
@@ -512,7 +534,7 @@ impl EngramOps for CudaBackend {
                 ptr(rows),
                 Arg::U64(rows.len as u64),
                 Arg::U32(u32_of("heads", heads)?),
-                ptr(&sizes),
+                ptr(&params.sizes),
                 ptr(&first),
             ],
         )?;
@@ -525,20 +547,22 @@ impl EngramOps for CudaBackend {
                 &layer.table_sizes,
             ));
         }
+        if self.launch_gather16(table, d_head, &params, rows, out)? {
+            return Ok(());
+        }
         self.launch_n(
             &format!("gather_{}", suffix(T::DTYPE)?),
             (rows.len * d_head) as u64,
             &[
                 ptr(table),
                 Arg::U32(u32_of("d_head", d_head)?),
-                ptr(&offsets),
+                ptr(&params.offsets),
                 Arg::U32(heads as u32),
                 ptr(rows),
                 Arg::U64(rows.len as u64),
                 ptr(out),
             ],
-        )?;
-        self.sync()
+        )
     }
 
     fn rms_norm<T: Element>(

@@ -15,11 +15,22 @@ pub const ENGRAM_CU: &str = include_str!("../kernels/engram.cu");
 /// The PTX (ISA 8.2, `sm_90`) every kernel is loaded from.
 pub const ENGRAM_PTX: &str = include_str!("../kernels/engram.ptx");
 
+/// The CUDA C++ source of the fast path (reciprocal hash, 16-byte gather, tensor-core projection
+/// with the rows gathered into shared memory, fused gate and convolution), with its launch
+/// contracts.
+pub const FUSED_CU: &str = include_str!("../kernels/fused.cu");
+/// The PTX (ISA 8.2, `sm_90`) of the fast path.
+pub const FUSED_PTX: &str = include_str!("../kernels/fused.ptx");
+
+pub mod reciprocal;
+
 /// The name users select this backend by (`--backend cuda`).
 pub const BACKEND_NAME: &str = "cuda";
 
 #[cfg(feature = "cuda")]
 mod device;
+#[cfg(feature = "cuda")]
+mod fused;
 
 #[cfg(feature = "cuda")]
 pub use device::{CudaBackend, CudaBuffer};
@@ -55,8 +66,22 @@ mod tests {
             ENGRAM_PTX.contains(".version 8.2"),
             "PTX ISA 8.2 loads on drivers from 535 on"
         );
+        assert!(
+            FUSED_PTX.starts_with("// Generated from fused.cu by tools/gen_ptx.py with NVRTC 12.2")
+        );
         for kernel in [
-            "hash_rows",
+            "hash_rows_fast",
+            "gather_rows16",
+            "proj_mma_bf16",
+            "gate_scales_f16",
+            "conv_out_bf16",
+        ] {
+            assert!(
+                FUSED_PTX.contains(&format!(".entry {kernel}(")),
+                "{kernel} is missing"
+            );
+        }
+        for kernel in [
             "gather_bf16",
             "linear_f32",
             "gate_f16",

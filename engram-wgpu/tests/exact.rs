@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // a failing test is a panic with the reason
 
-use engram_core::hash::{hash_packed, LayerHash};
+use engram_core::hash::LayerHash;
 use engram_core::synthetic::SplitMix64;
 use engram_core::{reference, synthetic, Backend, Element, EngramOps, Error, MoeOps};
 use engram_wgpu::WgpuBackend;
@@ -32,102 +32,13 @@ fn backend(what: &str) -> Option<WgpuBackend> {
     }
 }
 
-/// A layer with the given table sizes (heads of orders 2..=n, `k` per order) and multipliers
-/// drawn below `max_mult`, the largest 64-bit products included.
-fn layer(n: usize, k: usize, sizes: &[u32], max_mult: u64, rng: &mut SplitMix64) -> LayerHash {
-    let mut multipliers: Vec<u64> = (0..n).map(|_| 1 + rng.below(max_mult)).collect();
-    multipliers[0] = max_mult; // the largest product the vocabulary allows
-    let table_sizes: Vec<u32> = (0..(n - 1) * k).map(|i| sizes[i % sizes.len()]).collect();
-    let mut offsets = Vec::new();
-    let mut next = 0u64;
-    for &p in &table_sizes {
-        offsets.push(next);
-        next += u64::from(p);
-    }
-    LayerHash {
-        layer_id: 0,
-        multipliers,
-        table_sizes,
-        offsets,
-    }
-}
-
 #[test]
 fn hashing_on_u32_pairs_equals_the_oracle_at_the_extremes() {
     let Some(b) = backend("hash extremes") else {
         return;
     };
-    let mut rng = SplitMix64::new(7);
-    // Table sizes: the largest 32-bit prime, values past 2^31 (where doubling a remainder
-    // overflows 32 bits), powers of two and the smallest sizes.
-    let sizes = [
-        4_294_967_291,
-        u32::MAX,
-        2_147_483_659,
-        1 << 31,
-        (1 << 31) + 1,
-        65_537,
-        3,
-        2,
-        1,
-    ];
-    for (vocab, n, k) in [
-        (u64::from(u32::MAX), 3, 4),
-        (1_000, 4, 3),
-        (129_280, 5, 2),
-        (2, 2, 9),
-    ] {
-        // Products up to 2^64 - 1: every bit of both words of the mix is exercised.
-        let max_mult = u64::MAX / (vocab - 1).max(1);
-        let l = layer(n, k, &sizes, max_mult, &mut rng);
-        let mut ids: Vec<u32> = (0..509).map(|_| rng.below(vocab) as u32).collect();
-        ids[0] = (vocab - 1) as u32;
-        ids[1] = 0;
-        ids[200] = (vocab - 1) as u32;
-        let cu = [0u32, 1, 1, 100, 300, 509];
-        let pad = (vocab / 2) as u32;
-        let heads = (n - 1) * k;
-        let mut expected = vec![0u32; ids.len() * heads];
-        hash_packed(&[&l], k, pad, vocab, &ids, &cu, &mut [&mut expected]).unwrap();
-        let mut rows = b.zeros::<u32>(ids.len() * heads).unwrap();
-        b.hash(
-            &l,
-            k,
-            pad,
-            vocab,
-            &b.upload(&ids).unwrap(),
-            &b.upload(&cu).unwrap(),
-            &mut rows,
-        )
-        .unwrap();
-        assert_same(
-            &b.to_vec(&rows).unwrap(),
-            &expected,
-            &format!("vocab {vocab}, N {n}"),
-        );
-
-        // Decode: the same windows from a history.
-        let seqs = 64;
-        let keep = n - 1;
-        let history: Vec<u32> = (0..seqs * keep).map(|_| rng.below(vocab) as u32).collect();
-        let new_ids: Vec<u32> = (0..seqs).map(|_| rng.below(vocab) as u32).collect();
-        let mut expected = vec![0u32; seqs * heads];
-        reference::hash_decode(&l, k, vocab, &history, &new_ids, &mut expected).unwrap();
-        let mut rows = b.zeros::<u32>(seqs * heads).unwrap();
-        b.hash_decode(
-            &l,
-            k,
-            vocab,
-            &b.upload(&history).unwrap(),
-            &b.upload(&new_ids).unwrap(),
-            &mut rows,
-        )
-        .unwrap();
-        assert_same(
-            &b.to_vec(&rows).unwrap(),
-            &expected,
-            &format!("decode, vocab {vocab}"),
-        );
+    if let Err(e) = engram_conformance::extremes::hash_at_the_extremes(&b) {
+        panic!("{e}");
     }
 }
 

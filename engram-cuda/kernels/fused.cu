@@ -1,0 +1,450 @@
+// The fast path of the Engram layer for NVIDIA GPUs (sm_90): hashing with reciprocal modulo,
+// 16-byte row gathers, the stacked projection on tensor cores (mma.sync) with the table rows
+// gathered straight into shared memory, and two fused follow-up kernels (the gate with the
+// convolution's RMSNorm scale; the value, causal convolution and SiLU). Compiled to fused.ptx by
+// tools/gen_ptx.py (NVRTC); the PTX is committed and embedded by the crate. Launch contracts
+// (parameters, grid, block, shared memory) are written above each kernel. 16-bit tables and
+// weights only (bf16 or f16), f32 accumulation; f32 and f64 layers take the composed path.
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+__device__ __forceinline__ float widen(__half x) { return __half2float(x); }
+__device__ __forceinline__ float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename T> __device__ __forceinline__ T narrow(float x);
+template <> __device__ __forceinline__ __half narrow<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 narrow<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+// A value rounded to T and back: the oracle stores every intermediate tensor in T.
+template <typename T> __device__ __forceinline__ float round_to(float x) { return widen(narrow<T>(x)); }
+
+__device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+__device__ __forceinline__ u64 global_index() { return (u64)blockIdx.x * blockDim.x + threadIdx.x; }
+__device__ __forceinline__ u64 global_stride() { return (u64)gridDim.x * blockDim.x; }
+
+__device__ __forceinline__ u32 sequence_of(const u32* cu, u32 seqs, u64 t) {
+    u32 lo = 0, hi = seqs - 1;
+    while (lo < hi) {
+        u32 mid = (lo + hi + 1) / 2;
+        if ((u64)cu[mid] <= t) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+}
+
+// ---- hashing ------------------------------------------------------------------------------------
+
+// x mod d for every 64-bit x and 32-bit d >= 1 without a division: with s = ceil(log2 d) and
+// magic = ceil(2^(64+s) / d) - 2^64 (computed on the host, < 2^64), q = floor(x (2^64 + magic) /
+// 2^(64+s)) = floor(x / d) exactly, because (2^64 + magic) d - 2^(64+s) < d <= 2^s and x < 2^64
+// keep the error under one. s = 0 means d = 1.
+__device__ __forceinline__ u32 mod_reciprocal(u64 x, u32 d, u64 magic, u32 s) {
+    if (s == 0) return 0;
+    u64 t = __umul64hi(x, magic);
+    u64 q = (t + ((x - t) >> 1)) >> (s - 1);
+    return (u32)(x - q * (u64)d);
+}
+
+// hash_rows_fast(lookup|null, ids, tokens, cu, seqs, mult, n_max, sizes, magic, shift, k, pad, rows):
+// one thread per position t, grid-stride; ids pass through lookup first when it is not null (raw
+// ids, checked beforehand). rows[t*H + (n-2)*k + j] = (XOR_{i<n} x_{t-i} mult[i]) mod
+// sizes[(n-2)*k + j], H = (n_max-1) k, pad before the sequence start. seqs >= 1.
+extern "C" __global__ void hash_rows_fast(const u32* lookup, const u32* ids, u64 tokens, const u32* cu, u32 seqs,
+                                          const u64* mult, u32 n_max, const u32* sizes, const u64* magic,
+                                          const u32* shift, u32 k, u32 pad, u32* rows) {
+    u32 heads = (n_max - 1) * k;
+    for (u64 t = global_index(); t < tokens; t += global_stride()) {
+        u64 start = cu[sequence_of(cu, seqs, t)];
+        u64 mix = 0;
+        for (u32 n = 0; n < n_max; ++n) {
+            u64 id = pad;
+            if (t >= start + n) id = lookup ? lookup[ids[t - n]] : ids[t - n];
+            mix = (n == 0) ? id * mult[0] : (mix ^ (id * mult[n]));
+            if (n == 0) continue;
+            for (u32 j = 0; j < k; ++j) {
+                u32 h = (n - 1) * k + j;
+                rows[t * heads + h] = mod_reciprocal(mix, sizes[h], magic[h], shift[h]);
+            }
+        }
+    }
+}
+
+// hash_decode_fast(history, ids, seqs, mult, n_max, sizes, magic, shift, k, rows): one thread per
+// sequence, grid-stride; the window is history[s] (n_max-1 ids, oldest first) then ids[s].
+extern "C" __global__ void hash_decode_fast(const u32* history, const u32* ids, u64 seqs, const u64* mult, u32 n_max,
+                                            const u32* sizes, const u64* magic, const u32* shift, u32 k, u32* rows) {
+    u32 keep = n_max - 1, heads = keep * k;
+    for (u64 s = global_index(); s < seqs; s += global_stride()) {
+        u64 mix = (u64)ids[s] * mult[0];
+        for (u32 n = 1; n < n_max; ++n) {
+            mix ^= (u64)history[s * keep + keep - n] * mult[n];
+            for (u32 j = 0; j < k; ++j) {
+                u32 h = (n - 1) * k + j;
+                rows[s * heads + h] = mod_reciprocal(mix, sizes[h], magic[h], shift[h]);
+            }
+        }
+    }
+}
+
+// first_id_at_or_above2(a, na, b, nb, limit, first): *first = min flat index i over the
+// concatenation of a and b with value >= limit (untouched when none; *first = u64::MAX before).
+// Grid-stride, any grid and block.
+extern "C" __global__ void first_id_at_or_above2(const u32* a, u64 na, const u32* b, u64 nb, u64 limit, u64* first) {
+    for (u64 i = global_index(); i < na + nb; i += global_stride()) {
+        u32 v = i < na ? a[i] : b[i - na];
+        if ((u64)v >= limit) atomicMin(first, i);
+    }
+}
+
+// ---- gather -------------------------------------------------------------------------------------
+
+// gather_rows16(table, row_chunks, offsets, heads, rows, n_rows, out): any element type whose rows
+// are whole 16-byte chunks (row_chunks = d_head * sizeof(T) / 16); table and out 16-byte aligned;
+// rows checked beforehand. out chunk (r, c) = table chunk ((offsets[r % heads] + rows[r]) *
+// row_chunks + c). Grid-stride over n_rows * row_chunks, any block.
+extern "C" __global__ void gather_rows16(const uint4* table, u32 row_chunks, const u64* offsets, u32 heads,
+                                         const u32* rows, u64 n_rows, uint4* out) {
+    u64 total = n_rows * row_chunks;
+    for (u64 i = global_index(); i < total; i += global_stride()) {
+        u64 r = i / row_chunks;
+        u32 c = (u32)(i - r * row_chunks);
+        out[i] = __ldg(table + (offsets[r % heads] + rows[r]) * row_chunks + c);
+    }
+}
+
+// ---- the stacked projection on tensor cores -----------------------------------------------------
+
+#define PROJ_BM 128
+#define PROJ_BN 128
+#define PROJ_BK 32
+#define PROJ_STAGES 3
+#define PROJ_THREADS 256
+// Bytes of one pipeline stage: an A tile [128 x 32] and a B tile [128 x 32] of 16-bit elements.
+#define PROJ_STAGE_BYTES ((PROJ_BM + PROJ_BN) * PROJ_BK * 2)
+
+__device__ __forceinline__ u32 smem_addr(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+
+// 16 bytes global -> shared, bypassing L1; fewer source bytes than 16 zero-fill the rest.
+__device__ __forceinline__ void cp_async16(u32 dst, const void* src, u32 src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void ldmatrix_x4(u32 (&r)[4], u32 addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+template <typename T> struct Mma;
+template <> struct Mma<__nv_bfloat16> {
+    static __device__ __forceinline__ void run(float (&c)[4], const u32 (&a)[4], u32 b0, u32 b1) {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                     "{%0,%1,%2,%3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+};
+template <> struct Mma<__half> {
+    static __device__ __forceinline__ void run(float (&c)[4], const u32 (&a)[4], u32 b0, u32 b1) {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                     "{%0,%1,%2,%3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+};
+
+// Byte offset of 16-byte chunk c (0..3) of row r in a tile of 64-byte rows, XOR-swizzled so that
+// the 8 rows one ldmatrix phase reads fall in 8 different bank groups.
+__device__ __forceinline__ u32 tile_offset(u32 r, u32 c) { return r * 64 + ((c ^ ((r >> 1) & 3)) << 4); }
+
+// y[t, n] = sum_k A[t, k] W[n, k] + bias[n], A[t, k] the k-th element of token t's concatenated
+// rows: table[(offsets[h] + rows[t H + h]) d_head + k - h d_head], h = k / d_head (gather != 0), or
+// x[t K + k] (gather == 0, `table` is then x). Requirements (checked by the host): K and d_head
+// multiples of 8, N even, table/x and w 16-byte aligned, rows in range.
+// Grid (ceil(N/128), ceil(tokens/128)), block 256, dynamic shared memory PROJ_STAGES *
+// PROJ_STAGE_BYTES = 49152 bytes.
+template <typename T>
+__device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,
+                              const T* w, const T* bias, u32 tokens, u32 K, u32 N, T* y) {
+    extern __shared__ __align__(128) unsigned char smem[];
+    const u32 tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const u32 n0 = blockIdx.x * PROJ_BN, m0 = blockIdx.y * PROJ_BM;
+    const u32 wm = (warp >> 2) * 64, wn = (warp & 3) * 32;
+    const u32 base = smem_addr(smem);
+    const u32 ktiles = (K + PROJ_BK - 1) / PROJ_BK;
+
+    // Each thread moves chunks tid and tid + 256 of both tiles: row id >> 2, chunk id & 3.
+    auto load_stage = [&](u32 stage, u32 k0) {
+        const u32 a_base = base + stage * PROJ_STAGE_BYTES, b_base = a_base + PROJ_BM * PROJ_BK * 2;
+#pragma unroll
+        for (u32 i = 0; i < 2; ++i) {
+            const u32 id = tid + i * PROJ_THREADS, r = id >> 2, c = id & 3;
+            const u32 k = k0 + c * 8, t = m0 + r, n = n0 + r;
+            const T* a_src = table;
+            u32 a_bytes = 0;
+            if (t < tokens && k < K) {
+                if (gather) {
+                    const u32 h = k / d_head;
+                    a_src = table + (offsets[h] + rows[(u64)t * heads + h]) * d_head + (k - h * d_head);
+                } else {
+                    a_src = table + (u64)t * K + k;
+                }
+                a_bytes = 16;
+            }
+            cp_async16(a_base + tile_offset(r, c), a_src, a_bytes);
+            const T* b_src = w;
+            u32 b_bytes = 0;
+            if (n < N && k < K) {
+                b_src = w + (u64)n * K + k;
+                b_bytes = 16;
+            }
+            cp_async16(b_base + tile_offset(r, c), b_src, b_bytes);
+        }
+    };
+
+    float acc[4][4][4];
+#pragma unroll
+    for (u32 i = 0; i < 4; ++i)
+#pragma unroll
+        for (u32 j = 0; j < 4; ++j)
+#pragma unroll
+            for (u32 e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+
+#pragma unroll
+    for (u32 s = 0; s < PROJ_STAGES - 1; ++s) {
+        if (s < ktiles) load_stage(s, s * PROJ_BK);
+        cp_async_commit();
+    }
+    for (u32 kt = 0; kt < ktiles; ++kt) {
+        cp_async_wait<PROJ_STAGES - 2>();
+        __syncthreads();
+        const u32 next = kt + PROJ_STAGES - 1;
+        if (next < ktiles) load_stage(next % PROJ_STAGES, next * PROJ_BK);
+        cp_async_commit();
+        const u32 a_base = base + (kt % PROJ_STAGES) * PROJ_STAGE_BYTES, b_base = a_base + PROJ_BM * PROJ_BK * 2;
+#pragma unroll
+        for (u32 kk = 0; kk < 2; ++kk) {
+            u32 a[4][4], b[4][2];
+#pragma unroll
+            for (u32 mi = 0; mi < 4; ++mi) {
+                const u32 r = wm + mi * 16 + (lane & 15), c = kk * 2 + (lane >> 4);
+                ldmatrix_x4(a[mi], a_base + tile_offset(r, c));
+            }
+#pragma unroll
+            for (u32 nj = 0; nj < 2; ++nj) {
+                const u32 r = wn + nj * 16 + (lane & 7) + ((lane >> 4) << 3), c = kk * 2 + ((lane >> 3) & 1);
+                u32 q[4];
+                ldmatrix_x4(q, b_base + tile_offset(r, c));
+                b[2 * nj][0] = q[0];
+                b[2 * nj][1] = q[1];
+                b[2 * nj + 1][0] = q[2];
+                b[2 * nj + 1][1] = q[3];
+            }
+#pragma unroll
+            for (u32 mi = 0; mi < 4; ++mi)
+#pragma unroll
+                for (u32 ni = 0; ni < 4; ++ni) Mma<T>::run(acc[mi][ni], a[mi], b[ni][0], b[ni][1]);
+        }
+    }
+    cp_async_wait<0>();
+
+#pragma unroll
+    for (u32 mi = 0; mi < 4; ++mi)
+#pragma unroll
+        for (u32 ni = 0; ni < 4; ++ni) {
+            const u32 col = n0 + wn + ni * 8 + (lane & 3) * 2;
+            if (col >= N) continue;
+            const float b0 = bias ? widen(bias[col]) : 0.0f, b1 = bias ? widen(bias[col + 1]) : 0.0f;
+#pragma unroll
+            for (u32 half = 0; half < 2; ++half) {
+                const u32 row = m0 + wm + mi * 16 + (lane >> 2) + half * 8;
+                if (row >= tokens) continue;
+                T* dst = y + (u64)row * N + col;
+                dst[0] = narrow<T>(acc[mi][ni][2 * half] + b0);
+                dst[1] = narrow<T>(acc[mi][ni][2 * half + 1] + b1);
+            }
+        }
+}
+
+// ---- the gate and the convolution's norm --------------------------------------------------------
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024) of three values; `sh` holds 96
+// floats. Every thread gets the sums.
+__device__ __forceinline__ void block_sum3(float& a, float& b, float& c, float* sh) {
+#pragma unroll
+    for (u32 o = 16; o > 0; o >>= 1) {
+        a += __shfl_xor_sync(0xffffffffu, a, o);
+        b += __shfl_xor_sync(0xffffffffu, b, o);
+        c += __shfl_xor_sync(0xffffffffu, c, o);
+    }
+    const u32 warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) {
+        sh[warp] = a;
+        sh[32 + warp] = b;
+        sh[64 + warp] = c;
+    }
+    __syncthreads();
+    a = b = c = 0.0f;
+    for (u32 i = 0; i < warps; ++i) {
+        a += sh[i];
+        b += sh[32 + i];
+        c += sh[64 + i];
+    }
+}
+
+// gate_scales(proj, hidden, key_norm, query_norm, tokens, m, d, with_norm, alpha, nscale): one block
+// per token (grid-stride), block a multiple of 32 threads (256). For each branch b: alpha[t m + b]
+// (the oracle's gate, rounded to T) and, with_norm != 0, nscale[t m + b] = alpha /
+// sqrt(alpha^2 mean(v^2) + 1e-5), so that the convolution's RMSNorm of the gated value is
+// nscale * v * conv_norm.
+template <typename T>
+__device__ void gate_scales_impl(const T* proj, const T* hidden, const T* kn, const T* qn, u64 tokens, u32 m, u32 d,
+                                 u32 with_norm, T* alpha, float* nscale) {
+    __shared__ float sh[96];
+    const float eps = 1.1920928955078125e-07f, inv_d = 1.0f / (float)d, inv_sqrt_d = rsqrtf((float)d);
+    for (u64 t = blockIdx.x; t < tokens; t += gridDim.x) {
+        const T* p = proj + t * (u64)(m + 1) * d;
+        const T* v = p + (u64)m * d;
+        float sv = 0.0f, z1 = 0.0f, z2 = 0.0f;
+        if (with_norm) {
+            for (u32 i = threadIdx.x; i < d; i += blockDim.x) {
+                const float x = widen(v[i]);
+                sv += x * x;
+            }
+            block_sum3(sv, z1, z2, sh);
+        }
+        for (u32 b = 0; b < m; ++b) {
+            const T* k = p + (u64)b * d;
+            const T* h = hidden + (t * m + b) * d;
+            float sk = 0.0f, sq = 0.0f, sd = 0.0f;
+            for (u32 i = threadIdx.x; i < d; i += blockDim.x) {
+                const float ki = widen(k[i]), hi = widen(h[i]);
+                sk += ki * ki;
+                sq += hi * hi;
+                sd += ki * widen(kn[b * d + i]) * hi * widen(qn[b * d + i]);
+            }
+            block_sum3(sk, sq, sd, sh);
+            if (threadIdx.x == 0) {
+                const float s = rsqrtf(sk * inv_d + eps) * rsqrtf(sq * inv_d + eps) * sd * inv_sqrt_d;
+                const float sign = s > 0.0f ? 1.0f : (s < 0.0f ? -1.0f : 0.0f);
+                const float a = round_to<T>(sigmoidf(sign * sqrtf(fmaxf(fabsf(s), 1e-6f))));
+                alpha[t * m + b] = narrow<T>(a);
+                if (with_norm) nscale[t * m + b] = a * rsqrtf(a * a * sv * inv_d + 1e-5f);
+            }
+        }
+    }
+}
+
+// The convolution's RMSNorm of branch b's gated value at token t, channel ch, rounded to T.
+template <typename T>
+__device__ __forceinline__ float normed_at(const T* proj, const float* nscale, const T* cn, u64 t, u32 m, u32 d, u32 b,
+                                           u32 ch) {
+    const float v = widen(proj[t * (u64)(m + 1) * d + (u64)m * d + ch]);
+    return round_to<T>(nscale[t * m + b] * v * widen(cn[b * d + ch]));
+}
+
+// conv_out(proj, alpha, nscale, conv_norm, conv_w, tokens, m, d, kernel, dil, cu, seqs, conv, out):
+// out[t, b, ch] = value + SiLU(sum_k conv_w[c, k] normed[t - (kernel-1-k) dil, c]) with c = b d + ch,
+// value = alpha[t, b] v[t, ch] (v the last d columns of proj), zero before each sequence start;
+// conv == 0: out = value. Grid-stride over tokens * m * d, any block.
+template <typename T>
+__device__ void conv_out_impl(const T* proj, const T* alpha, const float* nscale, const T* cn, const T* cw, u64 tokens,
+                              u32 m, u32 d, u32 kernel, u32 dil, const u32* cu, u32 seqs, u32 conv, T* out) {
+    const u64 md = (u64)m * d;
+    for (u64 i = global_index(); i < tokens * md; i += global_stride()) {
+        const u64 t = i / md;
+        const u32 c = (u32)(i - t * md), b = c / d, ch = c - b * d;
+        const float v = widen(proj[t * (md + d) + md + ch]);
+        const float value = round_to<T>(widen(alpha[t * m + b]) * v);
+        if (!conv) {
+            out[i] = narrow<T>(value);
+            continue;
+        }
+        const u64 start = cu[sequence_of(cu, seqs, t)];
+        float acc = 0.0f;
+        for (u32 k = 0; k < kernel; ++k) {
+            const u64 back = (u64)(kernel - 1 - k) * dil;
+            if (t >= start + back) acc += widen(cw[(u64)c * kernel + k]) * normed_at(proj, nscale, cn, t - back, m, d, b, ch);
+        }
+        out[i] = narrow<T>(value + acc * sigmoidf(acc));
+    }
+}
+
+// capture_conv_scaled(proj, nscale, conv_norm, cu, seqs, m, d, hist, state): the convolution's
+// decode state after a prefill: state[s, k, c] = normed at position end_s - hist + k, zero before
+// the sequence start. Grid-stride over seqs * hist * m * d.
+template <typename T>
+__device__ void capture_conv_scaled_impl(const T* proj, const float* nscale, const T* cn, const u32* cu, u64 seqs, u32 m,
+                                         u32 d, u32 hist, T* state) {
+    const u64 md = (u64)m * d, total = seqs * hist * md;
+    for (u64 i = global_index(); i < total; i += global_stride()) {
+        const u64 s = i / (hist * md), k = (i / md) % hist;
+        const u32 c = (u32)(i % md), b = c / d, ch = c - b * d;
+        const u64 start = cu[s], end = cu[s + 1];
+        float x = 0.0f;
+        if (end + k >= hist && end + k - hist >= start) x = normed_at(proj, nscale, cn, end + k - hist, m, d, b, ch);
+        state[i] = narrow<T>(x);
+    }
+}
+
+// conv_decode_scaled(proj, alpha, nscale, conv_norm, conv_w, seqs, m, d, kernel, dil, history, out):
+// one decode step of the convolution for every sequence (history [seqs, L, m d], L = (kernel-1)
+// dil, oldest first), advancing the history by this step's normed value. conv == 0: out = value
+// and the history is untouched. Grid-stride over seqs * m * d.
+template <typename T>
+__device__ void conv_decode_scaled_impl(const T* proj, const T* alpha, const float* nscale, const T* cn, const T* cw,
+                                        u64 seqs, u32 m, u32 d, u32 kernel, u32 dil, u32 conv, T* history, T* out) {
+    const u64 md = (u64)m * d, len = (u64)(kernel - 1) * dil;
+    for (u64 i = global_index(); i < seqs * md; i += global_stride()) {
+        const u64 s = i / md;
+        const u32 c = (u32)(i - s * md), b = c / d, ch = c - b * d;
+        const float v = widen(proj[s * (md + d) + md + ch]);
+        const float value = round_to<T>(widen(alpha[s * m + b]) * v);
+        if (!conv) {
+            out[i] = narrow<T>(value);
+            continue;
+        }
+        T* h = history + s * len * md;
+        const float normed = normed_at(proj, nscale, cn, s, m, d, b, ch);
+        float acc = widen(cw[(u64)c * kernel + kernel - 1]) * normed;
+        for (u32 k = 0; k + 1 < kernel; ++k) {
+            const u64 back = (u64)(kernel - 1 - k) * dil;
+            acc += widen(cw[(u64)c * kernel + k]) * widen(h[(len - back) * md + c]);
+        }
+        out[i] = narrow<T>(value + acc * sigmoidf(acc));
+        for (u64 j = 0; j + 1 < len; ++j) h[j * md + c] = h[(j + 1) * md + c];
+        if (len > 0) h[(len - 1) * md + c] = narrow<T>(normed);
+    }
+}
+
+#define FUSED_INSTANTIATE(NAME, T)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(PROJ_THREADS, 2)                                                     \
+        proj_mma_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,       \
+                        const T* w, const T* bias, u32 tokens, u32 K, u32 N, T* y) {                                  \
+        proj_mma_impl<T>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, y);                      \
+    }                                                                                                                 \
+    extern "C" __global__ void gate_scales_##NAME(const T* proj, const T* hidden, const T* kn, const T* qn, u64 tokens, \
+                                                  u32 m, u32 d, u32 with_norm, T* alpha, float* nscale) {             \
+        gate_scales_impl<T>(proj, hidden, kn, qn, tokens, m, d, with_norm, alpha, nscale);                            \
+    }                                                                                                                 \
+    extern "C" __global__ void conv_out_##NAME(const T* proj, const T* alpha, const float* nscale, const T* cn,       \
+                                               const T* cw, u64 tokens, u32 m, u32 d, u32 kernel, u32 dil,            \
+                                               const u32* cu, u32 seqs, u32 conv, T* out) {                           \
+        conv_out_impl<T>(proj, alpha, nscale, cn, cw, tokens, m, d, kernel, dil, cu, seqs, conv, out);                \
+    }                                                                                                                 \
+    extern "C" __global__ void capture_conv_scaled_##NAME(const T* proj, const float* nscale, const T* cn,            \
+                                                          const u32* cu, u64 seqs, u32 m, u32 d, u32 hist, T* state) { \
+        capture_conv_scaled_impl<T>(proj, nscale, cn, cu, seqs, m, d, hist, state);                                   \
+    }                                                                                                                 \
+    extern "C" __global__ void conv_decode_scaled_##NAME(const T* proj, const T* alpha, const float* nscale,          \
+                                                         const T* cn, const T* cw, u64 seqs, u32 m, u32 d,            \
+                                                         u32 kernel, u32 dil, u32 conv, T* history, T* out) {         \
+        conv_decode_scaled_impl<T>(proj, alpha, nscale, cn, cw, seqs, m, d, kernel, dil, conv, history, out);         \
+    }
+
+FUSED_INSTANTIATE(bf16, __nv_bfloat16)
+FUSED_INSTANTIATE(f16, __half)

@@ -1,0 +1,556 @@
+//! The fast path of the layer (`kernels/fused.cu`): cached hash parameters, a reusable device
+//! workspace, and the prefill and decode of 16-bit layers as five launches on the backend's
+//! stream: hash (reciprocal modulo), projection on tensor cores with the rows gathered into
+//! shared memory, gate scales, then value + convolution + SiLU.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use cust::memory::DeviceBuffer;
+use engram_core::hash::LayerHash;
+use engram_core::reference::{check, conv_history_len};
+use engram_core::{
+    check_decode, check_prefill, DType, DeviceEngramLayer, DeviceEngramState, Element, Error,
+    PackedBatch, Result,
+};
+
+use crate::device::{cuda_err, ptr, suffix, u32_of, Arg, CudaBackend, CudaBuffer, MAX_BLOCKS};
+use crate::reciprocal::Reciprocal;
+use crate::BACKEND_NAME;
+
+/// Threads of a `gate_scales` block (one block per token).
+const GATE_THREADS: u32 = 256;
+/// Tile of the projection kernel (tokens and outputs per block), its threads and its dynamic
+/// shared memory (three stages of two 128 x 32 tiles of 16-bit elements).
+const PROJ_TILE: usize = 128;
+const PROJ_THREADS: u32 = 256;
+const PROJ_SHARED: u32 = 3 * 2 * 128 * 32 * 2;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves nothing half-written that matters here.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One layer's hash parameters on the device.
+pub(crate) struct HashParams {
+    pub(crate) mult: CudaBuffer<u64>,
+    pub(crate) sizes: CudaBuffer<u32>,
+    pub(crate) magic: CudaBuffer<u64>,
+    pub(crate) shift: CudaBuffer<u32>,
+    pub(crate) offsets: CudaBuffer<u64>,
+}
+
+type ParamsKey = (Vec<u64>, Vec<u32>, Vec<u64>);
+
+/// Hash parameters by layer contents, so that each op does not upload them again (and, in
+/// decode, wait for the upload).
+#[derive(Default)]
+pub(crate) struct ParamsCache {
+    map: Mutex<HashMap<ParamsKey, Arc<HashParams>>>,
+}
+
+/// At most this many layers' parameters are kept (a model has a handful of Engram layers).
+const PARAMS_KEPT: usize = 64;
+
+impl ParamsCache {
+    pub(crate) fn get(
+        &self,
+        layer: &LayerHash,
+        up64: impl Fn(&[u64]) -> Result<CudaBuffer<u64>>,
+        up32: impl Fn(&[u32]) -> Result<CudaBuffer<u32>>,
+    ) -> Result<Arc<HashParams>> {
+        let key = (
+            layer.multipliers.clone(),
+            layer.table_sizes.clone(),
+            layer.offsets.clone(),
+        );
+        let mut map = lock(&self.map);
+        if let Some(p) = map.get(&key) {
+            return Ok(Arc::clone(p));
+        }
+        let recips = layer
+            .table_sizes
+            .iter()
+            .map(|&d| {
+                Reciprocal::new(d).ok_or(Error::Backend {
+                    backend: BACKEND_NAME,
+                    message: "a hash table of 0 rows".into(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let magic: Vec<u64> = recips.iter().map(|r| r.magic).collect();
+        let shift: Vec<u32> = recips.iter().map(|r| r.shift).collect();
+        let params = Arc::new(HashParams {
+            mult: up64(&layer.multipliers)?,
+            sizes: up32(&layer.table_sizes)?,
+            magic: up64(&magic)?,
+            shift: up32(&shift)?,
+            offsets: up64(&layer.offsets)?,
+        });
+        if map.len() >= PARAMS_KEPT {
+            map.clear();
+        }
+        map.insert(key, Arc::clone(&params));
+        Ok(params)
+    }
+}
+
+/// Device scratch memory reused by every fast-path call (ordered on the one stream, so a call
+/// may reuse it while the previous one still runs); it grows to the largest call's needs.
+#[derive(Default)]
+pub(crate) struct Workspace {
+    buffer: Mutex<Option<DeviceBuffer<u8>>>,
+}
+
+/// Byte offsets of the pieces of one call's scratch, each 256-byte aligned.
+struct Carve {
+    next: usize,
+}
+
+impl Carve {
+    fn take(&mut self, bytes: usize) -> usize {
+        let at = self.next;
+        self.next += bytes.div_ceil(256) * 256;
+        at
+    }
+}
+
+/// The temporaries of one fast-path call, as device addresses.
+struct Scratch {
+    rows: u64,
+    proj: u64,
+    alpha: u64,
+    nscale: u64,
+}
+
+impl CudaBackend {
+    /// Runs `f` with `bytes` of workspace at the device address it is given.
+    fn with_workspace<R>(&self, bytes: usize, f: impl FnOnce(u64) -> Result<R>) -> Result<R> {
+        let mut guard = lock(&self.workspace.buffer);
+        if guard.as_ref().is_none_or(|b| b.len() < bytes) {
+            // Free the old one first (cuMemFree waits for the work that uses it).
+            *guard = None;
+            *guard = Some(DeviceBuffer::zeroed(bytes.max(1 << 20)).map_err(cuda_err)?);
+        }
+        let base = guard.as_ref().map_or(0, |b| b.as_device_ptr().as_raw());
+        f(base)
+    }
+
+    /// The hash of a validated packed batch (`hash_rows_fast`).
+    pub(crate) fn launch_hash(
+        &self,
+        layer: &LayerHash,
+        heads_per_order: usize,
+        pad: u32,
+        ids: &CudaBuffer<u32>,
+        cu_seqlens: &CudaBuffer<u32>,
+        rows: u64,
+    ) -> Result<()> {
+        if ids.len == 0 {
+            return Ok(());
+        }
+        let p = self.hash_params(layer)?;
+        self.launch_n(
+            "hash_rows_fast",
+            ids.len as u64,
+            &[
+                Arg::U64(0),
+                ptr(ids),
+                Arg::U64(ids.len as u64),
+                ptr(cu_seqlens),
+                Arg::U32(u32_of("sequences", cu_seqlens.len - 1)?),
+                ptr(&p.mult),
+                Arg::U32(u32_of("max_ngram_size", layer.multipliers.len())?),
+                ptr(&p.sizes),
+                ptr(&p.magic),
+                ptr(&p.shift),
+                Arg::U32(u32_of("heads", heads_per_order)?),
+                Arg::U32(pad),
+                Arg::U64(rows),
+            ],
+        )
+    }
+
+    /// The hash of validated decode windows (`hash_decode_fast`).
+    pub(crate) fn launch_hash_decode(
+        &self,
+        layer: &LayerHash,
+        heads_per_order: usize,
+        history: &CudaBuffer<u32>,
+        ids: &CudaBuffer<u32>,
+        rows: u64,
+    ) -> Result<()> {
+        if ids.len == 0 {
+            return Ok(());
+        }
+        let p = self.hash_params(layer)?;
+        self.launch_n(
+            "hash_decode_fast",
+            ids.len as u64,
+            &[
+                ptr(history),
+                ptr(ids),
+                Arg::U64(ids.len as u64),
+                ptr(&p.mult),
+                Arg::U32(u32_of("max_ngram_size", layer.multipliers.len())?),
+                ptr(&p.sizes),
+                ptr(&p.magic),
+                ptr(&p.shift),
+                Arg::U32(u32_of("heads", heads_per_order)?),
+                Arg::U64(rows),
+            ],
+        )
+    }
+
+    /// Every id of a decode window (`ids`, then `history`) below `limit`, or the oracle's error
+    /// for the first one that is not; one scan and one 8-byte read back.
+    pub(crate) fn check_window_ids(
+        &self,
+        ids: &CudaBuffer<u32>,
+        history: &CudaBuffer<u32>,
+        limit: u64,
+    ) -> Result<()> {
+        let total = ids.len + history.len;
+        if total == 0 {
+            return Ok(());
+        }
+        let first = CudaBuffer::from_host(&[u64::MAX], 0, 1, 0u64)?;
+        self.launch_n(
+            "first_id_at_or_above2",
+            total as u64,
+            &[
+                ptr(ids),
+                Arg::U64(ids.len as u64),
+                ptr(history),
+                Arg::U64(history.len as u64),
+                Arg::U64(limit),
+                ptr(&first),
+            ],
+        )?;
+        let p = self.host(&first)?[0];
+        if p == u64::MAX {
+            return Ok(());
+        }
+        let p = p as usize;
+        let id = if p < ids.len {
+            self.host(ids)?[p]
+        } else {
+            self.host(history)?[p - ids.len]
+        };
+        Err(Error::IdOutOfRange {
+            position: p % ids.len.max(1),
+            id: u64::from(id),
+            limit,
+        })
+    }
+
+    /// The gather with 16-byte loads when rows are whole 16-byte chunks and both buffers are
+    /// 16-byte aligned; `false` (nothing launched) otherwise.
+    pub(crate) fn launch_gather16<T: Element>(
+        &self,
+        table: &CudaBuffer<T>,
+        d_head: usize,
+        params: &HashParams,
+        rows: &CudaBuffer<u32>,
+        out: &CudaBuffer<T>,
+    ) -> Result<bool> {
+        let row_bytes = d_head * std::mem::size_of::<T>();
+        if row_bytes % 16 != 0 || table.device_ptr() % 16 != 0 || out.device_ptr() % 16 != 0 {
+            return Ok(false);
+        }
+        let row_chunks = row_bytes / 16;
+        self.launch_n(
+            "gather_rows16",
+            (rows.len * row_chunks) as u64,
+            &[
+                ptr(table),
+                Arg::U32(u32_of("row chunks", row_chunks)?),
+                ptr(&params.offsets),
+                Arg::U32(u32_of("heads", params.sizes.len)?),
+                ptr(rows),
+                Arg::U64(rows.len as u64),
+                ptr(out),
+            ],
+        )?;
+        Ok(true)
+    }
+
+    /// Whether the fast path serves this layer: 16-bit elements, rows and inputs in whole
+    /// 16-byte chunks, aligned table and weights, and at most 65535 tiles of tokens.
+    fn fast_path_fits<T: Element>(
+        &self,
+        layer: &DeviceEngramLayer<Self, T>,
+        tokens: usize,
+    ) -> bool {
+        let c = &layer.config;
+        matches!(T::DTYPE, DType::BF16 | DType::F16)
+            && c.d_head() % 8 == 0
+            && c.d_mem() % 8 == 0
+            && ((c.hc_mult + 1) * c.hidden_size) % 2 == 0
+            && layer.table.device_ptr() % 16 == 0
+            && layer.proj_weight.device_ptr() % 16 == 0
+            && tokens.div_ceil(PROJ_TILE) <= 65_535
+            && c.d_mem() <= u32::MAX as usize
+    }
+
+    /// Projection, gate scales and the value/convolution of `tokens` tokens whose rows are in
+    /// `s.rows`: the launches shared by prefill and decode, up to the convolution.
+    fn project_and_gate<T: Element>(
+        &self,
+        layer: &DeviceEngramLayer<Self, T>,
+        tokens: usize,
+        hidden: &CudaBuffer<T>,
+        s: &Scratch,
+    ) -> Result<()> {
+        let c = &layer.config;
+        let (m, d) = (c.hc_mult, c.hidden_size);
+        let n = (m + 1) * d;
+        let p = self.hash_params(&layer.hash)?;
+        let t = suffix(T::DTYPE)?;
+        self.launch(
+            &format!("proj_mma_{t}"),
+            (
+                u32_of("projection tiles", n.div_ceil(PROJ_TILE))?,
+                u32_of("token tiles", tokens.div_ceil(PROJ_TILE))?,
+                1,
+            ),
+            PROJ_THREADS,
+            PROJ_SHARED,
+            &[
+                ptr(&layer.table),
+                Arg::U32(u32_of("d_head", c.d_head())?),
+                ptr(&p.offsets),
+                Arg::U64(s.rows),
+                Arg::U32(u32_of("heads", c.num_heads())?),
+                Arg::U32(1),
+                ptr(&layer.proj_weight),
+                ptr(&layer.proj_bias),
+                Arg::U32(u32_of("tokens", tokens)?),
+                Arg::U32(u32_of("d_mem", c.d_mem())?),
+                Arg::U32(u32_of("projection outputs", n)?),
+                Arg::U64(s.proj),
+            ],
+        )?;
+        self.launch(
+            &format!("gate_scales_{t}"),
+            tokens.min(MAX_BLOCKS as usize) as u32,
+            GATE_THREADS,
+            0,
+            &[
+                Arg::U64(s.proj),
+                ptr(hidden),
+                ptr(&layer.key_norm),
+                ptr(&layer.query_norm),
+                Arg::U64(tokens as u64),
+                Arg::U32(u32_of("m", m)?),
+                Arg::U32(u32_of("d", d)?),
+                Arg::U32(u32::from(c.short_conv)),
+                Arg::U64(s.alpha),
+                Arg::U64(s.nscale),
+            ],
+        )
+    }
+
+    /// Carves one call's temporaries for `tokens` tokens; `gates` (when given) receives alpha.
+    fn scratch<T: Element>(
+        layer: &DeviceEngramLayer<Self, T>,
+        tokens: usize,
+        base: u64,
+        gates: Option<u64>,
+    ) -> Scratch {
+        let c = &layer.config;
+        let (m, d) = (c.hc_mult, c.hidden_size);
+        let size = std::mem::size_of::<T>();
+        let mut carve = Carve { next: 0 };
+        let rows = carve.take(tokens * c.num_heads() * 4);
+        let proj = carve.take(tokens * (m + 1) * d * size);
+        let alpha = carve.take(tokens * m * size);
+        let nscale = carve.take(tokens * m * 4);
+        Scratch {
+            rows: base + rows as u64,
+            proj: base + proj as u64,
+            alpha: gates.unwrap_or(base + alpha as u64),
+            nscale: base + nscale as u64,
+        }
+    }
+
+    /// Bytes of [`Self::scratch`] for `tokens` tokens.
+    fn scratch_bytes<T: Element>(layer: &DeviceEngramLayer<Self, T>, tokens: usize) -> usize {
+        let c = &layer.config;
+        let (m, d) = (c.hc_mult, c.hidden_size);
+        let size = std::mem::size_of::<T>();
+        [
+            tokens * c.num_heads() * 4,
+            tokens * (m + 1) * d * size,
+            tokens * m * size,
+            tokens * m * 4,
+        ]
+        .iter()
+        .map(|b| b.div_ceil(256) * 256)
+        .sum()
+    }
+
+    /// The prefill on the fast path; `Ok(false)` when the layer does not fit it (nothing done).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn fused_prefill<T: Element>(
+        &self,
+        layer: &DeviceEngramLayer<Self, T>,
+        ids: &CudaBuffer<u32>,
+        cu_seqlens: &CudaBuffer<u32>,
+        hidden: &CudaBuffer<T>,
+        out: &mut CudaBuffer<T>,
+        gates: Option<&mut CudaBuffer<T>>,
+        state: Option<&mut DeviceEngramState<Self, T>>,
+    ) -> Result<bool> {
+        let (tokens, seqs) = check_prefill(
+            self,
+            layer,
+            ids,
+            cu_seqlens,
+            hidden,
+            out,
+            gates.as_deref(),
+            state.as_deref(),
+        )?;
+        let gates = gates.map(|g| g.device_ptr());
+        if tokens == 0 || !self.fast_path_fits(layer, tokens) {
+            return Ok(false);
+        }
+        let c = &layer.config;
+        let (m, d) = (c.hc_mult, c.hidden_size);
+        let cu = self.host(cu_seqlens)?;
+        PackedBatch::new(&cu, tokens)?;
+        self.check_ids(ids, layer.compressed_vocab)?;
+        let t = suffix(T::DTYPE)?;
+        self.with_workspace(Self::scratch_bytes(layer, tokens), |base| {
+            let s = Self::scratch(layer, tokens, base, gates);
+            self.launch_hash(
+                &layer.hash,
+                c.n_head_per_ngram,
+                layer.compressed_pad_id,
+                ids,
+                cu_seqlens,
+                s.rows,
+            )?;
+            self.project_and_gate(layer, tokens, hidden, &s)?;
+            self.launch_n(
+                &format!("conv_out_{t}"),
+                (tokens * m * d) as u64,
+                &[
+                    Arg::U64(s.proj),
+                    Arg::U64(s.alpha),
+                    Arg::U64(s.nscale),
+                    ptr(&layer.conv_norm),
+                    ptr(&layer.conv_weight),
+                    Arg::U64(tokens as u64),
+                    Arg::U32(u32_of("m", m)?),
+                    Arg::U32(u32_of("d", d)?),
+                    Arg::U32(u32_of("kernel", c.kernel_size)?),
+                    Arg::U32(u32_of("dilation", c.max_ngram_size)?),
+                    ptr(cu_seqlens),
+                    Arg::U32(u32_of("sequences", seqs)?),
+                    Arg::U32(u32::from(c.short_conv)),
+                    ptr(out),
+                ],
+            )?;
+            if let Some(state) = state {
+                let keep = c.max_ngram_size - 1;
+                self.launch_n(
+                    "capture_ids",
+                    (seqs * keep) as u64,
+                    &[
+                        ptr(ids),
+                        ptr(cu_seqlens),
+                        Arg::U64(seqs as u64),
+                        Arg::U32(u32_of("keep", keep)?),
+                        Arg::U32(layer.compressed_pad_id),
+                        ptr(&state.ids),
+                    ],
+                )?;
+                if c.short_conv {
+                    let hist = conv_history_len(c.kernel_size, c.max_ngram_size);
+                    self.launch_n(
+                        &format!("capture_conv_scaled_{t}"),
+                        (seqs * hist * m * d) as u64,
+                        &[
+                            Arg::U64(s.proj),
+                            Arg::U64(s.nscale),
+                            ptr(&layer.conv_norm),
+                            ptr(cu_seqlens),
+                            Arg::U64(seqs as u64),
+                            Arg::U32(u32_of("m", m)?),
+                            Arg::U32(u32_of("d", d)?),
+                            Arg::U32(u32_of("hist", hist)?),
+                            ptr(&state.conv),
+                        ],
+                    )?;
+                }
+            }
+            Ok(true)
+        })
+    }
+
+    /// One decode step on the fast path; `Ok(false)` when the layer does not fit it.
+    pub(crate) fn fused_decode<T: Element>(
+        &self,
+        layer: &DeviceEngramLayer<Self, T>,
+        ids: &CudaBuffer<u32>,
+        hidden: &CudaBuffer<T>,
+        state: &mut DeviceEngramState<Self, T>,
+        out: &mut CudaBuffer<T>,
+        gates: Option<&mut CudaBuffer<T>>,
+    ) -> Result<bool> {
+        let seqs = check_decode(self, layer, ids, hidden, state, out, gates.as_deref())?;
+        let gates = gates.map(|g| g.device_ptr());
+        if seqs == 0 || !self.fast_path_fits(layer, seqs) {
+            return Ok(false);
+        }
+        let c = &layer.config;
+        let (m, d) = (c.hc_mult, c.hidden_size);
+        check::hash_decode(
+            &layer.hash,
+            c.n_head_per_ngram,
+            state.ids.len,
+            ids.len,
+            seqs * c.num_heads(),
+        )?;
+        self.check_window_ids(ids, &state.ids, layer.compressed_vocab)?;
+        let t = suffix(T::DTYPE)?;
+        self.with_workspace(Self::scratch_bytes(layer, seqs), |base| {
+            let s = Self::scratch(layer, seqs, base, gates);
+            self.launch_hash_decode(&layer.hash, c.n_head_per_ngram, &state.ids, ids, s.rows)?;
+            self.project_and_gate(layer, seqs, hidden, &s)?;
+            self.launch_n(
+                &format!("conv_decode_scaled_{t}"),
+                (seqs * m * d) as u64,
+                &[
+                    Arg::U64(s.proj),
+                    Arg::U64(s.alpha),
+                    Arg::U64(s.nscale),
+                    ptr(&layer.conv_norm),
+                    ptr(&layer.conv_weight),
+                    Arg::U64(seqs as u64),
+                    Arg::U32(u32_of("m", m)?),
+                    Arg::U32(u32_of("d", d)?),
+                    Arg::U32(u32_of("kernel", c.kernel_size)?),
+                    Arg::U32(u32_of("dilation", c.max_ngram_size)?),
+                    Arg::U32(u32::from(c.short_conv)),
+                    ptr(&state.conv),
+                    ptr(out),
+                ],
+            )?;
+            let keep = c.max_ngram_size - 1;
+            self.launch_n(
+                "push_ids",
+                seqs as u64,
+                &[
+                    ptr(&state.ids),
+                    ptr(ids),
+                    Arg::U64(seqs as u64),
+                    Arg::U32(u32_of("keep", keep)?),
+                ],
+            )?;
+            Ok(true)
+        })
+    }
+}
