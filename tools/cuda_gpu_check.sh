@@ -56,11 +56,21 @@ run)
         "$bench" route --backend cuda --tokens 4096 --runs 20
         python3 "$bundle/torch_floor.py" --tokens 16384
     } 2> "$out/bench.err" | tee "$out/bench.jsonl"
+    if command -v ncu >/dev/null; then
+        echo "== per-kernel times of one bf16 prefill of 16384 tokens and one decode step of 64 (ncu)"
+        for args in "--batch 32 --seq 512" "--batch 64 --seq 64 --decode"; do
+            # shellcheck disable=SC2086
+            ncu --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_elapsed \
+                -k 'regex:fast|proj_mma|gate_scales|conv_|gather_rows16|first_|capture' \
+                "$bench" engram --backend cuda $args --dtype bf16 --runs 1 > "$out/ncu.log" 2>&1 || true
+            grep -E "^  [a-z_0-9]+\(|duration|throughput|hmma" "$out/ncu.log" | awk '!seen[$0]++' | head -40
+        done
+    fi
     if [ "${4:-}" != "--no-sanitizer" ] && command -v compute-sanitizer >/dev/null; then
-        echo "== compute-sanitizer"
+        echo "== compute-sanitizer (the cases of the fast path's families)"
         for tool in memcheck racecheck; do
             timeout "${SANITIZER_TIMEOUT:-240}" compute-sanitizer --tool $tool "$bundle/cuda_conformance" \
-                --test-threads 1 > "$out/$tool.log" 2>&1 || echo "$tool: exit $?"
+                --test-threads 1 engram_prefill engram_decode hash gather > "$out/$tool.log" 2>&1 || echo "$tool: exit $?"
             grep -h "SUMMARY\|^test result" "$out/$tool.log" || tail -3 "$out/$tool.log"
         done
     fi

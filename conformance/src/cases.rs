@@ -229,7 +229,7 @@ pub fn engram_shapes() -> Vec<EngramShape> {
         s(
             "tensor_tiles",
             engram_config(3, 3, 2, 40, 8, 4, true),
-            &[130, 1, 0, 70],
+            &[130, 1, 70],
             Random,
         ),
         s(

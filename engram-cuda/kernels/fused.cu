@@ -421,6 +421,159 @@ __device__ void conv_decode_scaled_impl(const T* proj, const T* alpha, const flo
     }
 }
 
+// ---- vectorised follow-up kernels (rows of whole 16-byte chunks) -----------------------------------
+
+// Eight consecutive 16-bit elements (one 16-byte load or store; the address 16-byte aligned).
+template <typename T> __device__ __forceinline__ void load8(const T* src, float (&x)[8]) {
+    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(src));
+    const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (u32 i = 0; i < 8; ++i) x[i] = widen(e[i]);
+}
+template <typename T> __device__ __forceinline__ void store8(T* dst, const float (&x)[8]) {
+    uint4 raw;
+    T* e = reinterpret_cast<T*>(&raw);
+#pragma unroll
+    for (u32 i = 0; i < 8; ++i) e[i] = narrow<T>(x[i]);
+    *reinterpret_cast<uint4*>(dst) = raw;
+}
+
+__device__ __forceinline__ float warp_sum(float x) {
+#pragma unroll
+    for (u32 o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
+#define GATE_VEC_THREADS 128
+#define GATE_VEC_MAX_M 16
+
+// gate_scales_vec(...): gate_scales with 16-byte loads and one block-wide exchange per token.
+// Requirements (host-checked): d a multiple of 8, m <= 16, proj/hidden/kn/qn 16-byte aligned.
+// One block of 128 threads per token (grid-stride), no dynamic shared memory.
+template <typename T>
+__device__ void gate_scales_vec_impl(const T* proj, const T* hidden, const T* kn, const T* qn, u64 tokens, u32 m, u32 d,
+                                     u32 with_norm, T* alpha, float* nscale) {
+    __shared__ float sh[GATE_VEC_THREADS / 32][3 * GATE_VEC_MAX_M + 1];
+    const u32 tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, chunks = d / 8;
+    const float eps = 1.1920928955078125e-07f, inv_d = 1.0f / (float)d, inv_sqrt_d = rsqrtf((float)d);
+    for (u64 t = blockIdx.x; t < tokens; t += gridDim.x) {
+        const T* p = proj + t * (u64)(m + 1) * d;
+        float sv = 0.0f;
+        if (with_norm)
+            for (u32 i = tid; i < chunks; i += GATE_VEC_THREADS) {
+                float x[8];
+                load8(p + (u64)m * d + i * 8, x);
+#pragma unroll
+                for (u32 e = 0; e < 8; ++e) sv += x[e] * x[e];
+            }
+        sv = warp_sum(sv);
+        if (lane == 0) sh[warp][3 * m] = sv;
+        for (u32 b = 0; b < m; ++b) {
+            float sk = 0.0f, sq = 0.0f, sd = 0.0f;
+            for (u32 i = tid; i < chunks; i += GATE_VEC_THREADS) {
+                float k[8], h[8], a[8], q[8];
+                load8(p + (u64)b * d + i * 8, k);
+                load8(hidden + (t * m + b) * d + i * 8, h);
+                load8(kn + (u64)b * d + i * 8, a);
+                load8(qn + (u64)b * d + i * 8, q);
+#pragma unroll
+                for (u32 e = 0; e < 8; ++e) {
+                    sk += k[e] * k[e];
+                    sq += h[e] * h[e];
+                    sd += k[e] * a[e] * h[e] * q[e];
+                }
+            }
+            sk = warp_sum(sk);
+            sq = warp_sum(sq);
+            sd = warp_sum(sd);
+            if (lane == 0) {
+                sh[warp][3 * b] = sk;
+                sh[warp][3 * b + 1] = sq;
+                sh[warp][3 * b + 2] = sd;
+            }
+        }
+        __syncthreads();
+        if (tid < m) {
+            const u32 b = tid;
+            float sk = 0.0f, sq = 0.0f, sd = 0.0f, v2 = 0.0f;
+#pragma unroll
+            for (u32 w = 0; w < GATE_VEC_THREADS / 32; ++w) {
+                sk += sh[w][3 * b];
+                sq += sh[w][3 * b + 1];
+                sd += sh[w][3 * b + 2];
+                v2 += sh[w][3 * m];
+            }
+            const float s = rsqrtf(sk * inv_d + eps) * rsqrtf(sq * inv_d + eps) * sd * inv_sqrt_d;
+            const float sign = s > 0.0f ? 1.0f : (s < 0.0f ? -1.0f : 0.0f);
+            const float a = round_to<T>(sigmoidf(sign * sqrtf(fmaxf(fabsf(s), 1e-6f))));
+            alpha[t * m + b] = narrow<T>(a);
+            if (with_norm) nscale[t * m + b] = a * rsqrtf(a * a * v2 * inv_d + 1e-5f);
+        }
+        __syncthreads();
+    }
+}
+
+#define CONV_VEC_RUN 16
+#define CONV_VEC_MAX_KERNEL 8
+
+// conv_out_vec(...): conv_out for eight channels of one branch per thread over a run of 16
+// consecutive tokens, with 16-byte loads and stores and the channel's weights held in registers.
+// Requirements (host-checked): d a multiple of 8, kernel <= 8, proj, out and conv_norm 16-byte
+// aligned (conv_w is read element by element, once per thread). Grid (ceil(m d / 8 / 128), ceil(tokens / 16)),
+// block 128.
+template <typename T>
+__device__ void conv_out_vec_impl(const T* proj, const T* alpha, const float* nscale, const T* cn, const T* cw,
+                                  u32 tokens, u32 m, u32 d, u32 kernel, u32 dil, const u32* cu, u32 seqs, u32 conv,
+                                  T* out) {
+    const u32 md = m * d, q = blockIdx.x * blockDim.x + threadIdx.x;
+    const u32 t0 = blockIdx.y * CONV_VEC_RUN;
+    if (q * 8 >= md || t0 >= tokens) return;
+    const u32 t1 = min(t0 + CONV_VEC_RUN, tokens);
+    const u32 c0 = q * 8, b = c0 / d, ch0 = c0 - b * d;
+    const u64 row = (u64)(m + 1) * d;
+    float w[8][CONV_VEC_MAX_KERNEL], nw[8];
+    if (conv) {
+        load8(cn + c0, nw);
+#pragma unroll
+        for (u32 e = 0; e < 8; ++e)
+#pragma unroll
+            for (u32 k = 0; k < CONV_VEC_MAX_KERNEL; ++k)
+                w[e][k] = k < kernel ? widen(cw[(u64)(c0 + e) * kernel + k]) : 0.0f;
+    }
+    u32 s = sequence_of(cu, seqs, t0);
+    u64 start = cu[s], next = cu[s + 1];
+    for (u32 t = t0; t < t1; ++t) {
+        while (t >= next) {
+            ++s;
+            start = cu[s];
+            next = cu[s + 1];
+        }
+        float v[8], o[8];
+        load8(proj + t * row + md + ch0, v);
+        const float a = widen(alpha[(u64)t * m + b]);
+#pragma unroll
+        for (u32 e = 0; e < 8; ++e) o[e] = round_to<T>(a * v[e]);
+        if (conv) {
+            float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+            for (u32 k = 0; k < CONV_VEC_MAX_KERNEL; ++k) {
+                if (k >= kernel) break;
+                const u64 back = (u64)(kernel - 1 - k) * dil;
+                if (t < start + back) continue;
+                const u64 tt = t - back;
+                float x[8];
+                load8(proj + tt * row + md + ch0, x);
+                const float sc = nscale[tt * m + b];
+#pragma unroll
+                for (u32 e = 0; e < 8; ++e) acc[e] += w[e][k] * round_to<T>(sc * x[e] * nw[e]);
+            }
+#pragma unroll
+            for (u32 e = 0; e < 8; ++e) o[e] = o[e] + acc[e] * sigmoidf(acc[e]);
+        }
+        store8(out + (u64)t * md + c0, o);
+    }
+}
+
 #define FUSED_INSTANTIATE(NAME, T)                                                                                    \
     extern "C" __global__ void __launch_bounds__(PROJ_THREADS, 2)                                                     \
         proj_mma_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,       \
@@ -435,6 +588,16 @@ __device__ void conv_decode_scaled_impl(const T* proj, const T* alpha, const flo
                                                const T* cw, u64 tokens, u32 m, u32 d, u32 kernel, u32 dil,            \
                                                const u32* cu, u32 seqs, u32 conv, T* out) {                           \
         conv_out_impl<T>(proj, alpha, nscale, cn, cw, tokens, m, d, kernel, dil, cu, seqs, conv, out);                \
+    }                                                                                                                 \
+    extern "C" __global__ void __launch_bounds__(GATE_VEC_THREADS)                                                 \
+        gate_scales_vec_##NAME(const T* proj, const T* hidden, const T* kn, const T* qn, u64 tokens, u32 m, u32 d,    \
+                               u32 with_norm, T* alpha, float* nscale) {                                              \
+        gate_scales_vec_impl<T>(proj, hidden, kn, qn, tokens, m, d, with_norm, alpha, nscale);                        \
+    }                                                                                                                 \
+    extern "C" __global__ void conv_out_vec_##NAME(const T* proj, const T* alpha, const float* nscale, const T* cn,   \
+                                                   const T* cw, u32 tokens, u32 m, u32 d, u32 kernel, u32 dil,        \
+                                                   const u32* cu, u32 seqs, u32 conv, T* out) {                       \
+        conv_out_vec_impl<T>(proj, alpha, nscale, cn, cw, tokens, m, d, kernel, dil, cu, seqs, conv, out);            \
     }                                                                                                                 \
     extern "C" __global__ void capture_conv_scaled_##NAME(const T* proj, const float* nscale, const T* cn,            \
                                                           const u32* cu, u64 seqs, u32 m, u32 d, u32 hist, T* state) { \

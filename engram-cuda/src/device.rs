@@ -18,7 +18,7 @@ use engram_core::{
     ScoreFunc,
 };
 
-use crate::fused::{HashParams, ParamsCache, Workspace};
+use crate::fused::{is_fused, HashParams, ParamsCache, Workspace};
 use crate::{BACKEND_NAME, ENGRAM_PTX, FUSED_PTX};
 
 pub(crate) const THREADS: u32 = 256;
@@ -164,10 +164,12 @@ impl CudaBackend {
         shared: u32,
         args: &[Arg],
     ) -> Result<()> {
-        let function = match self.module.get_function(kernel) {
-            Ok(f) => f,
-            Err(_) => self.fused.get_function(kernel).map_err(cuda_err)?,
+        let module = if is_fused(kernel) {
+            &self.fused
+        } else {
+            &self.module
         };
+        let function = module.get_function(kernel).map_err(cuda_err)?;
         let mut storage: Vec<u64> = args
             .iter()
             .map(|a| match *a {

@@ -18,8 +18,20 @@ use crate::device::{cuda_err, ptr, suffix, u32_of, Arg, CudaBackend, CudaBuffer,
 use crate::reciprocal::Reciprocal;
 use crate::BACKEND_NAME;
 
+/// Whether `kernel` lives in the fast-path module.
+pub(crate) fn is_fused(kernel: &str) -> bool {
+    crate::FUSED_KERNELS.iter().any(|k| kernel.starts_with(k))
+}
+
 /// Threads of a `gate_scales` block (one block per token).
 const GATE_THREADS: u32 = 256;
+/// `gate_scales_vec`: threads per block, and the most branches its shared memory holds.
+const GATE_VEC_THREADS: u32 = 128;
+const GATE_VEC_MAX_M: usize = 16;
+/// `conv_out_vec`: threads per block (eight channels each), tokens per thread, longest kernel.
+const CONV_VEC_THREADS: u32 = 128;
+const CONV_VEC_RUN: usize = 16;
+const CONV_VEC_MAX_KERNEL: usize = 8;
 /// Tile of the projection kernel (tokens and outputs per block), its threads and its dynamic
 /// shared memory (three stages of two 128 x 32 tiles of 16-bit elements).
 const PROJ_TILE: usize = 128;
@@ -331,10 +343,21 @@ impl CudaBackend {
                 Arg::U64(s.proj),
             ],
         )?;
+        let aligned = |b: &CudaBuffer<T>| b.device_ptr() % 16 == 0;
+        let vec = d % 8 == 0
+            && m <= GATE_VEC_MAX_M
+            && aligned(hidden)
+            && aligned(&layer.key_norm)
+            && aligned(&layer.query_norm);
+        let (kernel, threads) = if vec {
+            (format!("gate_scales_vec_{t}"), GATE_VEC_THREADS)
+        } else {
+            (format!("gate_scales_{t}"), GATE_THREADS)
+        };
         self.launch(
-            &format!("gate_scales_{t}"),
+            &kernel,
             tokens.min(MAX_BLOCKS as usize) as u32,
-            GATE_THREADS,
+            threads,
             0,
             &[
                 Arg::U64(s.proj),
@@ -348,6 +371,60 @@ impl CudaBackend {
                 Arg::U64(s.alpha),
                 Arg::U64(s.nscale),
             ],
+        )
+    }
+
+    /// The value, causal convolution and SiLU of a prefill (`conv_out`, or `conv_out_vec` when
+    /// rows are whole 16-byte chunks).
+    fn launch_conv_out<T: Element>(
+        &self,
+        layer: &DeviceEngramLayer<Self, T>,
+        tokens: usize,
+        cu_seqlens: &CudaBuffer<u32>,
+        s: &Scratch,
+        out: &CudaBuffer<T>,
+    ) -> Result<()> {
+        let c = &layer.config;
+        let (m, d) = (c.hc_mult, c.hidden_size);
+        let seqs = cu_seqlens.len - 1;
+        let t = suffix(T::DTYPE)?;
+        let args = [
+            Arg::U64(s.proj),
+            Arg::U64(s.alpha),
+            Arg::U64(s.nscale),
+            ptr(&layer.conv_norm),
+            ptr(&layer.conv_weight),
+            Arg::U64(tokens as u64),
+            Arg::U32(u32_of("m", m)?),
+            Arg::U32(u32_of("d", d)?),
+            Arg::U32(u32_of("kernel", c.kernel_size)?),
+            Arg::U32(u32_of("dilation", c.max_ngram_size)?),
+            ptr(cu_seqlens),
+            Arg::U32(u32_of("sequences", seqs)?),
+            Arg::U32(u32::from(c.short_conv)),
+            ptr(out),
+        ];
+        let runs = tokens.div_ceil(CONV_VEC_RUN);
+        let vec = d % 8 == 0
+            && c.kernel_size <= CONV_VEC_MAX_KERNEL
+            && out.device_ptr() % 16 == 0
+            && (!c.short_conv || layer.conv_norm.device_ptr() % 16 == 0)
+            && runs <= 65_535;
+        if !vec {
+            return self.launch_n(&format!("conv_out_{t}"), (tokens * m * d) as u64, &args);
+        }
+        let mut args = args;
+        args[5] = Arg::U32(u32_of("tokens", tokens)?);
+        self.launch(
+            &format!("conv_out_vec_{t}"),
+            (
+                u32_of("channel blocks", (m * d / 8).div_ceil(CONV_VEC_THREADS as usize))?,
+                runs as u32,
+                1,
+            ),
+            CONV_VEC_THREADS,
+            0,
+            &args,
         )
     }
 
@@ -433,26 +510,7 @@ impl CudaBackend {
                 s.rows,
             )?;
             self.project_and_gate(layer, tokens, hidden, &s)?;
-            self.launch_n(
-                &format!("conv_out_{t}"),
-                (tokens * m * d) as u64,
-                &[
-                    Arg::U64(s.proj),
-                    Arg::U64(s.alpha),
-                    Arg::U64(s.nscale),
-                    ptr(&layer.conv_norm),
-                    ptr(&layer.conv_weight),
-                    Arg::U64(tokens as u64),
-                    Arg::U32(u32_of("m", m)?),
-                    Arg::U32(u32_of("d", d)?),
-                    Arg::U32(u32_of("kernel", c.kernel_size)?),
-                    Arg::U32(u32_of("dilation", c.max_ngram_size)?),
-                    ptr(cu_seqlens),
-                    Arg::U32(u32_of("sequences", seqs)?),
-                    Arg::U32(u32::from(c.short_conv)),
-                    ptr(out),
-                ],
-            )?;
+            self.launch_conv_out(layer, tokens, cu_seqlens, &s, out)?;
             if let Some(state) = state {
                 let keep = c.max_ngram_size - 1;
                 self.launch_n(

@@ -53,6 +53,19 @@ impl CudaBackend {
     }
 }
 
+/// The kernels of the fast-path module, by name or per-dtype prefix.
+pub const FUSED_KERNELS: &[&str] = &[
+    "hash_rows_fast",
+    "hash_decode_fast",
+    "first_id_at_or_above2",
+    "gather_rows16",
+    "proj_mma_",
+    "gate_scales_",
+    "conv_out_",
+    "capture_conv_scaled_",
+    "conv_decode_scaled_",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +110,17 @@ mod tests {
                     .trim_end_matches(|c: char| c != '_')
                     .trim_end_matches('_')
             ));
+        }
+    }
+
+    #[test]
+    fn every_kernel_is_looked_up_in_the_module_that_holds_it() {
+        for (ptx, fused) in [(ENGRAM_PTX, false), (FUSED_PTX, true)] {
+            for entry in ptx.split(".entry ").skip(1) {
+                let name = entry.split('(').next().unwrap_or_default();
+                let listed = FUSED_KERNELS.iter().any(|k| name.starts_with(k));
+                assert_eq!(listed, fused, "{name}");
+            }
         }
     }
 
