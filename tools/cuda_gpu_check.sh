@@ -40,6 +40,7 @@ run)
     echo "== conformance suite"
     "$bundle/cuda_conformance" --test-threads 8 > "$out/suite.log" 2>&1 || true
     "$bundle/cuda_exact" >> "$out/suite.log" 2>&1 || true
+    "$bundle/cuda_graph" >> "$out/suite.log" 2>&1 || true
     grep -E "^test result|FAIL|panicked" "$out/suite.log" | head -20
     echo "== golden files"
     "$bundle/engram-conformance" golden --backend cuda "$bundle"/golden/engram_public.safetensors \
@@ -63,6 +64,7 @@ run)
             ncu --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_elapsed \
                 -k 'regex:fast|proj_mma|gate_scales|conv_|gather_rows16|first_|capture' \
                 "$bench" engram --backend cuda $args --dtype bf16 --runs 1 > "$out/ncu.log" 2>&1 || true
+            cp "$out/ncu.log" "$out/ncu_$(echo $args | tr -dc 'a-z0-9').log"
             grep -E "^  [a-z_0-9]+\(|duration|throughput|hmma" "$out/ncu.log" | awk '!seen[$0]++' | head -40
         done
     fi
@@ -71,6 +73,7 @@ run)
         for tool in memcheck racecheck; do
             timeout "${SANITIZER_TIMEOUT:-240}" compute-sanitizer --tool $tool "$bundle/cuda_conformance" \
                 --test-threads 1 engram_prefill engram_decode hash gather > "$out/$tool.log" 2>&1 || echo "$tool: exit $?"
+            compute-sanitizer --tool $tool "$bundle/cuda_graph" >> "$out/$tool.log" 2>&1 || echo "$tool graph: exit $?"
             grep -h "SUMMARY\|^test result" "$out/$tool.log" || tail -3 "$out/$tool.log"
         done
     fi

@@ -280,6 +280,53 @@ fn report<T: Element>(
     })
 }
 
+/// Seconds per decode step replayed as a CUDA graph (many replays, one synchronisation; the
+/// median of five such batches), from a state primed like [`time_layer`]'s.
+#[cfg(feature = "cuda")]
+fn graph_step<T: Element>(
+    b: &engram_cuda::CudaBackend,
+    layer: &EngramLayer<T>,
+    run: &EngramRun<'_, T>,
+) -> engram_core::Result<f64> {
+    let inputs = run.inputs;
+    let dev = DeviceEngramLayer::upload(b, layer)?;
+    let (ids, cu, hidden) = (
+        b.upload(&inputs.ids)?,
+        b.upload(&inputs.cu)?,
+        b.upload(&inputs.hidden)?,
+    );
+    let mut primed = b.zeros::<T>(inputs.hidden.len())?;
+    let mut state = DeviceEngramState::new(b, &dev, run.batch)?;
+    b.engram_prefill(
+        &dev,
+        &ids,
+        &cu,
+        &hidden,
+        &mut primed,
+        None,
+        Some(&mut state),
+    )?;
+    let step_ids = b.upload(&inputs.step_ids)?;
+    let step_hidden = b.upload(&inputs.step_hidden)?;
+    let mut out = b.zeros::<T>(inputs.step_hidden.len())?;
+    let mut graph = b.capture_decode(&dev, &step_ids, &step_hidden, &mut state, &mut out)?;
+    graph.replay(&step_ids, &step_hidden, &mut state, &mut out)?;
+    graph.check()?;
+    let replays = 200;
+    let mut result = Ok(());
+    let batch = median_seconds(5, || {
+        for _ in 0..replays {
+            if result.is_ok() {
+                result = graph.replay(&step_ids, &step_hidden, &mut state, &mut out);
+            }
+        }
+        if result.is_ok() {
+            result = graph.check();
+        }
+    });
+    result.map(|()| batch / f64::from(replays))
+}
+
 /// The JSON line of a device backend: the layer, its own projection kernel (the GEMM floor on
 /// the device) and its device-to-device copy bandwidth, measured one after the other.
 fn device_line<B: EngramOps, T: Element>(
@@ -358,9 +405,16 @@ fn bench_engram<T: Element>(
         let cuda = cuda_backend()?;
         let device = cuda.capabilities().device;
         eprintln!("cuda on {device} ...");
-        lines.push(device_line(
-            &cuda, device, &layer, &run, seq, tokens, bytes,
-        )?);
+        #[allow(unused_mut)]
+        let mut line = device_line(&cuda, device, &layer, &run, seq, tokens, bytes)?;
+        #[cfg(feature = "cuda")]
+        if decode && T::DTYPE != engram_core::DType::F32 {
+            let step = graph_step(&cuda, &layer, &run)?;
+            let memory_s = line["memory_floor_s"].as_f64().unwrap_or(f64::NAN);
+            line["graph_step_s"] = step.into();
+            line["graph_over_memory"] = (step / memory_s).into();
+        }
+        lines.push(line);
     }
     if backends.contains(&BackendName::Wgpu) {
         let wgpu = engram_wgpu::WgpuBackend::new()?;

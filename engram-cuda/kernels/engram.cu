@@ -85,9 +85,11 @@ extern "C" __global__ void compress_ids(const u32* lookup, const u32* raw, u64 n
 
 // Hashing (with reciprocal modulo) lives in fused.cu.
 
-// push_ids(history, ids, seqs, keep): each sequence's history shifts left by one and ends with its
-// new id. One thread per sequence, grid-stride.
-extern "C" __global__ void push_ids(u32* history, const u32* ids, u64 seqs, u32 keep) {
+// push_ids(history, ids, seqs, keep, status|null): each sequence's history shifts left by one and
+// ends with its new id; nothing is written when status holds an error (anything but all ones).
+// One thread per sequence, grid-stride.
+extern "C" __global__ void push_ids(u32* history, const u32* ids, u64 seqs, u32 keep, const u64* status) {
+    if (status && *status != ~0ull) return;
     for (u64 s = global_index(); s < seqs; s += global_stride()) {
         u32* h = history + s * keep;
         for (u32 i = 0; i + 1 < keep; ++i) h[i] = h[i + 1];

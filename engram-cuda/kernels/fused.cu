@@ -70,18 +70,27 @@ extern "C" __global__ void hash_rows_fast(const u32* lookup, const u32* ids, u64
     }
 }
 
-// hash_decode_fast(history, ids, seqs, mult, n_max, sizes, magic, shift, k, rows): one thread per
-// sequence, grid-stride; the window is history[s] (n_max-1 ids, oldest first) then ids[s].
+// hash_decode_fast(history, ids, seqs, mult, n_max, sizes, magic, shift, k, vocab, status|null, rows):
+// one thread per (sequence, head), grid-stride over seqs * H; the window is history[s] (n_max-1
+// ids, oldest first) then ids[s]. With status (a decode step that validates on the device): the
+// first thread of each sequence records every window id at or beyond vocab into *status by
+// atomicMin of (p << 32 | id), p its flat position over ids then history (the oracle's order;
+// the host keeps seqs * n_max below 2^32). Rows stay in range whatever the ids.
 extern "C" __global__ void hash_decode_fast(const u32* history, const u32* ids, u64 seqs, const u64* mult, u32 n_max,
-                                            const u32* sizes, const u64* magic, const u32* shift, u32 k, u32* rows) {
-    u32 keep = n_max - 1, heads = keep * k;
-    for (u64 s = global_index(); s < seqs; s += global_stride()) {
+                                            const u32* sizes, const u64* magic, const u32* shift, u32 k, u64 vocab,
+                                            u64* status, u32* rows) {
+    const u32 keep = n_max - 1, heads = keep * k;
+    for (u64 x = global_index(); x < seqs * heads; x += global_stride()) {
+        const u64 s = x / heads;
+        const u32 h = (u32)(x - s * heads), order = h / k + 2;
         u64 mix = (u64)ids[s] * mult[0];
-        for (u32 n = 1; n < n_max; ++n) {
-            mix ^= (u64)history[s * keep + keep - n] * mult[n];
-            for (u32 j = 0; j < k; ++j) {
-                u32 h = (n - 1) * k + j;
-                rows[s * heads + h] = mod_reciprocal(mix, sizes[h], magic[h], shift[h]);
+        for (u32 n = 1; n < order; ++n) mix ^= (u64)history[s * keep + keep - n] * mult[n];
+        rows[x] = mod_reciprocal(mix, sizes[h], magic[h], shift[h]);
+        if (status && h == 0) {
+            if ((u64)ids[s] >= vocab) atomicMin(status, (s << 32) | ids[s]);
+            for (u32 i = 0; i < keep; ++i) {
+                const u32 id = history[s * keep + i];
+                if ((u64)id >= vocab) atomicMin(status, ((seqs + s * keep + i) << 32) | id);
             }
         }
     }
@@ -117,11 +126,12 @@ extern "C" __global__ void gather_rows16(const uint4* table, u32 row_chunks, con
 
 #define PROJ_BM 128
 #define PROJ_BN 128
-#define PROJ_BK 32
+#define PROJ_BK 64
 #define PROJ_STAGES 3
 #define PROJ_THREADS 256
-// Bytes of one pipeline stage: an A tile [128 x 32] and a B tile [128 x 32] of 16-bit elements.
-#define PROJ_STAGE_BYTES ((PROJ_BM + PROJ_BN) * PROJ_BK * 2)
+// Bytes of one operand tile [128 x 64] of 16-bit elements, and of one pipeline stage (A and B).
+#define PROJ_TILE_BYTES (PROJ_BM * PROJ_BK * 2)
+#define PROJ_STAGE_BYTES (2 * PROJ_TILE_BYTES)
 
 __device__ __forceinline__ u32 smem_addr(const void* p) { return (u32)__cvta_generic_to_shared(p); }
 
@@ -156,39 +166,54 @@ template <> struct Mma<__half> {
     }
 };
 
-// Byte offset of 16-byte chunk c (0..3) of row r in a tile of 64-byte rows, XOR-swizzled so that
-// the 8 rows one ldmatrix phase reads fall in 8 different bank groups.
-__device__ __forceinline__ u32 tile_offset(u32 r, u32 c) { return r * 64 + ((c ^ ((r >> 1) & 3)) << 4); }
+// Byte offset of 16-byte chunk c (0..7) of row r in a tile of 128-byte rows, XOR-swizzled so that
+// the 8 rows one ldmatrix phase reads fall on 8 different groups of banks.
+__device__ __forceinline__ u32 tile_offset(u32 r, u32 c) { return r * 128 + ((c ^ (r & 7)) << 4); }
 
-// y[t, n] = sum_k A[t, k] W[n, k] + bias[n], A[t, k] the k-th element of token t's concatenated
-// rows: table[(offsets[h] + rows[t H + h]) d_head + k - h d_head], h = k / d_head (gather != 0), or
-// x[t K + k] (gather == 0, `table` is then x). Requirements (checked by the host): K and d_head
-// multiples of 8, N even, table/x and w 16-byte aligned, rows in range.
-// Grid (ceil(N/128), ceil(tokens/128)), block 256, dynamic shared memory PROJ_STAGES *
-// PROJ_STAGE_BYTES = 49152 bytes.
+// proj_mma_*(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial, y):
+// y[t, n] = sum_k A[t, k] W[n, k] + bias[n], with A[t, k] the k-th element of token t's
+// concatenated rows, table[(offsets[h] + rows[t H + h]) d_head + k - h d_head], h = k / d_head
+// (gather != 0), or x[t K + k] (gather == 0; `table` is then x). With splits > 1 block z sums
+// only its share of the k-tiles and writes f32 partial sums, without the bias, to
+// partial[(z tokens + t) N + n] (proj_reduce_* finishes). Requirements (host-checked): K and
+// d_head multiples of 8, N even, table/x and w 16-byte aligned, rows in range, every global row
+// offsets[h] + rows[..] below 2^32.
+// Grid (ceil(N/128), ceil(tokens/128), splits), block 256, dynamic shared memory
+// PROJ_STAGES * PROJ_STAGE_BYTES (98304) + 512 * heads bytes (the block's row table; 0 without
+// gather); needs the function's dynamic shared memory limit raised to that.
 template <typename T>
 __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,
-                              const T* w, const T* bias, u32 tokens, u32 K, u32 N, T* y) {
+                              const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial, T* y) {
     extern __shared__ __align__(128) unsigned char smem[];
     const u32 tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const u32 n0 = blockIdx.x * PROJ_BN, m0 = blockIdx.y * PROJ_BM;
     const u32 wm = (warp >> 2) * 64, wn = (warp & 3) * 32;
     const u32 base = smem_addr(smem);
-    const u32 ktiles = (K + PROJ_BK - 1) / PROJ_BK;
+    u32* row_table = reinterpret_cast<u32*>(smem + PROJ_STAGES * PROJ_STAGE_BYTES);
+    if (gather) {
+        // The global table row of each (token, head) of this block, read once.
+        for (u32 i = tid; i < PROJ_BM * heads; i += PROJ_THREADS) {
+            const u32 r = i / heads, h = i - r * heads, t = m0 + r;
+            row_table[i] = t < tokens ? (u32)(offsets[h] + rows[(u64)t * heads + h]) : 0u;
+        }
+        __syncthreads();
+    }
+    const u32 ktiles = (K + PROJ_BK - 1) / PROJ_BK, per_split = (ktiles + splits - 1) / splits;
+    const u32 kt_begin = blockIdx.z * per_split, kt_end = min(kt_begin + per_split, ktiles);
 
-    // Each thread moves chunks tid and tid + 256 of both tiles: row id >> 2, chunk id & 3.
+    // Each thread moves chunks tid + 256 i (i < 4) of both tiles: row id >> 3, chunk id & 7.
     auto load_stage = [&](u32 stage, u32 k0) {
-        const u32 a_base = base + stage * PROJ_STAGE_BYTES, b_base = a_base + PROJ_BM * PROJ_BK * 2;
+        const u32 a_base = base + stage * PROJ_STAGE_BYTES, b_base = a_base + PROJ_TILE_BYTES;
 #pragma unroll
-        for (u32 i = 0; i < 2; ++i) {
-            const u32 id = tid + i * PROJ_THREADS, r = id >> 2, c = id & 3;
+        for (u32 i = 0; i < 4; ++i) {
+            const u32 id = tid + i * PROJ_THREADS, r = id >> 3, c = id & 7;
             const u32 k = k0 + c * 8, t = m0 + r, n = n0 + r;
             const T* a_src = table;
             u32 a_bytes = 0;
             if (t < tokens && k < K) {
                 if (gather) {
                     const u32 h = k / d_head;
-                    a_src = table + (offsets[h] + rows[(u64)t * heads + h]) * d_head + (k - h * d_head);
+                    a_src = table + (u64)row_table[r * heads + h] * d_head + (k - h * d_head);
                 } else {
                     a_src = table + (u64)t * K + k;
                 }
@@ -215,18 +240,19 @@ __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, co
 
 #pragma unroll
     for (u32 s = 0; s < PROJ_STAGES - 1; ++s) {
-        if (s < ktiles) load_stage(s, s * PROJ_BK);
+        if (kt_begin + s < kt_end) load_stage(s, (kt_begin + s) * PROJ_BK);
         cp_async_commit();
     }
-    for (u32 kt = 0; kt < ktiles; ++kt) {
+    for (u32 kt = kt_begin; kt < kt_end; ++kt) {
+        const u32 i = kt - kt_begin;
         cp_async_wait<PROJ_STAGES - 2>();
         __syncthreads();
         const u32 next = kt + PROJ_STAGES - 1;
-        if (next < ktiles) load_stage(next % PROJ_STAGES, next * PROJ_BK);
+        if (next < kt_end) load_stage((i + PROJ_STAGES - 1) % PROJ_STAGES, next * PROJ_BK);
         cp_async_commit();
-        const u32 a_base = base + (kt % PROJ_STAGES) * PROJ_STAGE_BYTES, b_base = a_base + PROJ_BM * PROJ_BK * 2;
+        const u32 a_base = base + (i % PROJ_STAGES) * PROJ_STAGE_BYTES, b_base = a_base + PROJ_TILE_BYTES;
 #pragma unroll
-        for (u32 kk = 0; kk < 2; ++kk) {
+        for (u32 kk = 0; kk < PROJ_BK / 16; ++kk) {
             u32 a[4][4], b[4][2];
 #pragma unroll
             for (u32 mi = 0; mi < 4; ++mi) {
@@ -257,16 +283,34 @@ __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, co
         for (u32 ni = 0; ni < 4; ++ni) {
             const u32 col = n0 + wn + ni * 8 + (lane & 3) * 2;
             if (col >= N) continue;
-            const float b0 = bias ? widen(bias[col]) : 0.0f, b1 = bias ? widen(bias[col + 1]) : 0.0f;
+            const float b0 = (bias && splits == 1) ? widen(bias[col]) : 0.0f;
+            const float b1 = (bias && splits == 1) ? widen(bias[col + 1]) : 0.0f;
 #pragma unroll
             for (u32 half = 0; half < 2; ++half) {
                 const u32 row = m0 + wm + mi * 16 + (lane >> 2) + half * 8;
                 if (row >= tokens) continue;
-                T* dst = y + (u64)row * N + col;
-                dst[0] = narrow<T>(acc[mi][ni][2 * half] + b0);
-                dst[1] = narrow<T>(acc[mi][ni][2 * half + 1] + b1);
+                if (splits == 1) {
+                    T* dst = y + (u64)row * N + col;
+                    dst[0] = narrow<T>(acc[mi][ni][2 * half] + b0);
+                    dst[1] = narrow<T>(acc[mi][ni][2 * half + 1] + b1);
+                } else {
+                    float2* dst = reinterpret_cast<float2*>(partial + ((u64)blockIdx.z * tokens + row) * N + col);
+                    *dst = make_float2(acc[mi][ni][2 * half], acc[mi][ni][2 * half + 1]);
+                }
             }
         }
+}
+
+// proj_reduce_*(partial, bias|null, tokens, N, splits, y): y[t, n] = sum_z partial[(z tokens + t) N
+// + n] + bias[n], the splits summed in order. Grid-stride over tokens * N, any block.
+template <typename T>
+__device__ void proj_reduce_impl(const float* partial, const T* bias, u64 tokens, u32 N, u32 splits, T* y) {
+    const u64 total = tokens * N;
+    for (u64 i = global_index(); i < total; i += global_stride()) {
+        float acc = bias ? widen(bias[i % N]) : 0.0f;
+        for (u32 z = 0; z < splits; ++z) acc += partial[z * total + i];
+        y[i] = narrow<T>(acc);
+    }
 }
 
 // ---- the gate and the convolution's norm --------------------------------------------------------
@@ -391,13 +435,16 @@ __device__ void capture_conv_scaled_impl(const T* proj, const float* nscale, con
     }
 }
 
-// conv_decode_scaled(proj, alpha, nscale, conv_norm, conv_w, seqs, m, d, kernel, dil, history, out):
-// one decode step of the convolution for every sequence (history [seqs, L, m d], L = (kernel-1)
-// dil, oldest first), advancing the history by this step's normed value. conv == 0: out = value
-// and the history is untouched. Grid-stride over seqs * m * d.
+// conv_decode_scaled(proj, alpha, nscale, conv_norm, conv_w, seqs, m, d, kernel, dil, conv,
+// status|null, history, out): one decode step of the convolution for every sequence (history
+// [seqs, L, m d], L = (kernel-1) dil, oldest first), advancing the history by this step's normed
+// value. conv == 0: out = value and the history is untouched. Nothing is written when status
+// holds an error (anything but all ones). Grid-stride over seqs * m * d.
 template <typename T>
 __device__ void conv_decode_scaled_impl(const T* proj, const T* alpha, const float* nscale, const T* cn, const T* cw,
-                                        u64 seqs, u32 m, u32 d, u32 kernel, u32 dil, u32 conv, T* history, T* out) {
+                                        u64 seqs, u32 m, u32 d, u32 kernel, u32 dil, u32 conv, const u64* status,
+                                        T* history, T* out) {
+    if (status && *status != ~0ull) return;
     const u64 md = (u64)m * d, len = (u64)(kernel - 1) * dil;
     for (u64 i = global_index(); i < seqs * md; i += global_stride()) {
         const u64 s = i / md;
@@ -513,31 +560,30 @@ __device__ void gate_scales_vec_impl(const T* proj, const T* hidden, const T* kn
     }
 }
 
-#define CONV_VEC_RUN 16
-#define CONV_VEC_MAX_KERNEL 8
+#define CONV_VEC_RUN 4
 
-// conv_out_vec(...): conv_out for eight channels of one branch per thread over a run of 16
-// consecutive tokens, with 16-byte loads and stores and the channel's weights held in registers.
-// Requirements (host-checked): d a multiple of 8, kernel <= 8, proj, out and conv_norm 16-byte
-// aligned (conv_w is read element by element, once per thread). Grid (ceil(m d / 8 / 128), ceil(tokens / 16)),
-// block 128.
-template <typename T>
+// conv_out_vec{4,8}_*(...): conv_out for eight channels of one branch per thread over a run of 4
+// consecutive tokens, with 16-byte loads and stores and the channels' weights held in registers
+// (kernel at most 4 or 8). Requirements (host-checked): d a multiple of 8, proj, out and
+// conv_norm 16-byte aligned (conv_w is read element by element, once per thread).
+// Grid (ceil(tokens / 4), ceil(m d / 8 / 128)), block 128.
+template <typename T, int KMAX>
 __device__ void conv_out_vec_impl(const T* proj, const T* alpha, const float* nscale, const T* cn, const T* cw,
                                   u32 tokens, u32 m, u32 d, u32 kernel, u32 dil, const u32* cu, u32 seqs, u32 conv,
                                   T* out) {
-    const u32 md = m * d, q = blockIdx.x * blockDim.x + threadIdx.x;
-    const u32 t0 = blockIdx.y * CONV_VEC_RUN;
+    const u32 md = m * d, q = blockIdx.y * blockDim.x + threadIdx.x;
+    const u32 t0 = blockIdx.x * CONV_VEC_RUN;
     if (q * 8 >= md || t0 >= tokens) return;
     const u32 t1 = min(t0 + CONV_VEC_RUN, tokens);
     const u32 c0 = q * 8, b = c0 / d, ch0 = c0 - b * d;
     const u64 row = (u64)(m + 1) * d;
-    float w[8][CONV_VEC_MAX_KERNEL], nw[8];
+    float w[8][KMAX], nw[8];
     if (conv) {
         load8(cn + c0, nw);
 #pragma unroll
         for (u32 e = 0; e < 8; ++e)
 #pragma unroll
-            for (u32 k = 0; k < CONV_VEC_MAX_KERNEL; ++k)
+            for (u32 k = 0; k < KMAX; ++k)
                 w[e][k] = k < kernel ? widen(cw[(u64)(c0 + e) * kernel + k]) : 0.0f;
     }
     u32 s = sequence_of(cu, seqs, t0);
@@ -556,7 +602,7 @@ __device__ void conv_out_vec_impl(const T* proj, const T* alpha, const float* ns
         if (conv) {
             float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-            for (u32 k = 0; k < CONV_VEC_MAX_KERNEL; ++k) {
+            for (u32 k = 0; k < KMAX; ++k) {
                 if (k >= kernel) break;
                 const u64 back = (u64)(kernel - 1 - k) * dil;
                 if (t < start + back) continue;
@@ -574,11 +620,63 @@ __device__ void conv_out_vec_impl(const T* proj, const T* alpha, const float* ns
     }
 }
 
+// conv_decode_vec{4,8}_*(proj, alpha, nscale, conv_norm, conv_w, seqs, m, d, kernel, dil, conv,
+// status|null, history, out): conv_decode_scaled for eight channels of one branch per thread
+// with 16-byte loads and stores (kernel at most 4 or 8). Requirements (host-checked): d a
+// multiple of 8, proj, out, history and conv_norm 16-byte aligned. Grid-stride over
+// seqs * m * d / 8, any block.
+template <typename T, int KMAX>
+__device__ void conv_decode_vec_impl(const T* proj, const T* alpha, const float* nscale, const T* cn, const T* cw,
+                                     u64 seqs, u32 m, u32 d, u32 kernel, u32 dil, u32 conv, const u64* status,
+                                     T* history, T* out) {
+    if (status && *status != ~0ull) return;
+    const u64 md = (u64)m * d, len = (u64)(kernel - 1) * dil, chunks = md / 8;
+    for (u64 x = global_index(); x < seqs * chunks; x += global_stride()) {
+        const u64 s = x / chunks;
+        const u32 c0 = (u32)(x - s * chunks) * 8, b = c0 / d, ch0 = c0 - b * d;
+        float v[8], o[8];
+        load8(proj + s * (md + d) + md + ch0, v);
+        const float a = widen(alpha[s * m + b]);
+#pragma unroll
+        for (u32 e = 0; e < 8; ++e) o[e] = round_to<T>(a * v[e]);
+        if (conv) {
+            float nw[8], normed[8], acc[8];
+            load8(cn + c0, nw);
+            const float sc = nscale[s * m + b];
+#pragma unroll
+            for (u32 e = 0; e < 8; ++e) {
+                normed[e] = round_to<T>(sc * v[e] * nw[e]);
+                acc[e] = widen(cw[(u64)(c0 + e) * kernel + kernel - 1]) * normed[e];
+            }
+            T* h = history + s * len * md;
+#pragma unroll
+            for (u32 k = 0; k + 1 < KMAX; ++k) {
+                if (k + 1 >= kernel) break;
+                const u64 back = (u64)(kernel - 1 - k) * dil;
+                float x8[8];
+                load8(h + (len - back) * md + c0, x8);
+#pragma unroll
+                for (u32 e = 0; e < 8; ++e) acc[e] += widen(cw[(u64)(c0 + e) * kernel + k]) * x8[e];
+            }
+#pragma unroll
+            for (u32 e = 0; e < 8; ++e) o[e] = o[e] + acc[e] * sigmoidf(acc[e]);
+            for (u64 j = 0; j + 1 < len; ++j)
+                *reinterpret_cast<uint4*>(h + j * md + c0) = *reinterpret_cast<const uint4*>(h + (j + 1) * md + c0);
+            if (len > 0) store8(h + (len - 1) * md + c0, normed);
+        }
+        store8(out + s * md + c0, o);
+    }
+}
+
 #define FUSED_INSTANTIATE(NAME, T)                                                                                    \
     extern "C" __global__ void __launch_bounds__(PROJ_THREADS, 2)                                                     \
         proj_mma_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,       \
-                        const T* w, const T* bias, u32 tokens, u32 K, u32 N, T* y) {                                  \
-        proj_mma_impl<T>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, y);                      \
+                        const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial, T* y) {      \
+        proj_mma_impl<T>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial, y);     \
+    }                                                                                                                 \
+    extern "C" __global__ void proj_reduce_##NAME(const float* partial, const T* bias, u64 tokens, u32 N, u32 splits, \
+                                                  T* y) {                                                             \
+        proj_reduce_impl<T>(partial, bias, tokens, N, splits, y);                                                     \
     }                                                                                                                 \
     extern "C" __global__ void gate_scales_##NAME(const T* proj, const T* hidden, const T* kn, const T* qn, u64 tokens, \
                                                   u32 m, u32 d, u32 with_norm, T* alpha, float* nscale) {             \
@@ -594,10 +692,25 @@ __device__ void conv_out_vec_impl(const T* proj, const T* alpha, const float* ns
                                u32 with_norm, T* alpha, float* nscale) {                                              \
         gate_scales_vec_impl<T>(proj, hidden, kn, qn, tokens, m, d, with_norm, alpha, nscale);                        \
     }                                                                                                                 \
-    extern "C" __global__ void conv_out_vec_##NAME(const T* proj, const T* alpha, const float* nscale, const T* cn,   \
-                                                   const T* cw, u32 tokens, u32 m, u32 d, u32 kernel, u32 dil,        \
-                                                   const u32* cu, u32 seqs, u32 conv, T* out) {                       \
-        conv_out_vec_impl<T>(proj, alpha, nscale, cn, cw, tokens, m, d, kernel, dil, cu, seqs, conv, out);            \
+    extern "C" __global__ void conv_out_vec4_##NAME(const T* proj, const T* alpha, const float* nscale, const T* cn,  \
+                                                    const T* cw, u32 tokens, u32 m, u32 d, u32 kernel, u32 dil,       \
+                                                    const u32* cu, u32 seqs, u32 conv, T* out) {                      \
+        conv_out_vec_impl<T, 4>(proj, alpha, nscale, cn, cw, tokens, m, d, kernel, dil, cu, seqs, conv, out);         \
+    }                                                                                                                 \
+    extern "C" __global__ void conv_out_vec8_##NAME(const T* proj, const T* alpha, const float* nscale, const T* cn,  \
+                                                    const T* cw, u32 tokens, u32 m, u32 d, u32 kernel, u32 dil,       \
+                                                    const u32* cu, u32 seqs, u32 conv, T* out) {                      \
+        conv_out_vec_impl<T, 8>(proj, alpha, nscale, cn, cw, tokens, m, d, kernel, dil, cu, seqs, conv, out);         \
+    }                                                                                                                 \
+    extern "C" __global__ void conv_decode_vec4_##NAME(const T* proj, const T* alpha, const float* nscale,            \
+                                                       const T* cn, const T* cw, u64 seqs, u32 m, u32 d, u32 kernel,  \
+                                                       u32 dil, u32 conv, const u64* status, T* history, T* out) {    \
+        conv_decode_vec_impl<T, 4>(proj, alpha, nscale, cn, cw, seqs, m, d, kernel, dil, conv, status, history, out); \
+    }                                                                                                                 \
+    extern "C" __global__ void conv_decode_vec8_##NAME(const T* proj, const T* alpha, const float* nscale,            \
+                                                       const T* cn, const T* cw, u64 seqs, u32 m, u32 d, u32 kernel,  \
+                                                       u32 dil, u32 conv, const u64* status, T* history, T* out) {    \
+        conv_decode_vec_impl<T, 8>(proj, alpha, nscale, cn, cw, seqs, m, d, kernel, dil, conv, status, history, out); \
     }                                                                                                                 \
     extern "C" __global__ void capture_conv_scaled_##NAME(const T* proj, const float* nscale, const T* cn,            \
                                                           const u32* cu, u64 seqs, u32 m, u32 d, u32 hist, T* state) { \
@@ -605,8 +718,9 @@ __device__ void conv_out_vec_impl(const T* proj, const T* alpha, const float* ns
     }                                                                                                                 \
     extern "C" __global__ void conv_decode_scaled_##NAME(const T* proj, const T* alpha, const float* nscale,          \
                                                          const T* cn, const T* cw, u64 seqs, u32 m, u32 d,            \
-                                                         u32 kernel, u32 dil, u32 conv, T* history, T* out) {         \
-        conv_decode_scaled_impl<T>(proj, alpha, nscale, cn, cw, seqs, m, d, kernel, dil, conv, history, out);         \
+                                                         u32 kernel, u32 dil, u32 conv, const u64* status,            \
+                                                         T* history, T* out) {                                        \
+        conv_decode_scaled_impl<T>(proj, alpha, nscale, cn, cw, seqs, m, d, kernel, dil, conv, status, history, out); \
     }
 
 FUSED_INSTANTIATE(bf16, __nv_bfloat16)

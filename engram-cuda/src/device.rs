@@ -64,6 +64,22 @@ impl<T: Scalar> CudaBuffer<T> {
         })
     }
 
+    /// Overwrites the buffer's elements with `data` (of the same length), waiting for the copy.
+    /// With a [`crate::DecodeGraph`] this is how each step's ids and hidden states reach the
+    /// buffers the graph reads.
+    pub fn write(&mut self, data: &[T]) -> Result<()> {
+        check_len("written data", data.len(), self.len)?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let start = self.guard * size_of::<T>();
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        self.raw
+            .index(start..start + bytes.len())
+            .copy_from(bytes)
+            .map_err(cuda_err)
+    }
+
     fn read_all(&self) -> Result<Vec<T>> {
         let total = self.len + 2 * self.guard;
         let mut out = vec![T::default(); total];
@@ -115,9 +131,12 @@ pub(crate) fn suffix(dtype: DType) -> Result<&'static str> {
 pub struct CudaBackend {
     module: Module,
     fused: Module,
-    stream: Stream,
+    pub(crate) stream: Stream,
     params: ParamsCache,
     pub(crate) workspace: Workspace,
+    /// Multiprocessors of the device, and the largest dynamic shared memory a block may opt in to.
+    pub(crate) multiprocessors: usize,
+    pub(crate) shared_optin: usize,
     device: String,
     _context: Context,
 }
@@ -139,11 +158,46 @@ impl CudaBackend {
             reason: e.to_string(),
         };
         let context = cust::quick_init().map_err(no_device)?;
-        let device = cust::device::Device::get_device(0)
-            .and_then(|d| d.name())
-            .map_err(no_device)?;
+        let handle = cust::device::Device::get_device(0).map_err(no_device)?;
+        let device = handle.name().map_err(no_device)?;
+        let multiprocessors = handle
+            .get_attribute(cust::device::DeviceAttribute::MultiprocessorCount)
+            .map_err(cuda_err)?
+            .max(1) as usize;
+        let mut optin = 0i32;
+        // SAFETY: `optin` is a live i32 the call writes; the device handle comes from the driver.
+        let status = unsafe {
+            cust::sys::cuDeviceGetAttribute(
+                &mut optin,
+                cust::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+                handle.as_raw(),
+            )
+        };
+        let shared_optin = if status == cust::sys::CUresult::CUDA_SUCCESS {
+            optin.max(0) as usize
+        } else {
+            48 * 1024
+        };
         let module = Module::from_ptx(ENGRAM_PTX, &[]).map_err(cuda_err)?;
         let fused = Module::from_ptx(FUSED_PTX, &[]).map_err(cuda_err)?;
+        for kernel in ["proj_mma_bf16", "proj_mma_f16"] {
+            let f = fused.get_function(kernel).map_err(cuda_err)?;
+            // SAFETY: the function handle is live (its module is owned by the backend); the
+            // attribute only raises the dynamic shared memory a launch may ask for.
+            let status = unsafe {
+                cust::sys::cuFuncSetAttribute(
+                    f.to_raw(),
+                    cust::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    shared_optin as i32,
+                )
+            };
+            if status != cust::sys::CUresult::CUDA_SUCCESS {
+                return Err(Error::Backend {
+                    backend: BACKEND_NAME,
+                    message: format!("raising the shared memory limit of {kernel}: {status:?}"),
+                });
+            }
+        }
         let stream = Stream::new(StreamFlags::DEFAULT, None).map_err(cuda_err)?;
         Ok(CudaBackend {
             module,
@@ -151,6 +205,8 @@ impl CudaBackend {
             stream,
             params: ParamsCache::default(),
             workspace: Workspace::default(),
+            multiprocessors,
+            shared_optin,
             device,
             _context: context,
         })
@@ -511,7 +567,15 @@ impl EngramOps for CudaBackend {
         if seqs == 0 {
             return Ok(());
         }
-        self.launch_hash_decode(layer, heads_per_order, history, ids, rows.device_ptr())
+        self.launch_hash_decode(
+            layer,
+            heads_per_order,
+            compressed_vocab,
+            history,
+            ids,
+            0,
+            rows.device_ptr(),
+        )
     }
 
     fn gather_rows<T: Element>(
@@ -789,6 +853,7 @@ impl EngramOps for CudaBackend {
                 ptr(ids),
                 Arg::U64(ids.len as u64),
                 Arg::U32(u32_of("keep", keep)?),
+                Arg::U64(0),
             ],
         )
     }

@@ -30,13 +30,18 @@ const GATE_VEC_THREADS: u32 = 128;
 const GATE_VEC_MAX_M: usize = 16;
 /// `conv_out_vec`: threads per block (eight channels each), tokens per thread, longest kernel.
 const CONV_VEC_THREADS: u32 = 128;
-const CONV_VEC_RUN: usize = 16;
-const CONV_VEC_MAX_KERNEL: usize = 8;
-/// Tile of the projection kernel (tokens and outputs per block), its threads and its dynamic
-/// shared memory (three stages of two 128 x 32 tiles of 16-bit elements).
+const CONV_VEC_RUN: usize = 4;
+/// Tile of the projection kernel (tokens and outputs per block), its k-tile, its threads, and its
+/// dynamic shared memory: three stages of two 128 x 64 tiles of 16-bit elements, then a row
+/// table of 128 tokens x heads u32.
 const PROJ_TILE: usize = 128;
+const PROJ_BK: usize = 64;
 const PROJ_THREADS: u32 = 256;
-const PROJ_SHARED: u32 = 3 * 2 * 128 * 32 * 2;
+const PROJ_PIPELINE_SHARED: usize = 3 * 2 * 128 * 64 * 2;
+
+fn proj_shared(heads: usize) -> usize {
+    PROJ_PIPELINE_SHARED + 128 * heads * 4
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves nothing half-written that matters here.
@@ -133,6 +138,9 @@ struct Scratch {
     proj: u64,
     alpha: u64,
     nscale: u64,
+    /// f32 partial sums of a split projection, `[splits, tokens, (M + 1) d]`.
+    partial: u64,
+    splits: usize,
 }
 
 impl CudaBackend {
@@ -183,22 +191,27 @@ impl CudaBackend {
         )
     }
 
-    /// The hash of validated decode windows (`hash_decode_fast`).
+    /// The hash of decode windows (`hash_decode_fast`): validated beforehand (`status` 0), or
+    /// recording bad ids into the device word at `status` (a step that validates on the device).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn launch_hash_decode(
         &self,
         layer: &LayerHash,
         heads_per_order: usize,
+        vocab: u64,
         history: &CudaBuffer<u32>,
         ids: &CudaBuffer<u32>,
+        status: u64,
         rows: u64,
     ) -> Result<()> {
         if ids.len == 0 {
             return Ok(());
         }
         let p = self.hash_params(layer)?;
+        let heads = (layer.multipliers.len() - 1) * heads_per_order;
         self.launch_n(
             "hash_decode_fast",
-            ids.len as u64,
+            (ids.len * heads) as u64,
             &[
                 ptr(history),
                 ptr(ids),
@@ -209,6 +222,8 @@ impl CudaBackend {
                 ptr(&p.magic),
                 ptr(&p.shift),
                 Arg::U32(u32_of("heads", heads_per_order)?),
+                Arg::U64(vocab),
+                Arg::U64(status),
                 Arg::U64(rows),
             ],
         )
@@ -289,7 +304,7 @@ impl CudaBackend {
 
     /// Whether the fast path serves this layer: 16-bit elements, rows and inputs in whole
     /// 16-byte chunks, aligned table and weights, and at most 65535 tiles of tokens.
-    fn fast_path_fits<T: Element>(
+    pub(crate) fn fast_path_fits<T: Element>(
         &self,
         layer: &DeviceEngramLayer<Self, T>,
         tokens: usize,
@@ -303,6 +318,8 @@ impl CudaBackend {
             && layer.proj_weight.device_ptr() % 16 == 0
             && tokens.div_ceil(PROJ_TILE) <= 65_535
             && c.d_mem() <= u32::MAX as usize
+            && proj_shared(c.num_heads()) <= self.shared_optin
+            && layer.hash.total_rows() <= u64::from(u32::MAX)
     }
 
     /// Projection, gate scales and the value/convolution of `tokens` tokens whose rows are in
@@ -324,10 +341,10 @@ impl CudaBackend {
             (
                 u32_of("projection tiles", n.div_ceil(PROJ_TILE))?,
                 u32_of("token tiles", tokens.div_ceil(PROJ_TILE))?,
-                1,
+                u32_of("splits", s.splits)?,
             ),
             PROJ_THREADS,
-            PROJ_SHARED,
+            u32_of("shared memory", proj_shared(c.num_heads()))?,
             &[
                 ptr(&layer.table),
                 Arg::U32(u32_of("d_head", c.d_head())?),
@@ -340,9 +357,25 @@ impl CudaBackend {
                 Arg::U32(u32_of("tokens", tokens)?),
                 Arg::U32(u32_of("d_mem", c.d_mem())?),
                 Arg::U32(u32_of("projection outputs", n)?),
+                Arg::U32(u32_of("splits", s.splits)?),
+                Arg::U64(s.partial),
                 Arg::U64(s.proj),
             ],
         )?;
+        if s.splits > 1 {
+            self.launch_n(
+                &format!("proj_reduce_{t}"),
+                (tokens * n) as u64,
+                &[
+                    Arg::U64(s.partial),
+                    ptr(&layer.proj_bias),
+                    Arg::U64(tokens as u64),
+                    Arg::U32(u32_of("projection outputs", n)?),
+                    Arg::U32(u32_of("splits", s.splits)?),
+                    Arg::U64(s.proj),
+                ],
+            )?;
+        }
         let aligned = |b: &CudaBuffer<T>| b.device_ptr() % 16 == 0;
         let vec = d % 8 == 0
             && m <= GATE_VEC_MAX_M
@@ -404,22 +437,25 @@ impl CudaBackend {
             Arg::U32(u32::from(c.short_conv)),
             ptr(out),
         ];
-        let runs = tokens.div_ceil(CONV_VEC_RUN);
+        let width = if c.kernel_size <= 4 { 4 } else { 8 };
         let vec = d % 8 == 0
-            && c.kernel_size <= CONV_VEC_MAX_KERNEL
+            && c.kernel_size <= 8
             && out.device_ptr() % 16 == 0
             && (!c.short_conv || layer.conv_norm.device_ptr() % 16 == 0)
-            && runs <= 65_535;
+            && (m * d / 8).div_ceil(CONV_VEC_THREADS as usize) <= 65_535;
         if !vec {
             return self.launch_n(&format!("conv_out_{t}"), (tokens * m * d) as u64, &args);
         }
         let mut args = args;
         args[5] = Arg::U32(u32_of("tokens", tokens)?);
         self.launch(
-            &format!("conv_out_vec_{t}"),
+            &format!("conv_out_vec{width}_{t}"),
             (
-                u32_of("channel blocks", (m * d / 8).div_ceil(CONV_VEC_THREADS as usize))?,
-                runs as u32,
+                u32_of("token runs", tokens.div_ceil(CONV_VEC_RUN))?,
+                u32_of(
+                    "channel blocks",
+                    (m * d / 8).div_ceil(CONV_VEC_THREADS as usize),
+                )?,
                 1,
             ),
             CONV_VEC_THREADS,
@@ -428,43 +464,78 @@ impl CudaBackend {
         )
     }
 
-    /// Carves one call's temporaries for `tokens` tokens; `gates` (when given) receives alpha.
-    fn scratch<T: Element>(
-        layer: &DeviceEngramLayer<Self, T>,
-        tokens: usize,
-        base: u64,
-        gates: Option<u64>,
-    ) -> Scratch {
+    /// How many blocks share the k-tiles of each projection tile: enough for two blocks per
+    /// multiprocessor when the tiles alone are too few (decode), while the f32 partial sums
+    /// stay within the weights' bytes.
+    fn proj_splits<T: Element>(&self, layer: &DeviceEngramLayer<Self, T>, tokens: usize) -> usize {
         let c = &layer.config;
-        let (m, d) = (c.hc_mult, c.hidden_size);
-        let size = std::mem::size_of::<T>();
-        let mut carve = Carve { next: 0 };
-        let rows = carve.take(tokens * c.num_heads() * 4);
-        let proj = carve.take(tokens * (m + 1) * d * size);
-        let alpha = carve.take(tokens * m * size);
-        let nscale = carve.take(tokens * m * 4);
-        Scratch {
-            rows: base + rows as u64,
-            proj: base + proj as u64,
-            alpha: gates.unwrap_or(base + alpha as u64),
-            nscale: base + nscale as u64,
+        let n = (c.hc_mult + 1) * c.hidden_size;
+        let tiles = n.div_ceil(PROJ_TILE) * tokens.div_ceil(PROJ_TILE);
+        let ktiles = c.d_mem().div_ceil(PROJ_BK);
+        if tiles >= self.multiprocessors || ktiles < 2 {
+            return 1;
         }
+        let wanted = (2 * self.multiprocessors).div_ceil(tiles);
+        let by_bytes = (c.d_mem() * std::mem::size_of::<T>() / (4 * tokens.max(1))).max(1);
+        let splits = wanted.min(by_bytes).min(ktiles).max(1);
+        // No empty splits: each takes ceil(ktiles / splits) k-tiles.
+        ktiles.div_ceil(ktiles.div_ceil(splits))
     }
 
-    /// Bytes of [`Self::scratch`] for `tokens` tokens.
-    fn scratch_bytes<T: Element>(layer: &DeviceEngramLayer<Self, T>, tokens: usize) -> usize {
+    /// The sizes of one call's temporaries for `tokens` tokens, in carve order.
+    fn scratch_sizes<T: Element>(
+        layer: &DeviceEngramLayer<Self, T>,
+        tokens: usize,
+        splits: usize,
+    ) -> [usize; 5] {
         let c = &layer.config;
         let (m, d) = (c.hc_mult, c.hidden_size);
         let size = std::mem::size_of::<T>();
+        let partial = if splits > 1 {
+            splits * tokens * (m + 1) * d * 4
+        } else {
+            0
+        };
         [
             tokens * c.num_heads() * 4,
             tokens * (m + 1) * d * size,
             tokens * m * size,
             tokens * m * 4,
+            partial,
         ]
-        .iter()
-        .map(|b| b.div_ceil(256) * 256)
-        .sum()
+    }
+
+    /// Carves one call's temporaries; `gates` (when given) receives alpha.
+    fn scratch<T: Element>(
+        layer: &DeviceEngramLayer<Self, T>,
+        tokens: usize,
+        splits: usize,
+        base: u64,
+        gates: Option<u64>,
+    ) -> Scratch {
+        let [rows, proj, alpha, nscale, partial] = Self::scratch_sizes(layer, tokens, splits);
+        let mut carve = Carve { next: 0 };
+        let at = |c: &mut Carve, bytes| base + c.take(bytes) as u64;
+        Scratch {
+            rows: at(&mut carve, rows),
+            proj: at(&mut carve, proj),
+            alpha: gates.unwrap_or(at(&mut carve, alpha)),
+            nscale: at(&mut carve, nscale),
+            partial: at(&mut carve, partial),
+            splits,
+        }
+    }
+
+    /// Bytes of [`Self::scratch`].
+    fn scratch_bytes<T: Element>(
+        layer: &DeviceEngramLayer<Self, T>,
+        tokens: usize,
+        splits: usize,
+    ) -> usize {
+        Self::scratch_sizes(layer, tokens, splits)
+            .iter()
+            .map(|b| b.div_ceil(256) * 256)
+            .sum()
     }
 
     /// The prefill on the fast path; `Ok(false)` when the layer does not fit it (nothing done).
@@ -499,8 +570,9 @@ impl CudaBackend {
         PackedBatch::new(&cu, tokens)?;
         self.check_ids(ids, layer.compressed_vocab)?;
         let t = suffix(T::DTYPE)?;
-        self.with_workspace(Self::scratch_bytes(layer, tokens), |base| {
-            let s = Self::scratch(layer, tokens, base, gates);
+        let splits = self.proj_splits(layer, tokens);
+        self.with_workspace(Self::scratch_bytes(layer, tokens, splits), |base| {
+            let s = Self::scratch(layer, tokens, splits, base, gates);
             self.launch_hash(
                 &layer.hash,
                 c.n_head_per_ngram,
@@ -564,7 +636,6 @@ impl CudaBackend {
             return Ok(false);
         }
         let c = &layer.config;
-        let (m, d) = (c.hc_mult, c.hidden_size);
         check::hash_decode(
             &layer.hash,
             c.n_head_per_ngram,
@@ -573,30 +644,88 @@ impl CudaBackend {
             seqs * c.num_heads(),
         )?;
         self.check_window_ids(ids, &state.ids, layer.compressed_vocab)?;
+        let splits = self.proj_splits(layer, seqs);
+        self.with_workspace(Self::scratch_bytes(layer, seqs, splits), |base| {
+            self.enqueue_decode(layer, ids, hidden, state, out, gates, 0, base)
+        })?;
+        Ok(true)
+    }
+
+    /// Bytes of scratch one decode step of `seqs` sequences needs (see [`Self::enqueue_decode`]).
+    pub(crate) fn decode_scratch_bytes<T: Element>(
+        &self,
+        layer: &DeviceEngramLayer<Self, T>,
+        seqs: usize,
+    ) -> usize {
+        Self::scratch_bytes(layer, seqs, self.proj_splits(layer, seqs))
+    }
+
+    /// The launches of one decode step on the fast path (shapes checked and the layer fitting),
+    /// with no host synchronisation and no allocation: `status` 0 when the ids were validated
+    /// beforehand, else the device word that receives the first bad id (and then keeps the step
+    /// from writing); `base` the device address of [`Self::decode_scratch_bytes`] of scratch.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn enqueue_decode<T: Element>(
+        &self,
+        layer: &DeviceEngramLayer<Self, T>,
+        ids: &CudaBuffer<u32>,
+        hidden: &CudaBuffer<T>,
+        state: &mut DeviceEngramState<Self, T>,
+        out: &mut CudaBuffer<T>,
+        gates: Option<u64>,
+        status: u64,
+        base: u64,
+    ) -> Result<()> {
+        let c = &layer.config;
+        let (m, d) = (c.hc_mult, c.hidden_size);
+        let seqs = ids.len;
         let t = suffix(T::DTYPE)?;
-        self.with_workspace(Self::scratch_bytes(layer, seqs), |base| {
-            let s = Self::scratch(layer, seqs, base, gates);
-            self.launch_hash_decode(&layer.hash, c.n_head_per_ngram, &state.ids, ids, s.rows)?;
-            self.project_and_gate(layer, seqs, hidden, &s)?;
-            self.launch_n(
-                &format!("conv_decode_scaled_{t}"),
-                (seqs * m * d) as u64,
-                &[
-                    Arg::U64(s.proj),
-                    Arg::U64(s.alpha),
-                    Arg::U64(s.nscale),
-                    ptr(&layer.conv_norm),
-                    ptr(&layer.conv_weight),
-                    Arg::U64(seqs as u64),
-                    Arg::U32(u32_of("m", m)?),
-                    Arg::U32(u32_of("d", d)?),
-                    Arg::U32(u32_of("kernel", c.kernel_size)?),
-                    Arg::U32(u32_of("dilation", c.max_ngram_size)?),
-                    Arg::U32(u32::from(c.short_conv)),
-                    ptr(&state.conv),
-                    ptr(out),
-                ],
+        let splits = self.proj_splits(layer, seqs);
+        {
+            let s = Self::scratch(layer, seqs, splits, base, gates);
+            self.launch_hash_decode(
+                &layer.hash,
+                c.n_head_per_ngram,
+                layer.compressed_vocab,
+                &state.ids,
+                ids,
+                status,
+                s.rows,
             )?;
+            self.project_and_gate(layer, seqs, hidden, &s)?;
+            let args = [
+                Arg::U64(s.proj),
+                Arg::U64(s.alpha),
+                Arg::U64(s.nscale),
+                ptr(&layer.conv_norm),
+                ptr(&layer.conv_weight),
+                Arg::U64(seqs as u64),
+                Arg::U32(u32_of("m", m)?),
+                Arg::U32(u32_of("d", d)?),
+                Arg::U32(u32_of("kernel", c.kernel_size)?),
+                Arg::U32(u32_of("dilation", c.max_ngram_size)?),
+                Arg::U32(u32::from(c.short_conv)),
+                Arg::U64(status),
+                ptr(&state.conv),
+                ptr(out),
+            ];
+            let aligned = out.device_ptr() % 16 == 0
+                && state.conv.device_ptr() % 16 == 0
+                && layer.conv_norm.device_ptr() % 16 == 0;
+            if d % 8 == 0 && c.kernel_size <= 8 && aligned {
+                let width = if c.kernel_size <= 4 { 4 } else { 8 };
+                self.launch_n(
+                    &format!("conv_decode_vec{width}_{t}"),
+                    (seqs * m * d / 8) as u64,
+                    &args,
+                )?;
+            } else {
+                self.launch_n(
+                    &format!("conv_decode_scaled_{t}"),
+                    (seqs * m * d) as u64,
+                    &args,
+                )?;
+            }
             let keep = c.max_ngram_size - 1;
             self.launch_n(
                 "push_ids",
@@ -606,9 +735,9 @@ impl CudaBackend {
                     ptr(ids),
                     Arg::U64(seqs as u64),
                     Arg::U32(u32_of("keep", keep)?),
+                    Arg::U64(status),
                 ],
-            )?;
-            Ok(true)
-        })
+            )
+        }
     }
 }

@@ -31,9 +31,13 @@ pub const BACKEND_NAME: &str = "cuda";
 mod device;
 #[cfg(feature = "cuda")]
 mod fused;
+#[cfg(feature = "cuda")]
+mod graph;
 
 #[cfg(feature = "cuda")]
 pub use device::{CudaBackend, CudaBuffer};
+#[cfg(feature = "cuda")]
+pub use graph::DecodeGraph;
 
 /// The CUDA backend (built without the `cuda` feature: it never has a device).
 #[cfg(not(feature = "cuda"))]
@@ -60,6 +64,7 @@ pub const FUSED_KERNELS: &[&str] = &[
     "first_id_at_or_above2",
     "gather_rows16",
     "proj_mma_",
+    "proj_reduce_",
     "gate_scales_",
     "conv_out_",
     "capture_conv_scaled_",
