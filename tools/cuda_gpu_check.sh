@@ -61,11 +61,11 @@ run)
         echo "== per-kernel times of one bf16 prefill of 16384 tokens and one decode step of 64 (ncu)"
         for args in "--batch 32 --seq 512" "--batch 64 --seq 64 --decode"; do
             # shellcheck disable=SC2086
-            ncu --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_elapsed \
+            ncu -c 40 --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_elapsed \
                 -k 'regex:fast|proj_mma|gate_scales|conv_|gather_rows16|first_|capture' \
                 "$bench" engram --backend cuda $args --dtype bf16 --runs 1 > "$out/ncu.log" 2>&1 || true
             cp "$out/ncu.log" "$out/ncu_$(echo $args | tr -dc 'a-z0-9').log"
-            grep -E "^  [a-z_0-9]+\(|duration|throughput|hmma" "$out/ncu.log" | awk '!seen[$0]++' | head -40
+            grep -E "^  [a-zA-Z_0-9]+|duration" "$out/ncu.log" | grep -v "^==" | paste - - | awk '{print $1, $(NF-1), $NF}' | head -40
         done
     fi
     if [ "${4:-}" != "--no-sanitizer" ] && command -v compute-sanitizer >/dev/null; then
