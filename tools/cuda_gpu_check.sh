@@ -48,6 +48,7 @@ run)
     grep -E "^(PASS|FAIL|error)" "$out/golden.log"
     echo "== benchmarks (JSON lines in bench.jsonl)"
     bench="$bundle/engram-bench"
+    set +e
     {
         "$bench" engram --backend cuda --batch 32 --seq 512 --dtype bf16 --runs 20
         for b in 1 16 64 256; do "$bench" engram --backend cuda --batch $b --seq 64 --dtype bf16 --decode --runs 50; done
@@ -57,6 +58,7 @@ run)
         "$bench" route --backend cuda --tokens 4096 --runs 20
         python3 "$bundle/torch_floor.py" --tokens 16384
     } 2> "$out/bench.err" | tee "$out/bench.jsonl"
+    set -e
     if command -v ncu >/dev/null; then
         echo "== per-kernel times of one bf16 prefill of 16384 tokens and one decode step of 64 (ncu)"
         for args in "--batch 32 --seq 512" "--batch 64 --seq 64 --decode"; do

@@ -68,7 +68,7 @@ pub const FUSED_KERNELS: &[&str] = &[
     "gate_scales_",
     "conv_out_",
     "capture_conv_scaled_",
-    "conv_decode_scaled_",
+    "conv_decode_",
 ];
 
 #[cfg(test)]
