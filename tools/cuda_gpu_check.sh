@@ -39,6 +39,8 @@ run)
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
     echo "== conformance suite"
     "$bundle/cuda_conformance" --test-threads 8 > "$out/suite.log" 2>&1 || true
+    # The suite's shapes are small: run it again with the wide projection tiles forced.
+    ENGRAM_CUDA_PROJ=wide "$bundle/cuda_conformance" --test-threads 8 >> "$out/suite.log" 2>&1 || true
     "$bundle/cuda_exact" >> "$out/suite.log" 2>&1 || true
     "$bundle/cuda_graph" >> "$out/suite.log" 2>&1 || true
     grep -E "^test result|FAIL|panicked" "$out/suite.log" | head -20
@@ -51,6 +53,7 @@ run)
     set +e
     {
         "$bench" engram --backend cuda --batch 32 --seq 512 --dtype bf16 --runs 20
+        ENGRAM_CUDA_PROJ=narrow "$bench" engram --backend cuda --batch 32 --seq 512 --dtype bf16 --runs 20
         for b in 1 16 64 256; do "$bench" engram --backend cuda --batch $b --seq 64 --dtype bf16 --decode --runs 50; done
         "$bench" engram --backend cuda --batch 64 --seq 64 --dtype f32 --decode --runs 50
         "$bench" projection --backend cuda --tokens 16384 --dtype bf16 --runs 20
@@ -75,6 +78,9 @@ run)
         for tool in memcheck racecheck; do
             timeout "${SANITIZER_TIMEOUT:-240}" compute-sanitizer --tool $tool "$bundle/cuda_conformance" \
                 --test-threads 1 engram_prefill engram_decode hash gather > "$out/$tool.log" 2>&1 || echo "$tool: exit $?"
+            ENGRAM_CUDA_PROJ=wide timeout "${SANITIZER_TIMEOUT:-240}" compute-sanitizer --tool $tool \
+                "$bundle/cuda_conformance" --test-threads 1 engram_prefill engram_decode >> "$out/$tool.log" 2>&1 \
+                || echo "$tool (wide tiles): exit $?"
             compute-sanitizer --tool $tool "$bundle/cuda_graph" >> "$out/$tool.log" 2>&1 || echo "$tool graph: exit $?"
             grep -h "SUMMARY\|^test result" "$out/$tool.log" || tail -3 "$out/$tool.log"
         done

@@ -238,6 +238,12 @@ pub fn engram_shapes() -> Vec<EngramShape> {
             &[140, 9],
             Random,
         ),
+        s(
+            "tensor_tiles_k3",
+            engram_config(3, 2, 2, 24, 8, 3, true),
+            &[129, 5],
+            Random,
+        ),
         EngramShape {
             name: "rows_at_ends",
             rows_at_ends: true,
@@ -668,6 +674,7 @@ pub fn engram_shapes_of(family: Family) -> Vec<EngramShape> {
         "kernel1",
         "tensor_tiles",
         "tensor_tiles_no_conv",
+        "tensor_tiles_k3",
     ];
     match family {
         Family::Hash | Family::EngramPrefill => engram_shapes_named(PREFILL),
@@ -705,6 +712,7 @@ pub fn engram_shapes_of(family: Family) -> Vec<EngramShape> {
             "kernel1",
             "tensor_tiles",
             "tensor_tiles_no_conv",
+            "tensor_tiles_k3",
         ]),
         _ => Vec::new(),
     }

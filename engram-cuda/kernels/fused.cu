@@ -125,13 +125,9 @@ extern "C" __global__ void gather_rows16(const uint4* table, u32 row_chunks, con
 // ---- the stacked projection on tensor cores -----------------------------------------------------
 
 #define PROJ_BM 128
-#define PROJ_BN 128
 #define PROJ_BK 64
 #define PROJ_STAGES 3
 #define PROJ_THREADS 256
-// Bytes of one operand tile [128 x 64] of 16-bit elements, and of one pipeline stage (A and B).
-#define PROJ_TILE_BYTES (PROJ_BM * PROJ_BK * 2)
-#define PROJ_STAGE_BYTES (2 * PROJ_TILE_BYTES)
 
 __device__ __forceinline__ u32 smem_addr(const void* p) { return (u32)__cvta_generic_to_shared(p); }
 
@@ -178,18 +174,22 @@ __device__ __forceinline__ u32 tile_offset(u32 r, u32 c) { return r * 128 + ((c 
 // partial[(z tokens + t) N + n] (proj_reduce_* finishes). Requirements (host-checked): K and
 // d_head multiples of 8, N even, table/x and w 16-byte aligned, rows in range, every global row
 // offsets[h] + rows[..] below 2^32.
-// Grid (ceil(N/128), ceil(tokens/128), splits), block 256, dynamic shared memory
-// PROJ_STAGES * PROJ_STAGE_BYTES (98304) + 512 * heads bytes (the block's row table; 0 without
-// gather); needs the function's dynamic shared memory limit raised to that.
-template <typename T>
+// Two tile widths: proj_mma_* (128 x 128 outputs per block, 64 x 32 per warp) and proj_mma_wide_*
+// (128 x 256, 64 x 64 per warp). Grid (ceil(N/BN), ceil(tokens/128), splits), block 256, dynamic
+// shared memory 3 (128 + BN) 64 * 2 bytes (98304 or 147456) + 512 * heads bytes (the block's row
+// table; 0 without gather); needs the function's dynamic shared memory limit raised to that.
+template <typename T, int BN>
 __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,
                               const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial, T* y) {
     extern __shared__ __align__(128) unsigned char smem[];
     const u32 tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    const u32 n0 = blockIdx.x * PROJ_BN, m0 = blockIdx.y * PROJ_BM;
-    const u32 wm = (warp >> 2) * 64, wn = (warp & 3) * 32;
+    // 8 warps: 2 along the tokens, 4 along the outputs; each owns 64 x BN/4 of the tile.
+    constexpr u32 WN = BN / 4, NI = WN / 8, NJ = WN / 16;
+    constexpr u32 A_BYTES = PROJ_BM * PROJ_BK * 2, STAGE_BYTES = (PROJ_BM + BN) * PROJ_BK * 2;
+    const u32 n0 = blockIdx.x * BN, m0 = blockIdx.y * PROJ_BM;
+    const u32 wm = (warp >> 2) * 64, wn = (warp & 3) * WN;
     const u32 base = smem_addr(smem);
-    u32* row_table = reinterpret_cast<u32*>(smem + PROJ_STAGES * PROJ_STAGE_BYTES);
+    u32* row_table = reinterpret_cast<u32*>(smem + PROJ_STAGES * STAGE_BYTES);
     if (gather) {
         // The global table row of each (token, head) of this block, read once.
         for (u32 i = tid; i < PROJ_BM * heads; i += PROJ_THREADS) {
@@ -201,13 +201,15 @@ __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, co
     const u32 ktiles = (K + PROJ_BK - 1) / PROJ_BK, per_split = (ktiles + splits - 1) / splits;
     const u32 kt_begin = blockIdx.z * per_split, kt_end = min(kt_begin + per_split, ktiles);
 
-    // Each thread moves chunks tid + 256 i (i < 4) of both tiles: row id >> 3, chunk id & 7.
+    // Each thread moves chunks tid + 256 i of both tiles (4 of A, BN / 32 of B): row id >> 3,
+    // chunk id & 7.
     auto load_stage = [&](u32 stage, u32 k0) {
-        const u32 a_base = base + stage * PROJ_STAGE_BYTES, b_base = a_base + PROJ_TILE_BYTES;
+        const u32 a_base = base + stage * STAGE_BYTES, b_base = a_base + A_BYTES;
 #pragma unroll
-        for (u32 i = 0; i < 4; ++i) {
+        for (u32 i = 0; i < BN / 32; ++i) {
             const u32 id = tid + i * PROJ_THREADS, r = id >> 3, c = id & 7;
             const u32 k = k0 + c * 8, t = m0 + r, n = n0 + r;
+            if (i < 4) {
             const T* a_src = table;
             u32 a_bytes = 0;
             if (t < tokens && k < K) {
@@ -220,6 +222,7 @@ __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, co
                 a_bytes = 16;
             }
             cp_async16(a_base + tile_offset(r, c), a_src, a_bytes);
+            }
             const T* b_src = w;
             u32 b_bytes = 0;
             if (n < N && k < K) {
@@ -230,11 +233,11 @@ __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, co
         }
     };
 
-    float acc[4][4][4];
+    float acc[4][NI][4];
 #pragma unroll
     for (u32 i = 0; i < 4; ++i)
 #pragma unroll
-        for (u32 j = 0; j < 4; ++j)
+        for (u32 j = 0; j < NI; ++j)
 #pragma unroll
             for (u32 e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
 
@@ -250,17 +253,17 @@ __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, co
         const u32 next = kt + PROJ_STAGES - 1;
         if (next < kt_end) load_stage((i + PROJ_STAGES - 1) % PROJ_STAGES, next * PROJ_BK);
         cp_async_commit();
-        const u32 a_base = base + (i % PROJ_STAGES) * PROJ_STAGE_BYTES, b_base = a_base + PROJ_TILE_BYTES;
+        const u32 a_base = base + (i % PROJ_STAGES) * STAGE_BYTES, b_base = a_base + A_BYTES;
 #pragma unroll
         for (u32 kk = 0; kk < PROJ_BK / 16; ++kk) {
-            u32 a[4][4], b[4][2];
+            u32 a[4][4], b[NI][2];
 #pragma unroll
             for (u32 mi = 0; mi < 4; ++mi) {
                 const u32 r = wm + mi * 16 + (lane & 15), c = kk * 2 + (lane >> 4);
                 ldmatrix_x4(a[mi], a_base + tile_offset(r, c));
             }
 #pragma unroll
-            for (u32 nj = 0; nj < 2; ++nj) {
+            for (u32 nj = 0; nj < NJ; ++nj) {
                 const u32 r = wn + nj * 16 + (lane & 7) + ((lane >> 4) << 3), c = kk * 2 + ((lane >> 3) & 1);
                 u32 q[4];
                 ldmatrix_x4(q, b_base + tile_offset(r, c));
@@ -272,7 +275,7 @@ __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, co
 #pragma unroll
             for (u32 mi = 0; mi < 4; ++mi)
 #pragma unroll
-                for (u32 ni = 0; ni < 4; ++ni) Mma<T>::run(acc[mi][ni], a[mi], b[ni][0], b[ni][1]);
+                for (u32 ni = 0; ni < NI; ++ni) Mma<T>::run(acc[mi][ni], a[mi], b[ni][0], b[ni][1]);
         }
     }
     cp_async_wait<0>();
@@ -280,7 +283,7 @@ __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, co
 #pragma unroll
     for (u32 mi = 0; mi < 4; ++mi)
 #pragma unroll
-        for (u32 ni = 0; ni < 4; ++ni) {
+        for (u32 ni = 0; ni < NI; ++ni) {
             const u32 col = n0 + wn + ni * 8 + (lane & 3) * 2;
             if (col >= N) continue;
             const float b0 = (bias && splits == 1) ? widen(bias[col]) : 0.0f;
@@ -562,10 +565,31 @@ __device__ void gate_scales_vec_impl(const T* proj, const T* hidden, const T* kn
 
 #define CONV_VEC_RUN 4
 
+// The taps of channels c0..c0+7 (conv_w [C, kernel]) into w[e][k] (zero for k >= kernel): KMAX
+// 16-byte loads when kernel == KMAX (the 8 channels' taps are then 8 KMAX contiguous elements,
+// 16-byte aligned for c0 a multiple of 8), element loads otherwise.
+template <typename T, int KMAX>
+__device__ __forceinline__ void load_taps(const T* cw, u32 c0, u32 kernel, float (&w)[8][KMAX]) {
+    if (kernel == KMAX) {
+#pragma unroll
+        for (u32 j = 0; j < KMAX; ++j) {
+            float x[8];
+            load8(cw + (u64)c0 * KMAX + j * 8, x);
+#pragma unroll
+            for (u32 e = 0; e < 8; ++e) w[(j * 8 + e) / KMAX][(j * 8 + e) % KMAX] = x[e];
+        }
+    } else {
+#pragma unroll
+        for (u32 e = 0; e < 8; ++e)
+#pragma unroll
+            for (u32 k = 0; k < KMAX; ++k) w[e][k] = k < kernel ? widen(cw[(u64)(c0 + e) * kernel + k]) : 0.0f;
+    }
+}
+
 // conv_out_vec{4,8}_*(...): conv_out for eight channels of one branch per thread over a run of 4
 // consecutive tokens, with 16-byte loads and stores and the channels' weights held in registers
-// (kernel at most 4 or 8). Requirements (host-checked): d a multiple of 8, proj, out and
-// conv_norm 16-byte aligned (conv_w is read element by element, once per thread).
+// (kernel at most 4 or 8). Requirements (host-checked): d a multiple of 8, proj, out, conv_norm
+// and conv_w 16-byte aligned.
 // Grid (ceil(tokens / 4), ceil(m d / 8 / 128)), block 128.
 template <typename T, int KMAX>
 __device__ void conv_out_vec_impl(const T* proj, const T* alpha, const float* nscale, const T* cn, const T* cw,
@@ -580,11 +604,7 @@ __device__ void conv_out_vec_impl(const T* proj, const T* alpha, const float* ns
     float w[8][KMAX], nw[8];
     if (conv) {
         load8(cn + c0, nw);
-#pragma unroll
-        for (u32 e = 0; e < 8; ++e)
-#pragma unroll
-            for (u32 k = 0; k < KMAX; ++k)
-                w[e][k] = k < kernel ? widen(cw[(u64)(c0 + e) * kernel + k]) : 0.0f;
+        load_taps<T, KMAX>(cw, c0, kernel, w);
     }
     u32 s = sequence_of(cu, seqs, t0);
     u64 start = cu[s], next = cu[s + 1];
@@ -623,7 +643,7 @@ __device__ void conv_out_vec_impl(const T* proj, const T* alpha, const float* ns
 // conv_decode_vec{4,8}_*(proj, alpha, nscale, conv_norm, conv_w, seqs, m, d, kernel, dil, conv,
 // status|null, history, out): conv_decode_scaled for eight channels of one branch per thread
 // with 16-byte loads and stores (kernel at most 4 or 8). Requirements (host-checked): d a
-// multiple of 8, proj, out, history and conv_norm 16-byte aligned. Grid-stride over
+// multiple of 8, proj, out, history, conv_norm and conv_w 16-byte aligned. Grid-stride over
 // seqs * m * d / 8, any block.
 template <typename T, int KMAX>
 __device__ void conv_decode_vec_impl(const T* proj, const T* alpha, const float* nscale, const T* cn, const T* cw,
@@ -640,13 +660,17 @@ __device__ void conv_decode_vec_impl(const T* proj, const T* alpha, const float*
 #pragma unroll
         for (u32 e = 0; e < 8; ++e) o[e] = round_to<T>(a * v[e]);
         if (conv) {
-            float nw[8], normed[8], acc[8];
+            float nw[8], normed[8], acc[8], w[8][KMAX];
             load8(cn + c0, nw);
+            load_taps<T, KMAX>(cw, c0, kernel, w);
             const float sc = nscale[s * m + b];
 #pragma unroll
             for (u32 e = 0; e < 8; ++e) {
                 normed[e] = round_to<T>(sc * v[e] * nw[e]);
-                acc[e] = widen(cw[(u64)(c0 + e) * kernel + kernel - 1]) * normed[e];
+                acc[e] = 0.0f;
+#pragma unroll
+                for (u32 k = 0; k < KMAX; ++k)
+                    if (k + 1 == kernel) acc[e] = w[e][k] * normed[e];
             }
             T* h = history + s * len * md;
 #pragma unroll
@@ -656,7 +680,7 @@ __device__ void conv_decode_vec_impl(const T* proj, const T* alpha, const float*
                 float x8[8];
                 load8(h + (len - back) * md + c0, x8);
 #pragma unroll
-                for (u32 e = 0; e < 8; ++e) acc[e] += widen(cw[(u64)(c0 + e) * kernel + k]) * x8[e];
+                for (u32 e = 0; e < 8; ++e) acc[e] += w[e][k] * x8[e];
             }
 #pragma unroll
             for (u32 e = 0; e < 8; ++e) o[e] = o[e] + acc[e] * sigmoidf(acc[e]);
@@ -672,7 +696,12 @@ __device__ void conv_decode_vec_impl(const T* proj, const T* alpha, const float*
     extern "C" __global__ void __launch_bounds__(PROJ_THREADS, 2)                                                     \
         proj_mma_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,       \
                         const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial, T* y) {      \
-        proj_mma_impl<T>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial, y);     \
+        proj_mma_impl<T, 128>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial, y); \
+    }                                                                                                                 \
+    extern "C" __global__ void __launch_bounds__(PROJ_THREADS, 1)                                                     \
+        proj_mma_wide_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,  \
+                             const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial, T* y) { \
+        proj_mma_impl<T, 256>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial, y); \
     }                                                                                                                 \
     extern "C" __global__ void proj_reduce_##NAME(const float* partial, const T* bias, u64 tokens, u32 N, u32 splits, \
                                                   T* y) {                                                             \

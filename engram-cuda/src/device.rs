@@ -180,7 +180,12 @@ impl CudaBackend {
         };
         let module = Module::from_ptx(ENGRAM_PTX, &[]).map_err(cuda_err)?;
         let fused = Module::from_ptx(FUSED_PTX, &[]).map_err(cuda_err)?;
-        for kernel in ["proj_mma_bf16", "proj_mma_f16"] {
+        for kernel in [
+            "proj_mma_bf16",
+            "proj_mma_f16",
+            "proj_mma_wide_bf16",
+            "proj_mma_wide_f16",
+        ] {
             let f = fused.get_function(kernel).map_err(cuda_err)?;
             // SAFETY: the function handle is live (its module is owned by the backend); the
             // attribute only raises the dynamic shared memory a launch may ask for.

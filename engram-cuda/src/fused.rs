@@ -31,16 +31,19 @@ const GATE_VEC_MAX_M: usize = 16;
 /// `conv_out_vec`: threads per block (eight channels each), tokens per thread, longest kernel.
 const CONV_VEC_THREADS: u32 = 128;
 const CONV_VEC_RUN: usize = 4;
-/// Tile of the projection kernel (tokens and outputs per block), its k-tile, its threads, and its
-/// dynamic shared memory: three stages of two 128 x 64 tiles of 16-bit elements, then a row
-/// table of 128 tokens x heads u32.
+/// Tokens per projection block, the k-tile, the threads; the two output widths of a block
+/// (`proj_mma_*` and `proj_mma_wide_*`).
 const PROJ_TILE: usize = 128;
 const PROJ_BK: usize = 64;
 const PROJ_THREADS: u32 = 256;
-const PROJ_PIPELINE_SHARED: usize = 3 * 2 * 128 * 64 * 2;
+const PROJ_NARROW: usize = 128;
+const PROJ_WIDE: usize = 256;
 
-fn proj_shared(heads: usize) -> usize {
-    PROJ_PIPELINE_SHARED + 128 * heads * 4
+/// Dynamic shared memory of a projection block `width` outputs wide: three stages of a
+/// 128 x 64 A tile and a `width` x 64 B tile of 16-bit elements, then a row table of
+/// 128 tokens x heads u32.
+fn proj_shared(width: usize, heads: usize) -> usize {
+    3 * (PROJ_TILE + width) * PROJ_BK * 2 + PROJ_TILE * heads * 4
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -318,7 +321,7 @@ impl CudaBackend {
             && layer.proj_weight.device_ptr() % 16 == 0
             && tokens.div_ceil(PROJ_TILE) <= 65_535
             && c.d_mem() <= u32::MAX as usize
-            && proj_shared(c.num_heads()) <= self.shared_optin
+            && proj_shared(PROJ_NARROW, c.num_heads()) <= self.shared_optin
             && layer.hash.total_rows() <= u64::from(u32::MAX)
     }
 
@@ -336,15 +339,21 @@ impl CudaBackend {
         let n = (m + 1) * d;
         let p = self.hash_params(&layer.hash)?;
         let t = suffix(T::DTYPE)?;
+        let width = self.proj_width(layer, tokens);
+        let kernel = if width == PROJ_WIDE {
+            format!("proj_mma_wide_{t}")
+        } else {
+            format!("proj_mma_{t}")
+        };
         self.launch(
-            &format!("proj_mma_{t}"),
+            &kernel,
             (
-                u32_of("projection tiles", n.div_ceil(PROJ_TILE))?,
+                u32_of("projection tiles", n.div_ceil(width))?,
                 u32_of("token tiles", tokens.div_ceil(PROJ_TILE))?,
                 u32_of("splits", s.splits)?,
             ),
             PROJ_THREADS,
-            u32_of("shared memory", proj_shared(c.num_heads()))?,
+            u32_of("shared memory", proj_shared(width, c.num_heads()))?,
             &[
                 ptr(&layer.table),
                 Arg::U32(u32_of("d_head", c.d_head())?),
@@ -441,7 +450,9 @@ impl CudaBackend {
         let vec = d % 8 == 0
             && c.kernel_size <= 8
             && out.device_ptr() % 16 == 0
-            && (!c.short_conv || layer.conv_norm.device_ptr() % 16 == 0)
+            && (!c.short_conv
+                || (layer.conv_norm.device_ptr() % 16 == 0
+                    && layer.conv_weight.device_ptr() % 16 == 0))
             && (m * d / 8).div_ceil(CONV_VEC_THREADS as usize) <= 65_535;
         if !vec {
             return self.launch_n(&format!("conv_out_{t}"), (tokens * m * d) as u64, &args);
@@ -470,7 +481,8 @@ impl CudaBackend {
     fn proj_splits<T: Element>(&self, layer: &DeviceEngramLayer<Self, T>, tokens: usize) -> usize {
         let c = &layer.config;
         let n = (c.hc_mult + 1) * c.hidden_size;
-        let tiles = n.div_ceil(PROJ_TILE) * tokens.div_ceil(PROJ_TILE);
+        let width = self.proj_width(layer, tokens);
+        let tiles = n.div_ceil(width) * tokens.div_ceil(PROJ_TILE);
         let ktiles = c.d_mem().div_ceil(PROJ_BK);
         if tiles >= self.multiprocessors || ktiles < 2 {
             return 1;
@@ -480,6 +492,25 @@ impl CudaBackend {
         let splits = wanted.min(by_bytes).min(ktiles).max(1);
         // No empty splits: each takes ceil(ktiles / splits) k-tiles.
         ktiles.div_ceil(ktiles.div_ceil(splits))
+    }
+
+    /// Outputs per projection block: the wide tiles when they alone fill the device (and fit its
+    /// shared memory), else the narrow ones. `ENGRAM_CUDA_PROJ=narrow|wide` overrides (for
+    /// measuring one against the other).
+    fn proj_width<T: Element>(&self, layer: &DeviceEngramLayer<Self, T>, tokens: usize) -> usize {
+        let c = &layer.config;
+        let n = (c.hc_mult + 1) * c.hidden_size;
+        let wide_fits = proj_shared(PROJ_WIDE, c.num_heads()) <= self.shared_optin;
+        match std::env::var("ENGRAM_CUDA_PROJ").as_deref() {
+            Ok("narrow") => PROJ_NARROW,
+            Ok("wide") if wide_fits => PROJ_WIDE,
+            _ if wide_fits
+                && n.div_ceil(PROJ_WIDE) * tokens.div_ceil(PROJ_TILE) >= self.multiprocessors =>
+            {
+                PROJ_WIDE
+            }
+            _ => PROJ_NARROW,
+        }
     }
 
     /// The sizes of one call's temporaries for `tokens` tokens, in carve order.
@@ -711,7 +742,8 @@ impl CudaBackend {
             ];
             let aligned = out.device_ptr() % 16 == 0
                 && state.conv.device_ptr() % 16 == 0
-                && layer.conv_norm.device_ptr() % 16 == 0;
+                && layer.conv_norm.device_ptr() % 16 == 0
+                && layer.conv_weight.device_ptr() % 16 == 0;
             if d % 8 == 0 && c.kernel_size <= 8 && aligned {
                 let width = if c.kernel_size <= 4 { 4 } else { 8 };
                 self.launch_n(
