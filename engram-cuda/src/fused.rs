@@ -339,7 +339,7 @@ impl CudaBackend {
         let n = (m + 1) * d;
         let p = self.hash_params(&layer.hash)?;
         let t = suffix(T::DTYPE)?;
-        let width = self.proj_width(layer, tokens);
+        let width = self.proj_width(layer);
         let kernel = if width == PROJ_WIDE {
             format!("proj_mma_wide_{t}")
         } else {
@@ -481,7 +481,7 @@ impl CudaBackend {
     fn proj_splits<T: Element>(&self, layer: &DeviceEngramLayer<Self, T>, tokens: usize) -> usize {
         let c = &layer.config;
         let n = (c.hc_mult + 1) * c.hidden_size;
-        let width = self.proj_width(layer, tokens);
+        let width = self.proj_width(layer);
         let tiles = n.div_ceil(width) * tokens.div_ceil(PROJ_TILE);
         let ktiles = c.d_mem().div_ceil(PROJ_BK);
         if tiles >= self.multiprocessors || ktiles < 2 {
@@ -494,21 +494,15 @@ impl CudaBackend {
         ktiles.div_ceil(ktiles.div_ceil(splits))
     }
 
-    /// Outputs per projection block: the wide tiles when they alone fill the device (and fit its
-    /// shared memory), else the narrow ones. `ENGRAM_CUDA_PROJ=narrow|wide` overrides (for
-    /// measuring one against the other).
-    fn proj_width<T: Element>(&self, layer: &DeviceEngramLayer<Self, T>, tokens: usize) -> usize {
+    /// Outputs per projection block: the narrow tiles, which measured faster than the wide ones
+    /// on an H100 at 16384 tokens (1.07 against 1.14 ms, `benches/NOTES.md`);
+    /// `ENGRAM_CUDA_PROJ=wide` selects the wide ones where their shared memory fits (for
+    /// measuring one against the other on another device or shape).
+    fn proj_width<T: Element>(&self, layer: &DeviceEngramLayer<Self, T>) -> usize {
         let c = &layer.config;
-        let n = (c.hc_mult + 1) * c.hidden_size;
         let wide_fits = proj_shared(PROJ_WIDE, c.num_heads()) <= self.shared_optin;
         match std::env::var("ENGRAM_CUDA_PROJ").as_deref() {
-            Ok("narrow") => PROJ_NARROW,
             Ok("wide") if wide_fits => PROJ_WIDE,
-            _ if wide_fits
-                && n.div_ceil(PROJ_WIDE) * tokens.div_ceil(PROJ_TILE) >= self.multiprocessors =>
-            {
-                PROJ_WIDE
-            }
             _ => PROJ_NARROW,
         }
     }
