@@ -1,14 +1,27 @@
 //! # engram-cuda
 //!
-//! The NVIDIA backend of the Engram kernels: CUDA C++ (`kernels/engram.cu`) compiled to PTX for
-//! `sm_90` by a pinned NVRTC (`tools/gen_ptx.py`), committed beside its source
-//! (`kernels/engram.ptx`), embedded here as [`ENGRAM_PTX`] and loaded with `cust`. Another runtime
-//! can load the same PTX and launch the kernels itself: each kernel's parameters, grid, block and
-//! shared memory are written above it in the source ([`ENGRAM_CU`]).
+//! The NVIDIA backend of the Engram kernels: CUDA C++ compiled to PTX for `sm_90` by a pinned
+//! NVRTC (`tools/gen_ptx.py`), committed beside its source, embedded here and loaded with `cust`.
+//! Two modules:
+//!
+//! - `kernels/engram.cu` ([`ENGRAM_CU`], [`ENGRAM_PTX`]): a straightforward kernel for every op
+//!   and element type (f32, f64, f16, bf16), the reference the fast path is checked against;
+//! - `kernels/fused.cu` ([`FUSED_CU`], [`FUSED_PTX`]): the fast path of 16-bit layers, taken by
+//!   `engram_prefill` and `engram_decode` whenever the layer's rows are whole 16-byte chunks: the
+//!   hash with the modulo by each table size as a multiply by a precomputed reciprocal
+//!   ([`reciprocal`]), a 16-byte gather, the stacked projection on tensor cores (`mma.sync`) with
+//!   the table rows gathered straight into shared memory (split over k for small batches), one
+//!   gate kernel per token and one value + convolution + SiLU kernel.
+//!
+//! Another runtime can load the same PTX and launch the kernels itself: each kernel's parameters,
+//! grid, block and shared memory are written above it in the source. A decode step can be
+//! captured once as a CUDA graph and replayed without host synchronisation (`DecodeGraph`, with
+//! the `cuda` feature); bad ids are then found on the device.
 //!
 //! The driver is linked only with the `cuda` feature. Without it, and on a machine without a
 //! device, [`CudaBackend::new`] returns [`engram_core::Error::NoDevice`] with the reason; the type
-//! exists either way.
+//! exists either way. `ENGRAM_CUDA_PROJ=wide` selects the projection's 128 x 256 tiles instead of
+//! the default 128 x 128 ones (measured slower on an H100; kept for measuring elsewhere).
 
 /// The CUDA C++ source of every kernel, with their launch contracts.
 pub const ENGRAM_CU: &str = include_str!("../kernels/engram.cu");
