@@ -1,15 +1,26 @@
 //! The Engram prefill with its element-wise tail fused: after the hash, the gather and the
 //! stacked projection, one pass over each token computes every branch's gate, scales the value,
 //! and normalises it for the convolution, reading the projection and the hidden states once.
+//! The per-token pass ([`gate_value_norm`]) needs no `std`; the prefill around it does (threads,
+//! `gemm`, the scratch pool).
+
+#[cfg(feature = "std")]
+use alloc::{vec, vec::Vec};
 
 use engram_core::hash::LayerHash;
-use engram_core::reference::{
-    self, check, conv_history_len, CONV_NORM_EPS, GATE_CLAMP, KEY_QUERY_EPS,
-};
-use engram_core::{Element, EngramConfig, PackedBatch, Result};
+#[cfg(feature = "std")]
+use engram_core::reference::{self, conv_history_len};
+use engram_core::reference::{check, CONV_NORM_EPS, GATE_CLAMP, KEY_QUERY_EPS};
+#[cfg(feature = "std")]
+use engram_core::PackedBatch;
+use engram_core::{Element, EngramConfig, Result};
 
-use super::hash::{hash_rows, LayerHashKernel, SharedRows};
-use super::{linear, norm_gate, simd, Parallelism};
+use super::hash::SharedRows;
+#[cfg(feature = "std")]
+use super::hash::{hash_rows, LayerHashKernel};
+#[cfg(feature = "std")]
+use super::{linear, norm_gate};
+use super::{simd, Parallelism};
 
 /// One Engram layer's weights as slices (the layout of `engram_core::EngramWeights`).
 #[derive(Debug, Clone, Copy)]
@@ -85,13 +96,13 @@ pub fn gate_value_norm<T: Element>(
             // inside the buffers whose lengths `check` matched to `tokens`.
             let (value_t, normed_t, alpha_t) = unsafe {
                 (
-                    std::slice::from_raw_parts_mut(vp.get().add(t * m * d), m * d),
+                    core::slice::from_raw_parts_mut(vp.get().add(t * m * d), m * d),
                     if conv {
-                        std::slice::from_raw_parts_mut(np.get().add(t * m * d), m * d)
+                        core::slice::from_raw_parts_mut(np.get().add(t * m * d), m * d)
                     } else {
                         &mut [][..]
                     },
-                    std::slice::from_raw_parts_mut(ap.get().add(t * m), m),
+                    core::slice::from_raw_parts_mut(ap.get().add(t * m), m),
                 )
             };
             let p = &proj[t * (m + 1) * d..(t + 1) * (m + 1) * d];
@@ -131,7 +142,7 @@ fn gate_token<T: Element>(
     alpha_t: &mut [T],
 ) {
     const L: usize = simd::LANES;
-    let (eps, inv_sqrt_d) = (KEY_QUERY_EPS as f32, 1.0 / (d as f32).sqrt());
+    let (eps, inv_sqrt_d) = (KEY_QUERY_EPS as f32, 1.0 / libm::sqrtf(d as f32));
     let v = &p[m * d..];
     let vb = &bias[m * d..];
     for b in 0..m {
@@ -163,8 +174,9 @@ fn gate_token<T: Element>(
             sd[0] += ki * kn[i].to_f32() * hi * qn[i].to_f32();
         }
         let (sk, sh, sd) = (simd::reduce(sk), simd::reduce(sh), simd::reduce(sd));
-        let s = sd * inv_sqrt_d / ((sk / d as f32 + eps).sqrt() * (sh / d as f32 + eps).sqrt());
-        let mag = s.abs().max(GATE_CLAMP as f32).sqrt();
+        let s =
+            sd * inv_sqrt_d / (libm::sqrtf(sk / d as f32 + eps) * libm::sqrtf(sh / d as f32 + eps));
+        let mag = libm::sqrtf(s.abs().max(GATE_CLAMP as f32));
         let signed = if s > 0.0 {
             mag
         } else if s < 0.0 {
@@ -193,7 +205,7 @@ fn gate_token<T: Element>(
             ss[0] += w * w;
         }
         if !conv_norm.is_empty() {
-            let inv = 1.0 / (simd::reduce(ss) / d as f32 + CONV_NORM_EPS as f32).sqrt();
+            let inv = 1.0 / libm::sqrtf(simd::reduce(ss) / d as f32 + CONV_NORM_EPS as f32);
             let cn = &conv_norm[b * d..(b + 1) * d];
             for ((o, vi), w) in normed_t[b * d..(b + 1) * d]
                 .iter_mut()
@@ -206,14 +218,16 @@ fn gate_token<T: Element>(
     }
 }
 
-/// Reusable working memory for the prefill, so its intermediates (rows, gathered rows, the
+/// Reusable working memory for the prefill (with the `std` feature), so its intermediates (rows, gathered rows, the
 /// projection, values, normalised values) are not fresh pages, page-faulted and zeroed on every
 /// call. Held by the backend; freed with it.
+#[cfg(feature = "std")]
 #[derive(Debug, Default)]
 pub struct Scratch {
     pool: std::sync::Mutex<Vec<Vec<u64>>>,
 }
 
+#[cfg(feature = "std")]
 impl Scratch {
     /// A buffer of at least `bytes` bytes (contents unspecified).
     fn take(&self, bytes: usize) -> Vec<u64> {
@@ -231,6 +245,7 @@ impl Scratch {
     }
 }
 
+#[cfg(feature = "std")]
 /// The first `n` elements of a scratch buffer as `T` (element sizes 2, 4, 8 divide its 8-byte
 /// words and its 8-byte alignment suits them).
 fn view<T: bytemuck::Pod>(v: &mut [u64], n: usize) -> &mut [T] {
@@ -261,6 +276,7 @@ fn gate_token_avx2<T: Element>(
 
 /// The whole prefill: same contract and errors as `engram_core::reference::engram_prefill`
 /// (`state` is `(ids [S, N - 1], conv [S, (w - 1) N, M d])`).
+#[cfg(feature = "std")]
 #[allow(clippy::too_many_arguments)]
 pub fn engram_prefill<T: Element>(
     layer: LayerView<'_, T>,
@@ -399,6 +415,7 @@ pub fn engram_prefill<T: Element>(
 }
 
 /// The stacked projection without its bias: GEMM for f32, the widening kernel otherwise.
+#[cfg(feature = "std")]
 fn project<T: Element>(
     e: &[T],
     w: &[T],

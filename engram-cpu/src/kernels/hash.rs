@@ -1,6 +1,9 @@
 //! The N-gram hash with id compression fused in, and the modulo by each head's prime done by a
 //! precomputed reciprocal instead of a division.
 
+use alloc::vec;
+use alloc::vec::Vec;
+
 use engram_core::hash::LayerHash;
 use engram_core::reference::check;
 use engram_core::{PackedBatch, Result};
@@ -101,7 +104,7 @@ pub fn hash_rows(
     let canon = |i: usize| -> u64 { u64::from(lookup.map_or(ids[i], |l| l[ids[i] as usize])) };
     let out = SharedRows(rows.as_mut_ptr());
     // Work splits by sequence; each position writes only its own row.
-    let seqs: Vec<std::ops::Range<usize>> = batch.sequences().collect();
+    let seqs: Vec<core::ops::Range<usize>> = batch.sequences().collect();
     par.for_chunks(seqs.len(), 1, |range| {
         let mut window = vec![0u64; n_max];
         for seq in &seqs[range] {
@@ -117,7 +120,7 @@ pub fn hash_rows(
                 // to exactly one chunk, so this row slice is written by one thread only; it lies
                 // inside `rows`, whose length was checked above.
                 let row =
-                    unsafe { std::slice::from_raw_parts_mut(out.get().add(t * heads), heads) };
+                    unsafe { core::slice::from_raw_parts_mut(out.get().add(t * heads), heads) };
                 kernel.rows_at(&window, row);
             }
         }

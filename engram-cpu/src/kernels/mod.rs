@@ -6,6 +6,7 @@
 
 pub mod fused;
 pub mod hash;
+#[cfg(feature = "std")]
 pub mod linear;
 pub mod moe;
 pub mod norm_gate;
@@ -15,9 +16,12 @@ pub mod simd;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Parallelism {
     /// The calling thread only (for embedders that bring their own threads).
+    #[cfg_attr(not(feature = "std"), default)]
     Sequential,
-    /// Rayon's global pool.
-    #[default]
+    /// Rayon's global pool (with the `std` feature; without it every kernel runs on the calling
+    /// thread).
+    #[cfg(feature = "std")]
+    #[cfg_attr(feature = "std", default)]
     Rayon,
 }
 
@@ -26,10 +30,13 @@ impl Parallelism {
     /// Chunks cover disjoint output ranges, so the result does not depend on the split.
     pub(crate) fn for_chunks<F>(self, n: usize, min_chunk: usize, f: F)
     where
-        F: Fn(std::ops::Range<usize>) + Sync + Send,
+        F: Fn(core::ops::Range<usize>) + Sync + Send,
     {
+        #[cfg(not(feature = "std"))]
+        let _ = min_chunk;
         match self {
             Parallelism::Sequential => f(0..n),
+            #[cfg(feature = "std")]
             Parallelism::Rayon => {
                 use rayon::prelude::*;
                 let threads = rayon::current_num_threads().max(1);

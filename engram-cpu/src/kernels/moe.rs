@@ -2,12 +2,22 @@
 //! kernels as the Engram layer, and the routed experts as grouped projections over the tokens
 //! sorted by expert (each expert's weights read once per batch).
 
-use engram_core::reference::check;
-use engram_core::{DType, Element, Error, Result};
+use alloc::vec;
+use alloc::vec::Vec;
 
-use super::{linear, Parallelism};
+use engram_core::reference::check;
+#[cfg(feature = "std")]
+use engram_core::DType;
+#[cfg(feature = "std")]
+use engram_core::Error;
+use engram_core::{Element, Result};
+
+#[cfg(feature = "std")]
+use super::linear;
+use super::Parallelism;
 
 /// `out = x W^T` (no bias) with the fastest kernel for `T`.
+#[cfg(feature = "std")]
 fn project<T: Element>(
     x: &[T],
     w: &[T],
@@ -32,7 +42,8 @@ fn project<T: Element>(
 }
 
 /// One expert over `rows` tokens: `out = W2 (SiLU(W1 x) * (W3 x))`; same contract as the
-/// oracle's `expert_ffn`.
+/// oracle's `expert_ffn`. (With the `std` feature: the projections go through `gemm`.)
+#[cfg(feature = "std")]
 pub fn expert_ffn<T: Element>(
     x: &[T],
     w1: &[T],
@@ -49,13 +60,14 @@ pub fn expert_ffn<T: Element>(
     project(x, w3, dim, &mut b, par)?;
     for (h, b) in a.iter_mut().zip(&b) {
         let v = h.to_f32();
-        *h = T::from_f32(v / (1.0 + (-v).exp()) * b.to_f32());
+        *h = T::from_f32(v / (1.0 + libm::expf(-v)) * b.to_f32());
     }
     project(&a, w2, inter, out, par)
 }
 
 /// Every token through each of its experts, grouped by expert; same contract as the oracle's
-/// `routed_experts`.
+/// `routed_experts`. (With the `std` feature: the projections go through `gemm`.)
+#[cfg(feature = "std")]
 #[allow(clippy::too_many_arguments)]
 pub fn routed_experts<T: Element>(
     x: &[T],
@@ -137,9 +149,9 @@ struct RouteScratch {
 #[inline]
 fn ranks_before(i: usize, a: f64, j: usize, b: f64) -> bool {
     match a.total_cmp(&b) {
-        std::cmp::Ordering::Greater => true,
-        std::cmp::Ordering::Less => false,
-        std::cmp::Ordering::Equal => i < j,
+        core::cmp::Ordering::Greater => true,
+        core::cmp::Ordering::Less => false,
+        core::cmp::Ordering::Equal => i < j,
     }
 }
 
@@ -255,6 +267,7 @@ pub fn route<T: Element>(
                 one(t, w, ix, &mut sc);
             }
         }
+        #[cfg(feature = "std")]
         Parallelism::Rayon => {
             use rayon::prelude::*;
             weights

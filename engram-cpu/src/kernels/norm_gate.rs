@@ -3,9 +3,13 @@
 //! copies of tables or activations) and every row accumulates in f32 in a fixed order, so the
 //! result does not depend on the thread count.
 
+use alloc::vec;
+use alloc::vec::Vec;
+
 use engram_core::hash::LayerHash;
 use engram_core::reference::check;
 use engram_core::{Element, PackedBatch, Result};
+#[cfg(feature = "std")]
 use rayon::prelude::*;
 
 use super::Parallelism;
@@ -22,6 +26,7 @@ fn rows<T: Send>(
     }
     match par {
         Parallelism::Sequential => out.chunks_mut(width).enumerate().for_each(|(i, r)| f(i, r)),
+        #[cfg(feature = "std")]
         Parallelism::Rayon => out
             .par_chunks_mut(width)
             .with_min_len(16)
@@ -71,7 +76,7 @@ pub fn rms_norm<T: Element>(
     rows(par, out, d, |v, o| {
         let xs = &x[v * d..(v + 1) * d];
         let ws = &weight[(v % groups) * d..(v % groups + 1) * d];
-        let inv = 1.0 / (sum_squares(xs) / d as f32 + eps).sqrt();
+        let inv = 1.0 / libm::sqrtf(sum_squares(xs) / d as f32 + eps);
         for ((o, xv), wv) in o.iter_mut().zip(xs).zip(ws) {
             *o = T::from_f32(xv.to_f32() * inv * wv.to_f32());
         }
@@ -208,7 +213,8 @@ pub fn short_conv<T: Element>(
     let isa = super::simd::detected();
     rows(par, out, channels, |t, o| match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `detected()` found AVX2 and FMA (AVX-512 implies them) on this CPU.
+        // SAFETY: `detected()` found AVX2 and FMA (AVX-512 implies them) on this CPU, or, without
+        // std, the build targets them, so every CPU that runs it has them.
         super::simd::Isa::Avx2Fma | super::simd::Isa::Avx512 => unsafe {
             conv_row_avx2(&args, t, o)
         },
@@ -313,7 +319,7 @@ pub fn short_conv_decode<T: Element>(
             }
         }
         for ((oc, &a), vc) in o.iter_mut().zip(acc.iter()).zip(v) {
-            *oc = T::from_f32(vc.to_f32() + a / (1.0 + (-a).exp()));
+            *oc = T::from_f32(vc.to_f32() + a / (1.0 + libm::expf(-a)));
         }
         if hist > 0 {
             h.copy_within(channels.., 0);
@@ -329,8 +335,8 @@ pub fn short_conv_decode<T: Element>(
                 one(s, h, &mut out[s * channels..(s + 1) * channels], &mut acc);
             }
         }
+        #[cfg(feature = "std")]
         Parallelism::Rayon => {
-            use rayon::prelude::*;
             // An empty history (kernel 1) still gives every sequence its own (empty) slice.
             let mut empty: Vec<&mut [T]> = Vec::new();
             let hs: Vec<&mut [T]> = if hist_len == 0 {

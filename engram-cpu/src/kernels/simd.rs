@@ -6,8 +6,6 @@
 //! which lets the compiler vectorise them without changing the result across machines of the
 //! same instruction set.
 
-use std::sync::OnceLock;
-
 /// The instruction set the row kernels run with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
@@ -19,8 +17,40 @@ pub enum Isa {
     Avx512,
 }
 
-/// What this CPU offers, probed once.
+/// The instruction set the build itself targets (`-C target-feature=...`, `-C target-cpu=...`):
+/// what the `no_std` build runs with, and the least a CPU running any build must offer.
+pub const fn compiled() -> Isa {
+    if cfg!(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "avx512f",
+        target_feature = "avx512bw",
+        target_feature = "avx512vl"
+    )) {
+        Isa::Avx512
+    } else if cfg!(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )) {
+        Isa::Avx2Fma
+    } else {
+        Isa::Baseline
+    }
+}
+
+/// What the row kernels run with: without `std`, the instruction set the build targets
+/// ([`compiled`]; there is no run-time probe).
+#[cfg(not(feature = "std"))]
 pub fn detected() -> Isa {
+    compiled()
+}
+
+/// What this CPU offers, probed once.
+#[cfg(feature = "std")]
+pub fn detected() -> Isa {
+    use std::sync::OnceLock;
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
@@ -50,7 +80,7 @@ pub const LANES: usize = 8;
 /// [-87, 88]).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LOG2E: f32 = core::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     // Adding 1.5 * 2^23 rounds to the nearest integer in plain f32 arithmetic (no rounding
@@ -108,5 +138,15 @@ mod tests {
     #[test]
     fn detection_is_stable() {
         assert_eq!(detected(), detected());
+    }
+
+    #[test]
+    fn the_cpu_offers_at_least_what_the_build_targets() {
+        let rank = |i: Isa| match i {
+            Isa::Baseline => 0,
+            Isa::Avx2Fma => 1,
+            Isa::Avx512 => 2,
+        };
+        assert!(rank(detected()) >= rank(compiled()));
     }
 }
