@@ -60,7 +60,7 @@ pub fn expert_ffn<T: Element>(
     project(x, w3, dim, &mut b, par)?;
     for (h, b) in a.iter_mut().zip(&b) {
         let v = h.to_f32();
-        *h = T::from_f32(v / (1.0 + libm::expf(-v)) * b.to_f32());
+        *h = T::from_f32(v * super::simd::sigmoid(v) * b.to_f32());
     }
     project(&a, w2, inter, out, par)
 }

@@ -319,7 +319,7 @@ pub fn short_conv_decode<T: Element>(
             }
         }
         for ((oc, &a), vc) in o.iter_mut().zip(acc.iter()).zip(v) {
-            *oc = T::from_f32(vc.to_f32() + a / (1.0 + libm::expf(-a)));
+            *oc = T::from_f32(vc.to_f32() + a * super::simd::sigmoid(a));
         }
         if hist > 0 {
             h.copy_within(channels.., 0);
