@@ -5,6 +5,7 @@
 use engram_core::reference::check;
 use engram_core::Result;
 
+use super::hash::SharedRows;
 use super::Parallelism;
 
 /// Element types the GEMM runs natively.
@@ -109,7 +110,8 @@ pub fn linear_widening<T: engram_core::Element>(
     }
     let xf: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
     let panels = out_features.div_ceil(PANEL);
-    let panel = |p: usize, wf: &mut Vec<f32>, yf: &mut Vec<f32>| -> Vec<(usize, Vec<T>)> {
+    let dst = SharedRows(out.as_mut_ptr());
+    let panel = |p: usize, wf: &mut Vec<f32>, yf: &mut Vec<f32>| {
         let j0 = p * PANEL;
         let n = PANEL.min(out_features - j0);
         wf.clear();
@@ -153,28 +155,28 @@ pub fn linear_widening<T: engram_core::Element>(
                 gemm::Parallelism::None,
             );
         }
-        vec![(j0, yf.iter().map(|&v| T::from_f32(v)).collect())]
+        for (r, src) in yf.chunks_exact(n).enumerate() {
+            // SAFETY: panel p owns columns j0..j0 + n of every row of `out` (`rows x
+            // out_features`, its length checked above) and no other panel writes them, so this
+            // slice is written by one thread only and lies inside `out`.
+            let row = unsafe {
+                core::slice::from_raw_parts_mut(dst.get().add(r * out_features + j0), n)
+            };
+            for (o, &v) in row.iter_mut().zip(src) {
+                *o = T::from_f32(v);
+            }
+        }
     };
-    let results: Vec<(usize, Vec<T>)> = match par {
+    match par {
         Parallelism::Sequential => {
             let (mut wf, mut yf) = (Vec::new(), Vec::new());
-            (0..panels)
-                .flat_map(|p| panel(p, &mut wf, &mut yf))
-                .collect()
+            (0..panels).for_each(|p| panel(p, &mut wf, &mut yf));
         }
         Parallelism::Rayon => {
             use rayon::prelude::*;
             (0..panels)
                 .into_par_iter()
-                .map_init(|| (Vec::new(), Vec::new()), |(wf, yf), p| panel(p, wf, yf))
-                .flatten_iter()
-                .collect()
-        }
-    };
-    for (j0, y) in results {
-        let n = y.len() / rows;
-        for (dst, src) in out.chunks_exact_mut(out_features).zip(y.chunks_exact(n)) {
-            dst[j0..j0 + n].copy_from_slice(src);
+                .for_each_init(|| (Vec::new(), Vec::new()), |(wf, yf), p| panel(p, wf, yf));
         }
     }
     Ok(())
