@@ -416,6 +416,28 @@ impl CudaBackend {
         )
     }
 
+    /// The arguments the convolution kernels (prefill and decode) begin with: proj, alpha,
+    /// nscale, conv_norm, conv_w, count, m, d, kernel, dilation.
+    fn conv_args<T: Element>(
+        layer: &DeviceEngramLayer<Self, T>,
+        count: usize,
+        s: &Scratch,
+    ) -> Result<[Arg; 10]> {
+        let c = &layer.config;
+        Ok([
+            Arg::U64(s.proj),
+            Arg::U64(s.alpha),
+            Arg::U64(s.nscale),
+            ptr(&layer.conv_norm),
+            ptr(&layer.conv_weight),
+            Arg::U64(count as u64),
+            Arg::U32(u32_of("m", c.hc_mult)?),
+            Arg::U32(u32_of("d", c.hidden_size)?),
+            Arg::U32(u32_of("kernel", c.kernel_size)?),
+            Arg::U32(u32_of("dilation", c.max_ngram_size)?),
+        ])
+    }
+
     /// The value, causal convolution and SiLU of a prefill (`conv_out`, or `conv_out_vec` when
     /// rows are whole 16-byte chunks).
     fn launch_conv_out<T: Element>(
@@ -430,22 +452,13 @@ impl CudaBackend {
         let (m, d) = (c.hc_mult, c.hidden_size);
         let seqs = cu_seqlens.len - 1;
         let t = suffix(T::DTYPE)?;
-        let args = [
-            Arg::U64(s.proj),
-            Arg::U64(s.alpha),
-            Arg::U64(s.nscale),
-            ptr(&layer.conv_norm),
-            ptr(&layer.conv_weight),
-            Arg::U64(tokens as u64),
-            Arg::U32(u32_of("m", m)?),
-            Arg::U32(u32_of("d", d)?),
-            Arg::U32(u32_of("kernel", c.kernel_size)?),
-            Arg::U32(u32_of("dilation", c.max_ngram_size)?),
+        let mut args = Self::conv_args(layer, tokens, s)?.to_vec();
+        args.extend([
             ptr(cu_seqlens),
             Arg::U32(u32_of("sequences", seqs)?),
             Arg::U32(u32::from(c.short_conv)),
             ptr(out),
-        ];
+        ]);
         let width = if c.kernel_size <= 4 { 4 } else { 8 };
         let vec = d % 8 == 0
             && c.kernel_size <= 8
@@ -457,7 +470,6 @@ impl CudaBackend {
         if !vec {
             return self.launch_n(&format!("conv_out_{t}"), (tokens * m * d) as u64, &args);
         }
-        let mut args = args;
         args[5] = Arg::U32(u32_of("tokens", tokens)?);
         self.launch(
             &format!("conv_out_vec{width}_{t}"),
@@ -718,22 +730,13 @@ impl CudaBackend {
                 s.rows,
             )?;
             self.project_and_gate(layer, seqs, hidden, &s)?;
-            let args = [
-                Arg::U64(s.proj),
-                Arg::U64(s.alpha),
-                Arg::U64(s.nscale),
-                ptr(&layer.conv_norm),
-                ptr(&layer.conv_weight),
-                Arg::U64(seqs as u64),
-                Arg::U32(u32_of("m", m)?),
-                Arg::U32(u32_of("d", d)?),
-                Arg::U32(u32_of("kernel", c.kernel_size)?),
-                Arg::U32(u32_of("dilation", c.max_ngram_size)?),
+            let mut args = Self::conv_args(layer, seqs, &s)?.to_vec();
+            args.extend([
                 Arg::U32(u32::from(c.short_conv)),
                 Arg::U64(status),
                 ptr(&state.conv),
                 ptr(out),
-            ];
+            ]);
             let aligned = out.device_ptr() % 16 == 0
                 && state.conv.device_ptr() % 16 == 0
                 && layer.conv_norm.device_ptr() % 16 == 0
@@ -752,18 +755,7 @@ impl CudaBackend {
                     &args,
                 )?;
             }
-            let keep = c.max_ngram_size - 1;
-            self.launch_n(
-                "push_ids",
-                seqs as u64,
-                &[
-                    ptr(&state.ids),
-                    ptr(ids),
-                    Arg::U64(seqs as u64),
-                    Arg::U32(u32_of("keep", keep)?),
-                    Arg::U64(status),
-                ],
-            )
+            self.launch_push_ids(&state.ids, ids, c.max_ngram_size - 1, status)
         }
     }
 }

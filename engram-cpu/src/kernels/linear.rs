@@ -159,9 +159,8 @@ pub fn linear_widening<T: engram_core::Element>(
             // SAFETY: panel p owns columns j0..j0 + n of every row of `out` (`rows x
             // out_features`, its length checked above) and no other panel writes them, so this
             // slice is written by one thread only and lies inside `out`.
-            let row = unsafe {
-                core::slice::from_raw_parts_mut(dst.get().add(r * out_features + j0), n)
-            };
+            let row =
+                unsafe { core::slice::from_raw_parts_mut(dst.get().add(r * out_features + j0), n) };
             for (o, &v) in row.iter_mut().zip(src) {
                 *o = T::from_f32(v);
             }
