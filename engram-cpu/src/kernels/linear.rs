@@ -86,7 +86,7 @@ pub fn linear<T: GemmElement>(
 const PANEL: usize = 128;
 
 /// `out = x W^T + b` for element types the GEMM crate lacks (bf16, f16). The weights are widened
-/// to f32 one panel of [`PANEL`] outputs at a time into a buffer that stays in cache (never the
+/// to f32 one panel of `PANEL` (128) outputs at a time into a buffer that stays in cache (never the
 /// whole matrix), the activations once per call, and each panel runs through the `gemm` crate's
 /// f32 kernels single-threaded; panels run in parallel. Each output comes from one fixed panel
 /// call, so the result does not depend on the thread count. Same contract as [`linear`].
