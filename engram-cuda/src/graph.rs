@@ -119,8 +119,13 @@ impl CudaBackend {
         let ended = driver("end capture", unsafe {
             cuStreamEndCapture(stream, &mut graph)
         });
-        enqueued?;
-        ended?;
+        if let Err(e) = enqueued.and(ended) {
+            if !graph.is_null() {
+                // SAFETY: a graph the failed capture still produced is destroyed once, here.
+                unsafe { cuGraphDestroy(graph) };
+            }
+            return Err(e);
+        }
         let mut exec: CUgraphExec = null_mut();
         // SAFETY: `graph` is the live graph just captured; `exec` receives its executable form.
         let instantiated = driver("instantiate", unsafe {
