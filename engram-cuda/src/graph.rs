@@ -36,6 +36,30 @@ fn driver(what: &str, status: CUresult) -> Result<()> {
 /// between replays. Bad ids are found on the device: the step that meets one writes nothing
 /// (output, gates and state stay as they were), every later step is skipped too, and
 /// [`DecodeGraph::check`] reports the first one as the oracle does ([`Error::IdOutOfRange`]).
+///
+/// ```no_run
+/// use engram_core::{bf16, Backend, DeviceEngramLayer, DeviceEngramState, EngramLayer};
+/// use engram_cuda::CudaBackend;
+///
+/// fn serve(layer: &EngramLayer<bf16>, steps: &[(Vec<u32>, Vec<bf16>)]) -> engram_core::Result<()> {
+///     let cuda = CudaBackend::new()?;
+///     let dev = DeviceEngramLayer::upload(&cuda, layer)?;
+///     let (seqs, width) = (steps[0].0.len(), steps[0].1.len());
+///     // A state primed by a prefill in practice; fresh here.
+///     let mut state = DeviceEngramState::new(&cuda, &dev, seqs)?;
+///     let mut ids = cuda.zeros::<u32>(seqs)?;
+///     let mut hidden = cuda.zeros::<bf16>(width)?;
+///     let mut out = cuda.zeros::<bf16>(width)?;
+///     let mut graph = cuda.capture_decode(&dev, &ids, &hidden, &mut state, &mut out)?;
+///     for (step_ids, step_hidden) in steps {
+///         ids.write(step_ids)?;
+///         hidden.write(step_hidden)?;
+///         graph.replay(&ids, &hidden, &mut state, &mut out)?;
+///         // ... read `out` (or keep replaying) ...
+///     }
+///     graph.check() // the first bad id any step met, if one did
+/// }
+/// ```
 pub struct DecodeGraph<'a, T: Element> {
     backend: &'a CudaBackend,
     layer: &'a DeviceEngramLayer<CudaBackend, T>,
