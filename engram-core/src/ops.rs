@@ -378,15 +378,7 @@ pub fn compose_engram_decode<B: EngramOps, T: Element>(
         ids,
         &mut rows,
     )?;
-    let mut local_alpha;
-    let alpha = match gates {
-        Some(g) => g,
-        None => {
-            local_alpha = backend.zeros::<T>(seqs * m)?;
-            &mut local_alpha
-        }
-    };
-    let (value, normed) = gated_value(backend, layer, &rows, hidden, alpha)?;
+    let (value, normed) = gated_value(backend, layer, &rows, hidden, gates)?;
     if let Some(normed) = normed {
         backend.short_conv_decode(
             &normed,
@@ -498,15 +490,7 @@ pub fn compose_engram_prefill<B: EngramOps, T: Element>(
         cu_seqlens,
         &mut rows,
     )?;
-    let mut local_alpha;
-    let alpha = match gates {
-        Some(g) => g,
-        None => {
-            local_alpha = backend.zeros::<T>(tokens * m)?;
-            &mut local_alpha
-        }
-    };
-    let (value, normed) = gated_value(backend, layer, &rows, hidden, alpha)?;
+    let (value, normed) = gated_value(backend, layer, &rows, hidden, gates)?;
     let (channels, kernel, dilation) = (m * d, c.kernel_size, c.max_ngram_size);
     let normed = if let Some(normed) = normed {
         backend.short_conv(
@@ -549,17 +533,26 @@ pub fn compose_engram_prefill<B: EngramOps, T: Element>(
 type GatedValue<B, T> = (Buf<B, T>, Option<Buf<B, T>>);
 
 /// Gather, stacked projection and gate (with the convolution's RMSNorm when the layer has the
-/// convolution); returns `value` (`[T, M, d]`) and the normed value, and fills `alpha`.
+/// convolution); returns `value` (`[T, M, d]`) and the normed value, and fills `gates` with each
+/// branch's alpha when given (a temporary otherwise).
 fn gated_value<B: EngramOps, T: Element>(
     backend: &B,
     layer: &DeviceEngramLayer<B, T>,
     rows: &Buf<B, u32>,
     hidden: &Buf<B, T>,
-    alpha: &mut Buf<B, T>,
+    gates: Option<&mut Buf<B, T>>,
 ) -> Result<GatedValue<B, T>> {
     let c = &layer.config;
     let (m, d) = (c.hc_mult, c.hidden_size);
     let tokens = backend.len(hidden) / (m * d);
+    let mut local_alpha;
+    let alpha = match gates {
+        Some(g) => g,
+        None => {
+            local_alpha = backend.zeros::<T>(tokens * m)?;
+            &mut local_alpha
+        }
+    };
     let mut e = backend.zeros::<T>(tokens * c.d_mem())?;
     backend.gather_rows(&layer.table, c.d_head(), &layer.hash, rows, &mut e)?;
     let mut proj = backend.zeros::<T>(tokens * (m + 1) * d)?;
