@@ -53,7 +53,7 @@ run)
     set +e
     {
         "$bench" engram --backend cuda --batch 32 --seq 512 --dtype bf16 --runs 20
-        ENGRAM_CUDA_PROJ=narrow "$bench" engram --backend cuda --batch 32 --seq 512 --dtype bf16 --runs 20
+        ENGRAM_CUDA_PROJ=wide "$bench" engram --backend cuda --batch 32 --seq 512 --dtype bf16 --runs 20
         for b in 1 16 64 256; do "$bench" engram --backend cuda --batch $b --seq 64 --dtype bf16 --decode --runs 50; done
         "$bench" engram --backend cuda --batch 64 --seq 64 --dtype f32 --decode --runs 50
         "$bench" projection --backend cuda --tokens 16384 --dtype bf16 --runs 20

@@ -137,6 +137,8 @@ pub struct CudaBackend {
     /// Multiprocessors of the device, and the largest dynamic shared memory a block may opt in to.
     pub(crate) multiprocessors: usize,
     pub(crate) shared_optin: usize,
+    /// `ENGRAM_CUDA_PROJ=wide` at construction: the projection's wide tiles where they fit.
+    pub(crate) wide_projection: bool,
     device: String,
     _context: Context,
 }
@@ -212,6 +214,7 @@ impl CudaBackend {
             workspace: Workspace::default(),
             multiprocessors,
             shared_optin,
+            wide_projection: std::env::var("ENGRAM_CUDA_PROJ").as_deref() == Ok("wide"),
             device,
             _context: context,
         })
@@ -571,6 +574,7 @@ impl EngramOps for CudaBackend {
         }
         self.launch_hash(
             layer,
+            &*self.hash_params(layer)?,
             heads_per_order,
             compressed_pad_id,
             ids,
@@ -595,6 +599,7 @@ impl EngramOps for CudaBackend {
         }
         self.launch_hash_decode(
             layer,
+            &*self.hash_params(layer)?,
             heads_per_order,
             compressed_vocab,
             history,

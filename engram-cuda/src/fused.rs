@@ -159,10 +159,12 @@ impl CudaBackend {
         f(base)
     }
 
-    /// The hash of a validated packed batch (`hash_rows_fast`).
+    /// The hash of a validated packed batch (`hash_rows_fast`) with the layer's parameters `p`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn launch_hash(
         &self,
         layer: &LayerHash,
+        p: &HashParams,
         heads_per_order: usize,
         pad: u32,
         ids: &CudaBuffer<u32>,
@@ -172,7 +174,6 @@ impl CudaBackend {
         if ids.len == 0 {
             return Ok(());
         }
-        let p = self.hash_params(layer)?;
         self.launch_n(
             "hash_rows_fast",
             ids.len as u64,
@@ -194,12 +195,13 @@ impl CudaBackend {
         )
     }
 
-    /// The hash of decode windows (`hash_decode_fast`): validated beforehand (`status` 0), or
+    /// The hash of decode windows (`hash_decode_fast`) with the layer's parameters `p`: validated beforehand (`status` 0), or
     /// recording bad ids into the device word at `status` (a step that validates on the device).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn launch_hash_decode(
         &self,
         layer: &LayerHash,
+        p: &HashParams,
         heads_per_order: usize,
         vocab: u64,
         history: &CudaBuffer<u32>,
@@ -210,7 +212,6 @@ impl CudaBackend {
         if ids.len == 0 {
             return Ok(());
         }
-        let p = self.hash_params(layer)?;
         let heads = (layer.multipliers.len() - 1) * heads_per_order;
         self.launch_n(
             "hash_decode_fast",
@@ -332,12 +333,12 @@ impl CudaBackend {
         layer: &DeviceEngramLayer<Self, T>,
         tokens: usize,
         hidden: &CudaBuffer<T>,
+        p: &HashParams,
         s: &Scratch,
     ) -> Result<()> {
         let c = &layer.config;
         let (m, d) = (c.hc_mult, c.hidden_size);
         let n = (m + 1) * d;
-        let p = self.hash_params(&layer.hash)?;
         let t = suffix(T::DTYPE)?;
         let width = self.proj_width(layer);
         let kernel = if width == PROJ_WIDE {
@@ -507,15 +508,15 @@ impl CudaBackend {
     }
 
     /// Outputs per projection block: the narrow tiles, which measured faster than the wide ones
-    /// on an H100 at 16384 tokens (1.07 against 1.14 ms, `benches/NOTES.md`);
-    /// `ENGRAM_CUDA_PROJ=wide` selects the wide ones where their shared memory fits (for
+    /// on an H100 at 16384 tokens (1.07 against 1.14 ms, `benches/NOTES.md`); the wide ones when
+    /// the backend was made with `ENGRAM_CUDA_PROJ=wide` and their shared memory fits (for
     /// measuring one against the other on another device or shape).
     fn proj_width<T: Element>(&self, layer: &DeviceEngramLayer<Self, T>) -> usize {
-        let c = &layer.config;
-        let wide_fits = proj_shared(PROJ_WIDE, c.num_heads()) <= self.shared_optin;
-        match std::env::var("ENGRAM_CUDA_PROJ").as_deref() {
-            Ok("wide") if wide_fits => PROJ_WIDE,
-            _ => PROJ_NARROW,
+        let heads = layer.config.num_heads();
+        if self.wide_projection && proj_shared(PROJ_WIDE, heads) <= self.shared_optin {
+            PROJ_WIDE
+        } else {
+            PROJ_NARROW
         }
     }
 
@@ -607,18 +608,20 @@ impl CudaBackend {
         PackedBatch::new(&cu, tokens)?;
         self.check_ids(ids, layer.compressed_vocab)?;
         let t = suffix(T::DTYPE)?;
+        let params = self.hash_params(&layer.hash)?;
         let splits = self.proj_splits(layer, tokens);
         self.with_workspace(Self::scratch_bytes(layer, tokens, splits), |base| {
             let s = Self::scratch(layer, tokens, splits, base, gates);
             self.launch_hash(
                 &layer.hash,
+                &params,
                 c.n_head_per_ngram,
                 layer.compressed_pad_id,
                 ids,
                 cu_seqlens,
                 s.rows,
             )?;
-            self.project_and_gate(layer, tokens, hidden, &s)?;
+            self.project_and_gate(layer, tokens, hidden, &params, &s)?;
             self.launch_conv_out(layer, tokens, cu_seqlens, &s, out)?;
             if let Some(state) = state {
                 let keep = c.max_ngram_size - 1;
@@ -717,45 +720,45 @@ impl CudaBackend {
         let (m, d) = (c.hc_mult, c.hidden_size);
         let seqs = ids.len;
         let t = suffix(T::DTYPE)?;
+        let params = self.hash_params(&layer.hash)?;
         let splits = self.proj_splits(layer, seqs);
-        {
-            let s = Self::scratch(layer, seqs, splits, base, gates);
-            self.launch_hash_decode(
-                &layer.hash,
-                c.n_head_per_ngram,
-                layer.compressed_vocab,
-                &state.ids,
-                ids,
-                status,
-                s.rows,
+        let s = Self::scratch(layer, seqs, splits, base, gates);
+        self.launch_hash_decode(
+            &layer.hash,
+            &params,
+            c.n_head_per_ngram,
+            layer.compressed_vocab,
+            &state.ids,
+            ids,
+            status,
+            s.rows,
+        )?;
+        self.project_and_gate(layer, seqs, hidden, &params, &s)?;
+        let mut args = Self::conv_args(layer, seqs, &s)?.to_vec();
+        args.extend([
+            Arg::U32(u32::from(c.short_conv)),
+            Arg::U64(status),
+            ptr(&state.conv),
+            ptr(out),
+        ]);
+        let aligned = out.device_ptr() % 16 == 0
+            && state.conv.device_ptr() % 16 == 0
+            && layer.conv_norm.device_ptr() % 16 == 0
+            && layer.conv_weight.device_ptr() % 16 == 0;
+        if d % 8 == 0 && c.kernel_size <= 8 && aligned {
+            let width = if c.kernel_size <= 4 { 4 } else { 8 };
+            self.launch_n(
+                &format!("conv_decode_vec{width}_{t}"),
+                (seqs * m * d / 8) as u64,
+                &args,
             )?;
-            self.project_and_gate(layer, seqs, hidden, &s)?;
-            let mut args = Self::conv_args(layer, seqs, &s)?.to_vec();
-            args.extend([
-                Arg::U32(u32::from(c.short_conv)),
-                Arg::U64(status),
-                ptr(&state.conv),
-                ptr(out),
-            ]);
-            let aligned = out.device_ptr() % 16 == 0
-                && state.conv.device_ptr() % 16 == 0
-                && layer.conv_norm.device_ptr() % 16 == 0
-                && layer.conv_weight.device_ptr() % 16 == 0;
-            if d % 8 == 0 && c.kernel_size <= 8 && aligned {
-                let width = if c.kernel_size <= 4 { 4 } else { 8 };
-                self.launch_n(
-                    &format!("conv_decode_vec{width}_{t}"),
-                    (seqs * m * d / 8) as u64,
-                    &args,
-                )?;
-            } else {
-                self.launch_n(
-                    &format!("conv_decode_scaled_{t}"),
-                    (seqs * m * d) as u64,
-                    &args,
-                )?;
-            }
-            self.launch_push_ids(&state.ids, ids, c.max_ngram_size - 1, status)
+        } else {
+            self.launch_n(
+                &format!("conv_decode_scaled_{t}"),
+                (seqs * m * d) as u64,
+                &args,
+            )?;
         }
+        self.launch_push_ids(&state.ids, ids, c.max_ngram_size - 1, status)
     }
 }
