@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use engram_benches::{copy_bandwidth, median_seconds};
 use engram_core::{
     bf16, synthetic, Backend, DeviceEngramLayer, DeviceEngramState, Element, EngramConfig,
-    EngramLayer, EngramOps, MoeConfig, MoeOps, NgramHasher, ScoreFunc,
+    EngramOps, MoeConfig, MoeOps, NgramHasher, ScoreFunc,
 };
 use engram_cpu::kernels::hash::{hash_rows, LayerHashKernel};
 use engram_cpu::kernels::linear::linear;
@@ -163,6 +163,36 @@ fn median_synced<B: Backend>(
     result.map(|()| seconds)
 }
 
+/// One decode step's buffers on a backend: a state primed by a prefill of the run's batch, the
+/// step's ids and hidden states, and its output.
+struct DecodeStep<B: Backend, T: Element> {
+    state: DeviceEngramState<B, T>,
+    ids: B::Buffer<u32>,
+    hidden: B::Buffer<T>,
+    out: B::Buffer<T>,
+}
+
+/// The buffers of one decode step of every sequence, from a state primed with the batch.
+fn primed_step<B: EngramOps, T: Element>(
+    backend: &B,
+    dev: &DeviceEngramLayer<B, T>,
+    run: &EngramRun<'_, T>,
+) -> engram_core::Result<DecodeStep<B, T>> {
+    let inputs = run.inputs;
+    let ids = backend.upload(&inputs.ids)?;
+    let cu = backend.upload(&inputs.cu)?;
+    let hidden = backend.upload(&inputs.hidden)?;
+    let mut primed = backend.zeros::<T>(inputs.hidden.len())?;
+    let mut state = DeviceEngramState::new(backend, dev, run.batch)?;
+    backend.engram_prefill(dev, &ids, &cu, &hidden, &mut primed, None, Some(&mut state))?;
+    Ok(DecodeStep {
+        state,
+        ids: backend.upload(&inputs.step_ids)?,
+        hidden: backend.upload(&inputs.step_hidden)?,
+        out: backend.zeros::<T>(inputs.step_hidden.len())?,
+    })
+}
+
 /// The layer's time on `backend` (prefill of the batch, or one decode step of every sequence
 /// from a state primed with `seq` tokens), waiting for the device after every run.
 fn time_layer<B: EngramOps, T: Element>(
@@ -170,33 +200,20 @@ fn time_layer<B: EngramOps, T: Element>(
     dev: &DeviceEngramLayer<B, T>,
     run: &EngramRun<'_, T>,
 ) -> engram_core::Result<f64> {
-    let (m, d) = (run.config.hc_mult, run.config.hidden_size);
+    if run.decode {
+        let mut s = primed_step(backend, dev, run)?;
+        return median_synced(backend, run.runs, || {
+            backend.engram_decode(dev, &s.ids, &s.hidden, &mut s.state, &mut s.out, None)
+        });
+    }
     let inputs = run.inputs;
     let ids = backend.upload(&inputs.ids)?;
     let cu = backend.upload(&inputs.cu)?;
     let hidden = backend.upload(&inputs.hidden)?;
     let mut out = backend.zeros::<T>(inputs.hidden.len())?;
-    if run.decode {
-        let mut state = DeviceEngramState::new(backend, dev, run.batch)?;
-        backend.engram_prefill(dev, &ids, &cu, &hidden, &mut out, None, Some(&mut state))?;
-        let step_ids = backend.upload(&inputs.step_ids)?;
-        let step_hidden = backend.upload(&inputs.step_hidden)?;
-        let mut step_out = backend.zeros::<T>(run.batch * m * d)?;
-        median_synced(backend, run.runs, || {
-            backend.engram_decode(
-                dev,
-                &step_ids,
-                &step_hidden,
-                &mut state,
-                &mut step_out,
-                None,
-            )
-        })
-    } else {
-        median_synced(backend, run.runs, || {
-            backend.engram_prefill(dev, &ids, &cu, &hidden, &mut out, None, None)
-        })
-    }
+    median_synced(backend, run.runs, || {
+        backend.engram_prefill(dev, &ids, &cu, &hidden, &mut out, None, None)
+    })
 }
 
 /// The stacked projection alone on `backend`, in `T` (the device's own GEMM floor).
@@ -285,39 +302,19 @@ fn report<T: Element>(
 #[cfg(feature = "cuda")]
 fn graph_step<T: Element>(
     b: &engram_cuda::CudaBackend,
-    layer: &EngramLayer<T>,
+    dev: &DeviceEngramLayer<engram_cuda::CudaBackend, T>,
     run: &EngramRun<'_, T>,
 ) -> engram_core::Result<f64> {
-    let inputs = run.inputs;
-    let dev = DeviceEngramLayer::upload(b, layer)?;
-    let (ids, cu, hidden) = (
-        b.upload(&inputs.ids)?,
-        b.upload(&inputs.cu)?,
-        b.upload(&inputs.hidden)?,
-    );
-    let mut primed = b.zeros::<T>(inputs.hidden.len())?;
-    let mut state = DeviceEngramState::new(b, &dev, run.batch)?;
-    b.engram_prefill(
-        &dev,
-        &ids,
-        &cu,
-        &hidden,
-        &mut primed,
-        None,
-        Some(&mut state),
-    )?;
-    let step_ids = b.upload(&inputs.step_ids)?;
-    let step_hidden = b.upload(&inputs.step_hidden)?;
-    let mut out = b.zeros::<T>(inputs.step_hidden.len())?;
-    let mut graph = b.capture_decode(&dev, &step_ids, &step_hidden, &mut state, &mut out)?;
-    graph.replay(&step_ids, &step_hidden, &mut state, &mut out)?;
+    let mut s = primed_step(b, dev, run)?;
+    let mut graph = b.capture_decode(dev, &s.ids, &s.hidden, &mut s.state, &mut s.out)?;
+    graph.replay(&s.ids, &s.hidden, &mut s.state, &mut s.out)?;
     graph.check()?;
     let replays = 200;
     let mut result = Ok(());
     let batch = median_seconds(5, || {
         for _ in 0..replays {
             if result.is_ok() {
-                result = graph.replay(&step_ids, &step_hidden, &mut state, &mut out);
+                result = graph.replay(&s.ids, &s.hidden, &mut s.state, &mut s.out);
             }
         }
         if result.is_ok() {
@@ -332,15 +329,14 @@ fn graph_step<T: Element>(
 fn device_line<B: EngramOps, T: Element>(
     backend: &B,
     device: String,
-    layer: &EngramLayer<T>,
+    dev: &DeviceEngramLayer<B, T>,
     run: &EngramRun<'_, T>,
     seq: usize,
     tokens: usize,
     bytes: usize,
 ) -> engram_core::Result<serde_json::Value> {
-    let dev = DeviceEngramLayer::upload(backend, layer)?;
-    let layer_s = time_layer(backend, &dev, run)?;
-    let gemm_s = time_projection(backend, &dev, tokens, run)?;
+    let layer_s = time_layer(backend, dev, run)?;
+    let gemm_s = time_projection(backend, dev, tokens, run)?;
     let bandwidth = device_copy_bandwidth(backend, run.runs)?;
     Ok(report(
         run,
@@ -405,11 +401,12 @@ fn bench_engram<T: Element>(
         let cuda = cuda_backend()?;
         let device = cuda.capabilities().device;
         eprintln!("cuda on {device} ...");
+        let dev = DeviceEngramLayer::upload(&cuda, &layer)?;
         #[allow(unused_mut)]
-        let mut line = device_line(&cuda, device, &layer, &run, seq, tokens, bytes)?;
+        let mut line = device_line(&cuda, device, &dev, &run, seq, tokens, bytes)?;
         #[cfg(feature = "cuda")]
         if decode && T::DTYPE != engram_core::DType::F32 {
-            let step = graph_step(&cuda, &layer, &run)?;
+            let step = graph_step(&cuda, &dev, &run)?;
             let memory_s = line["memory_floor_s"].as_f64().unwrap_or(f64::NAN);
             line["graph_step_s"] = step.into();
             line["graph_over_memory"] = (step / memory_s).into();
@@ -419,10 +416,11 @@ fn bench_engram<T: Element>(
     if backends.contains(&BackendName::Wgpu) {
         let wgpu = engram_wgpu::WgpuBackend::new()?;
         eprintln!("wgpu on {} ...", wgpu.adapter());
+        let dev = DeviceEngramLayer::upload(&wgpu, &layer)?;
         lines.push(device_line(
             &wgpu,
             wgpu.adapter(),
-            &layer,
+            &dev,
             &run,
             seq,
             tokens,
