@@ -3,10 +3,15 @@
 #
 #   bash tools/cuda_gpu_check.sh build BUNDLE   # on any x86-64 Linux machine with Rust (no GPU):
 #                                               # builds the test and CLI binaries into BUNDLE
-#   bash tools/cuda_gpu_check.sh run BUNDLE OUT [--no-sanitizer]
+#   bash tools/cuda_gpu_check.sh run BUNDLE OUT [--no-sanitizer | --quick]
 #                                               # on the GPU machine (no Rust needed): conformance
 #                                               # suite, compute-sanitizer memcheck + racecheck,
 #                                               # golden files, perf mode, PyTorch floors -> OUT
+#                                               # (--quick: suite, golden files, prefill per
+#                                               # projection kernel and the cuBLAS floor only)
+#
+# Every projection kernel the device has is checked (ENGRAM_CUDA_PROJ, see engram-cuda's docs):
+# mma and mma-wide everywhere, wgmma and wgmma-wide on sm_90.
 #
 # `build` needs a libcuda to link against: CUDA_LIBRARY_PATH pointing at a folder whose lib64/
 # holds libcuda.so (a driver install, or Debian's libcuda1 package unpacked; .ci/run shows how).
@@ -35,15 +40,20 @@ for line in sys.stdin:
     ;;
 run)
     out=${3:?output folder}
+    mode=${4:-}
     mkdir -p "$out"
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
-    echo "== conformance suite"
-    "$bundle/cuda_conformance" --test-threads 8 > "$out/suite.log" 2>&1 || true
-    # The suite's shapes are small: run it again with the wide projection tiles forced.
-    ENGRAM_CUDA_PROJ=wide "$bundle/cuda_conformance" --test-threads 8 >> "$out/suite.log" 2>&1 || true
+    nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv | tee "$out/gpu.txt"
+    projections="mma mma-wide"
+    grep -q ", 9.0$" "$out/gpu.txt" && projections="wgmma wgmma-wide $projections"
+    echo "== conformance suite, once per projection kernel ($projections)"
+    : > "$out/suite.log"
+    for p in $projections; do
+        echo "-- ENGRAM_CUDA_PROJ=$p" >> "$out/suite.log"
+        ENGRAM_CUDA_PROJ=$p "$bundle/cuda_conformance" --test-threads 8 >> "$out/suite.log" 2>&1 || true
+    done
     "$bundle/cuda_exact" >> "$out/suite.log" 2>&1 || true
     "$bundle/cuda_graph" >> "$out/suite.log" 2>&1 || true
-    grep -E "^test result|FAIL|panicked" "$out/suite.log" | head -20
+    grep -E "^-- |^test result|FAIL|panicked" "$out/suite.log" | head -30
     echo "== golden files"
     "$bundle/engram-conformance" golden --backend cuda "$bundle"/golden/engram_public.safetensors \
         "$bundle"/golden/moe_public.safetensors "$bundle"/golden/variants/*.safetensors > "$out/golden.log" 2>&1 || true
@@ -52,35 +62,42 @@ run)
     bench="$bundle/engram-bench"
     set +e
     {
-        "$bench" engram --backend cuda --batch 32 --seq 512 --dtype bf16 --runs 20
-        ENGRAM_CUDA_PROJ=wide "$bench" engram --backend cuda --batch 32 --seq 512 --dtype bf16 --runs 20
+        for p in $projections; do
+            echo "{\"projection\":\"$p\"}"
+            ENGRAM_CUDA_PROJ=$p "$bench" engram --backend cuda --batch 32 --seq 512 --dtype bf16 --runs 20
+        done
+        python3 "$bundle/torch_floor.py" --tokens 16384
+        [ "$mode" = "--quick" ] && exit 0
         for b in 1 16 64 256; do "$bench" engram --backend cuda --batch $b --seq 64 --dtype bf16 --decode --runs 50; done
         "$bench" engram --backend cuda --batch 64 --seq 64 --dtype f32 --decode --runs 50
         "$bench" projection --backend cuda --tokens 16384 --dtype bf16 --runs 20
         "$bench" gather --backend cuda --tokens 16384 --dtype bf16 --runs 20
         "$bench" route --backend cuda --tokens 4096 --runs 20
-        python3 "$bundle/torch_floor.py" --tokens 16384
     } 2> "$out/bench.err" | tee "$out/bench.jsonl"
     set -e
+    [ "$mode" = "--quick" ] && exit 0
     if command -v ncu >/dev/null; then
         echo "== per-kernel times of one bf16 prefill of 16384 tokens and one decode step of 64 (ncu)"
         for args in "--batch 32 --seq 512" "--batch 64 --seq 64 --decode"; do
             # shellcheck disable=SC2086
             ncu -c 40 --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_elapsed \
-                -k 'regex:fast|proj_mma|gate_scales|conv_|gather_rows16|first_|capture' \
+                -k 'regex:fast|proj_|gate_scales|conv_|gather_rows16|first_|capture' \
                 "$bench" engram --backend cuda $args --dtype bf16 --runs 1 > "$out/ncu.log" 2>&1 || true
             cp "$out/ncu.log" "$out/ncu_$(echo $args | tr -dc 'a-z0-9').log"
             grep -E "^  [a-zA-Z_0-9]+|duration" "$out/ncu.log" | grep -v "^==" | paste - - | awk '{print $1, $(NF-1), $NF}' | head -40
         done
     fi
-    if [ "${4:-}" != "--no-sanitizer" ] && command -v compute-sanitizer >/dev/null; then
+    if [ "$mode" != "--no-sanitizer" ] && command -v compute-sanitizer >/dev/null; then
         echo "== compute-sanitizer (the cases of the fast path's families)"
         for tool in memcheck racecheck; do
             timeout "${SANITIZER_TIMEOUT:-240}" compute-sanitizer --tool $tool "$bundle/cuda_conformance" \
                 --test-threads 1 engram_prefill engram_decode hash gather > "$out/$tool.log" 2>&1 || echo "$tool: exit $?"
-            ENGRAM_CUDA_PROJ=wide timeout "${SANITIZER_TIMEOUT:-240}" compute-sanitizer --tool $tool \
-                "$bundle/cuda_conformance" --test-threads 1 engram_prefill engram_decode >> "$out/$tool.log" 2>&1 \
-                || echo "$tool (wide tiles): exit $?"
+            # The other projection kernels on the families that reach them.
+            for p in ${projections#* }; do
+                ENGRAM_CUDA_PROJ=$p timeout "${SANITIZER_TIMEOUT:-240}" compute-sanitizer --tool $tool \
+                    "$bundle/cuda_conformance" --test-threads 1 engram_prefill engram_decode >> "$out/$tool.log" 2>&1 \
+                    || echo "$tool ($p): exit $?"
+            done
             compute-sanitizer --tool $tool "$bundle/cuda_graph" >> "$out/$tool.log" 2>&1 || echo "$tool graph: exit $?"
             grep -h "SUMMARY\|^test result" "$out/$tool.log" || tail -3 "$out/$tool.log"
         done

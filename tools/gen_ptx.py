@@ -1,4 +1,4 @@
-"""Compiles engram-cuda/kernels/*.cu to PTX with NVRTC (no GPU and no CUDA install needed).
+"""Compiles engram-cuda/kernels/*.cu (with their shared header common.cuh) to PTX with NVRTC (no GPU and no CUDA install needed).
 
 Uses the pinned NVRTC of the PyPI wheel nvidia-cuda-nvrtc-cu12 and the headers of
 nvidia-cuda-runtime-cu12 (both 12.2.140: PTX ISA 8.2, loadable by drivers from 535 on).
@@ -16,14 +16,21 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 KERNELS = ROOT / "engram-cuda" / "kernels"
-ARCH = "compute_90"
-OPTIONS = ["--gpu-architecture=" + ARCH, "--std=c++17", "--fmad=true"]
+# Every module targets compute_90 (loadable on sm_90 and later) except hopper.cu, whose wgmma
+# instructions exist only on sm_90a.
+ARCH = {"hopper.cu": "compute_90a"}
+DEFAULT_ARCH = "compute_90"
+COMMON = ["--std=c++17", "--fmad=true"]
 
 
-def compile_ptx(nvrtc, source: str, name: str, include: str) -> str:
+def options(cu: pathlib.Path) -> list:
+    return ["--gpu-architecture=" + ARCH.get(cu.name, DEFAULT_ARCH)] + COMMON
+
+
+def compile_ptx(nvrtc, source: str, name: str, opts: list) -> str:
     prog = ctypes.c_void_p()
     check(nvrtc, nvrtc.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None))
-    opts = [o.encode() for o in OPTIONS + ["-I" + include]]
+    opts = [o.encode() for o in opts]
     arr = (ctypes.c_char_p * len(opts))(*opts)
     status = nvrtc.nvrtcCompileProgram(prog, len(opts), arr)
     size = ctypes.c_size_t()
@@ -56,8 +63,10 @@ def main():
     include = str(root / "nvidia" / "cuda_runtime" / "include")
     ok = True
     for cu in sorted(KERNELS.glob("*.cu")):
-        header = f"// Generated from {cu.name} by tools/gen_ptx.py with NVRTC {major.value}.{minor.value}, options: {' '.join(OPTIONS)}\n"
-        ptx = header + compile_ptx(nvrtc, cu.read_text(), cu.name, include)
+        opts = options(cu)
+        header = f"// Generated from {cu.name} by tools/gen_ptx.py with NVRTC {major.value}.{minor.value}, options: {' '.join(opts)}\n"
+        # The shared header (common.cuh) is found beside the sources.
+        ptx = header + compile_ptx(nvrtc, cu.read_text(), cu.name, opts + ["-I" + include, "-I" + str(KERNELS)])
         out = cu.with_suffix(".ptx")
         if args.check:
             same = out.exists() and out.read_text() == ptx

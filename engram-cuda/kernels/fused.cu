@@ -5,33 +5,7 @@
 // tools/gen_ptx.py (NVRTC); the PTX is committed and embedded by the crate. Launch contracts
 // (parameters, grid, block, shared memory) are written above each kernel. 16-bit tables and
 // weights only (bf16 or f16), f32 accumulation; f32 and f64 layers take the composed path.
-#include <cuda_fp16.h>
-#include <cuda_bf16.h>
-
-typedef unsigned int u32;
-typedef unsigned long long u64;
-
-__device__ __forceinline__ float widen(__half x) { return __half2float(x); }
-__device__ __forceinline__ float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T> __device__ __forceinline__ T narrow(float x);
-template <> __device__ __forceinline__ __half narrow<__half>(float x) { return __float2half_rn(x); }
-template <> __device__ __forceinline__ __nv_bfloat16 narrow<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-// A value rounded to T and back: the oracle stores every intermediate tensor in T.
-template <typename T> __device__ __forceinline__ float round_to(float x) { return widen(narrow<T>(x)); }
-
-__device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
-
-__device__ __forceinline__ u64 global_index() { return (u64)blockIdx.x * blockDim.x + threadIdx.x; }
-__device__ __forceinline__ u64 global_stride() { return (u64)gridDim.x * blockDim.x; }
-
-__device__ __forceinline__ u32 sequence_of(const u32* cu, u32 seqs, u64 t) {
-    u32 lo = 0, hi = seqs - 1;
-    while (lo < hi) {
-        u32 mid = (lo + hi + 1) / 2;
-        if ((u64)cu[mid] <= t) lo = mid; else hi = mid - 1;
-    }
-    return lo;
-}
+#include "common.cuh"
 
 // ---- hashing ------------------------------------------------------------------------------------
 
@@ -124,19 +98,8 @@ extern "C" __global__ void gather_rows16(const uint4* table, u32 row_chunks, con
 
 // ---- the stacked projection on tensor cores -----------------------------------------------------
 
-#define PROJ_BM 128
-#define PROJ_BK 64
 #define PROJ_STAGES 3
 #define PROJ_THREADS 256
-
-__device__ __forceinline__ u32 smem_addr(const void* p) { return (u32)__cvta_generic_to_shared(p); }
-
-// 16 bytes global -> shared, bypassing L1; fewer source bytes than 16 zero-fill the rest.
-__device__ __forceinline__ void cp_async16(u32 dst, const void* src, u32 src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 __device__ __forceinline__ void ldmatrix_x4(u32 (&r)[4], u32 addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -162,10 +125,6 @@ template <> struct Mma<__half> {
     }
 };
 
-// Byte offset of 16-byte chunk c (0..7) of row r in a tile of 128-byte rows, XOR-swizzled so that
-// the 8 rows one ldmatrix phase reads fall on 8 different groups of banks.
-__device__ __forceinline__ u32 tile_offset(u32 r, u32 c) { return r * 128 + ((c ^ (r & 7)) << 4); }
-
 // proj_mma_*(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial, y):
 // y[t, n] = sum_k A[t, k] W[n, k] + bias[n], with A[t, k] the k-th element of token t's
 // concatenated rows, table[(offsets[h] + rows[t H + h]) d_head + k - h d_head], h = k / d_head
@@ -190,47 +149,13 @@ __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, co
     const u32 wm = (warp >> 2) * 64, wn = (warp & 3) * WN;
     const u32 base = smem_addr(smem);
     u32* row_table = reinterpret_cast<u32*>(smem + PROJ_STAGES * STAGE_BYTES);
-    if (gather) {
-        // The global table row of each (token, head) of this block, read once.
-        for (u32 i = tid; i < PROJ_BM * heads; i += PROJ_THREADS) {
-            const u32 r = i / heads, h = i - r * heads, t = m0 + r;
-            row_table[i] = t < tokens ? (u32)(offsets[h] + rows[(u64)t * heads + h]) : 0u;
-        }
-        __syncthreads();
-    }
+    if (gather) fill_row_table<PROJ_THREADS>(row_table, offsets, rows, heads, m0, tokens);
     const u32 ktiles = (K + PROJ_BK - 1) / PROJ_BK, per_split = (ktiles + splits - 1) / splits;
     const u32 kt_begin = blockIdx.z * per_split, kt_end = min(kt_begin + per_split, ktiles);
-
-    // Each thread moves chunks tid + 256 i of both tiles (4 of A, BN / 32 of B): row id >> 3,
-    // chunk id & 7.
     auto load_stage = [&](u32 stage, u32 k0) {
-        const u32 a_base = base + stage * STAGE_BYTES, b_base = a_base + A_BYTES;
-#pragma unroll
-        for (u32 i = 0; i < BN / 32; ++i) {
-            const u32 id = tid + i * PROJ_THREADS, r = id >> 3, c = id & 7;
-            const u32 k = k0 + c * 8, t = m0 + r, n = n0 + r;
-            if (i < 4) {
-            const T* a_src = table;
-            u32 a_bytes = 0;
-            if (t < tokens && k < K) {
-                if (gather) {
-                    const u32 h = k / d_head;
-                    a_src = table + (u64)row_table[r * heads + h] * d_head + (k - h * d_head);
-                } else {
-                    a_src = table + (u64)t * K + k;
-                }
-                a_bytes = 16;
-            }
-            cp_async16(a_base + tile_offset(r, c), a_src, a_bytes);
-            }
-            const T* b_src = w;
-            u32 b_bytes = 0;
-            if (n < N && k < K) {
-                b_src = w + (u64)n * K + k;
-                b_bytes = 16;
-            }
-            cp_async16(b_base + tile_offset(r, c), b_src, b_bytes);
-        }
+        const u32 a_base = base + stage * STAGE_BYTES;
+        load_proj_stage<T, BN, PROJ_THREADS>(a_base, a_base + A_BYTES, k0, table, d_head, row_table, heads, gather, w,
+                                             m0, n0, tokens, K, N);
     };
 
     float acc[4][NI][4];

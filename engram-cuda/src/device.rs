@@ -18,8 +18,9 @@ use engram_core::{
     ScoreFunc,
 };
 
-use crate::fused::{is_fused, HashParams, ParamsCache, Workspace};
-use crate::{BACKEND_NAME, ENGRAM_PTX, FUSED_PTX};
+use crate::fused::{is_fused, is_hopper, HashParams, ParamsCache, Workspace};
+use crate::projection::{self, Projection};
+use crate::{BACKEND_NAME, ENGRAM_PTX, FUSED_PTX, HOPPER_PTX};
 
 pub(crate) const THREADS: u32 = 256;
 pub(crate) const MAX_BLOCKS: u64 = 1 << 20;
@@ -137,8 +138,10 @@ pub struct CudaBackend {
     /// Multiprocessors of the device, and the largest dynamic shared memory a block may opt in to.
     pub(crate) multiprocessors: usize,
     pub(crate) shared_optin: usize,
-    /// `ENGRAM_CUDA_PROJ=wide` at construction: the projection's wide tiles where they fit.
-    pub(crate) wide_projection: bool,
+    /// The sm_90a module (`kernels/hopper.cu`), loaded on sm_90 devices only.
+    hopper: Option<Module>,
+    /// The projection kernel, chosen once when the backend is made.
+    pub(crate) projection: Projection,
     device: String,
     _context: Context,
 }
@@ -147,6 +150,7 @@ impl std::fmt::Debug for CudaBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CudaBackend")
             .field("device", &self.device)
+            .field("projection", &self.projection)
             .finish()
     }
 }
@@ -180,15 +184,33 @@ impl CudaBackend {
         } else {
             48 * 1024
         };
+        let capability = |a| handle.get_attribute(a).map_err(cuda_err);
+        let sm90 = capability(cust::device::DeviceAttribute::ComputeCapabilityMajor)? == 9
+            && capability(cust::device::DeviceAttribute::ComputeCapabilityMinor)? == 0;
         let module = Module::from_ptx(ENGRAM_PTX, &[]).map_err(cuda_err)?;
         let fused = Module::from_ptx(FUSED_PTX, &[]).map_err(cuda_err)?;
-        for kernel in [
-            "proj_mma_bf16",
-            "proj_mma_f16",
-            "proj_mma_wide_bf16",
-            "proj_mma_wide_f16",
-        ] {
-            let f = fused.get_function(kernel).map_err(cuda_err)?;
+        // sm_90a code loads on sm_90 devices only; elsewhere the mma.sync kernels serve.
+        let hopper = if sm90 {
+            Some(Module::from_ptx(HOPPER_PTX, &[]).map_err(cuda_err)?)
+        } else {
+            None
+        };
+        let requested = std::env::var(projection::OVERRIDE).ok();
+        let projection = Projection::choose(requested.as_deref(), hopper.is_some())?;
+        for (p, t) in Projection::ALL
+            .iter()
+            .flat_map(|p| ["bf16", "f16"].map(|t| (p, t)))
+        {
+            let module = if p.needs_sm90a() {
+                match &hopper {
+                    Some(m) => m,
+                    None => continue,
+                }
+            } else {
+                &fused
+            };
+            let kernel = p.kernel(t);
+            let f = module.get_function(&kernel).map_err(cuda_err)?;
             // SAFETY: the function handle is live (its module is owned by the backend); the
             // attribute only raises the dynamic shared memory a launch may ask for.
             let status = unsafe {
@@ -214,7 +236,8 @@ impl CudaBackend {
             workspace: Workspace::default(),
             multiprocessors,
             shared_optin,
-            wide_projection: std::env::var("ENGRAM_CUDA_PROJ").as_deref() == Ok("wide"),
+            hopper,
+            projection,
             device,
             _context: context,
         })
@@ -228,7 +251,12 @@ impl CudaBackend {
         shared: u32,
         args: &[Arg],
     ) -> Result<()> {
-        let module = if is_fused(kernel) {
+        let module = if is_hopper(kernel) {
+            self.hopper.as_ref().ok_or_else(|| Error::Backend {
+                backend: BACKEND_NAME,
+                message: format!("{kernel} needs an sm_90 device"),
+            })?
+        } else if is_fused(kernel) {
             &self.fused
         } else {
             &self.module

@@ -15,12 +15,18 @@ use engram_core::{
 };
 
 use crate::device::{cuda_err, ptr, suffix, u32_of, Arg, CudaBackend, CudaBuffer, MAX_BLOCKS};
+use crate::projection::{self, Projection, K_TILE, TOKENS_PER_BLOCK};
 use crate::reciprocal::Reciprocal;
 use crate::BACKEND_NAME;
 
 /// Whether `kernel` lives in the fast-path module.
 pub(crate) fn is_fused(kernel: &str) -> bool {
     crate::FUSED_KERNELS.iter().any(|k| kernel.starts_with(k))
+}
+
+/// Whether `kernel` lives in the sm_90a module.
+pub(crate) fn is_hopper(kernel: &str) -> bool {
+    crate::HOPPER_KERNELS.iter().any(|k| kernel.starts_with(k))
 }
 
 /// Threads of a `gate_scales` block (one block per token).
@@ -31,20 +37,6 @@ const GATE_VEC_MAX_M: usize = 16;
 /// `conv_out_vec`: threads per block (eight channels each), tokens per thread, longest kernel.
 const CONV_VEC_THREADS: u32 = 128;
 const CONV_VEC_RUN: usize = 4;
-/// Tokens per projection block, the k-tile, the threads; the two output widths of a block
-/// (`proj_mma_*` and `proj_mma_wide_*`).
-const PROJ_TILE: usize = 128;
-const PROJ_BK: usize = 64;
-const PROJ_THREADS: u32 = 256;
-const PROJ_NARROW: usize = 128;
-const PROJ_WIDE: usize = 256;
-
-/// Dynamic shared memory of a projection block `width` outputs wide: three stages of a
-/// 128 x 64 A tile and a `width` x 64 B tile of 16-bit elements, then a row table of
-/// 128 tokens x heads u32.
-fn proj_shared(width: usize, heads: usize) -> usize {
-    3 * (PROJ_TILE + width) * PROJ_BK * 2 + PROJ_TILE * heads * 4
-}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves nothing half-written that matters here.
@@ -320,9 +312,9 @@ impl CudaBackend {
             && ((c.hc_mult + 1) * c.hidden_size) % 2 == 0
             && layer.table.device_ptr() % 16 == 0
             && layer.proj_weight.device_ptr() % 16 == 0
-            && tokens.div_ceil(PROJ_TILE) <= 65_535
+            && tokens.div_ceil(TOKENS_PER_BLOCK) <= 65_535
             && c.d_mem() <= u32::MAX as usize
-            && proj_shared(PROJ_NARROW, c.num_heads()) <= self.shared_optin
+            && Projection::Mma.shared_bytes(c.num_heads()) <= self.shared_optin
             && layer.hash.total_rows() <= u64::from(u32::MAX)
     }
 
@@ -340,21 +332,16 @@ impl CudaBackend {
         let (m, d) = (c.hc_mult, c.hidden_size);
         let n = (m + 1) * d;
         let t = suffix(T::DTYPE)?;
-        let width = self.proj_width(layer);
-        let kernel = if width == PROJ_WIDE {
-            format!("proj_mma_wide_{t}")
-        } else {
-            format!("proj_mma_{t}")
-        };
+        let projection = self.projection_for(layer);
         self.launch(
-            &kernel,
+            &projection.kernel(t),
             (
-                u32_of("projection tiles", n.div_ceil(width))?,
-                u32_of("token tiles", tokens.div_ceil(PROJ_TILE))?,
+                u32_of("projection tiles", n.div_ceil(projection.width()))?,
+                u32_of("token tiles", tokens.div_ceil(TOKENS_PER_BLOCK))?,
                 u32_of("splits", s.splits)?,
             ),
-            PROJ_THREADS,
-            u32_of("shared memory", proj_shared(width, c.num_heads()))?,
+            projection::THREADS,
+            u32_of("shared memory", projection.shared_bytes(c.num_heads()))?,
             &[
                 ptr(&layer.table),
                 Arg::U32(u32_of("d_head", c.d_head())?),
@@ -494,9 +481,9 @@ impl CudaBackend {
     fn proj_splits<T: Element>(&self, layer: &DeviceEngramLayer<Self, T>, tokens: usize) -> usize {
         let c = &layer.config;
         let n = (c.hc_mult + 1) * c.hidden_size;
-        let width = self.proj_width(layer);
-        let tiles = n.div_ceil(width) * tokens.div_ceil(PROJ_TILE);
-        let ktiles = c.d_mem().div_ceil(PROJ_BK);
+        let width = self.projection_for(layer).width();
+        let tiles = n.div_ceil(width) * tokens.div_ceil(TOKENS_PER_BLOCK);
+        let ktiles = c.d_mem().div_ceil(K_TILE);
         if tiles >= self.multiprocessors || ktiles < 2 {
             return 1;
         }
@@ -507,16 +494,15 @@ impl CudaBackend {
         ktiles.div_ceil(ktiles.div_ceil(splits))
     }
 
-    /// Outputs per projection block: the narrow tiles, which measured faster than the wide ones
-    /// on an H100 at 16384 tokens (1.07 against 1.14 ms, `benches/NOTES.md`); the wide ones when
-    /// the backend was made with `ENGRAM_CUDA_PROJ=wide` and their shared memory fits (for
-    /// measuring one against the other on another device or shape).
-    fn proj_width<T: Element>(&self, layer: &DeviceEngramLayer<Self, T>) -> usize {
+    /// The projection kernel for this layer: the backend's choice when its shared memory (which
+    /// grows with the heads' row table) fits the device, otherwise the narrow mma.sync tiles
+    /// (which `fast_path_fits` checked).
+    fn projection_for<T: Element>(&self, layer: &DeviceEngramLayer<Self, T>) -> Projection {
         let heads = layer.config.num_heads();
-        if self.wide_projection && proj_shared(PROJ_WIDE, heads) <= self.shared_optin {
-            PROJ_WIDE
+        if self.projection.shared_bytes(heads) <= self.shared_optin {
+            self.projection
         } else {
-            PROJ_NARROW
+            Projection::Mma
         }
     }
 

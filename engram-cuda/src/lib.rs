@@ -11,7 +11,11 @@
 //!   hash with the modulo by each table size as a multiply by a precomputed reciprocal
 //!   ([`reciprocal`]), a 16-byte gather, the stacked projection on tensor cores (`mma.sync`) with
 //!   the table rows gathered straight into shared memory (split over k for small batches), one
-//!   gate kernel per token and one value + convolution + SiLU kernel.
+//!   gate kernel per token and one value + convolution + SiLU kernel;
+//! - `kernels/hopper.cu` ([`HOPPER_CU`], [`HOPPER_PTX`]): the same projection on Hopper's
+//!   warpgroup tensor cores (`wgmma`, sm_90a), loaded on sm_90 devices only and taken there.
+//!
+//! Both fast-path sources include `kernels/common.cuh` ([`COMMON_CUH`]).
 //!
 //! Another runtime can load the same PTX and launch the kernels itself: each kernel's parameters,
 //! grid, block and shared memory are written above it in the source. A decode step can be
@@ -20,8 +24,9 @@
 //!
 //! The driver is linked only with the `cuda` feature. Without it, and on a machine without a
 //! device, [`CudaBackend::new`] returns [`engram_core::Error::NoDevice`] with the reason; the type
-//! exists either way. `ENGRAM_CUDA_PROJ=wide` selects the projection's 128 x 256 tiles instead of
-//! the default 128 x 128 ones (measured slower on an H100; kept for measuring elsewhere).
+//! exists either way. `ENGRAM_CUDA_PROJ` overrides the projection kernel the backend picks
+//! (`mma`, `mma-wide`, `wgmma`, `wgmma-wide`: mma.sync or wgmma, 128 x 128 or 128 x 256 output
+//! tiles); an unknown name, or wgmma on a device without it, makes [`CudaBackend::new`] fail.
 
 /// The CUDA C++ source of every kernel, with their launch contracts.
 pub const ENGRAM_CU: &str = include_str!("../kernels/engram.cu");
@@ -35,6 +40,18 @@ pub const FUSED_CU: &str = include_str!("../kernels/fused.cu");
 /// The PTX (ISA 8.2, `sm_90`) of the fast path.
 pub const FUSED_PTX: &str = include_str!("../kernels/fused.ptx");
 
+/// The CUDA C++ source of the stacked projection on `wgmma` (sm_90a only), with its launch
+/// contract.
+pub const HOPPER_CU: &str = include_str!("../kernels/hopper.cu");
+/// The PTX (ISA 8.2, `sm_90a`) of the `wgmma` projection; it loads on sm_90 devices only.
+pub const HOPPER_PTX: &str = include_str!("../kernels/hopper.ptx");
+
+/// The device helpers [`FUSED_CU`] and [`HOPPER_CU`] include (`#include "common.cuh"`): a
+/// runtime that compiles those sources itself needs this beside them.
+pub const COMMON_CUH: &str = include_str!("../kernels/common.cuh");
+
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+mod projection;
 pub mod reciprocal;
 
 /// The name users select this backend by (`--backend cuda`).
@@ -84,6 +101,9 @@ pub const FUSED_KERNELS: &[&str] = &[
     "conv_decode_",
 ];
 
+/// The kernels of the sm_90a module, by per-dtype prefix.
+pub const HOPPER_KERNELS: &[&str] = &["proj_wgmma_"];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,12 +152,28 @@ mod tests {
     }
 
     #[test]
+    fn the_wgmma_module_targets_sm_90a() {
+        assert!(HOPPER_PTX
+            .starts_with("// Generated from hopper.cu by tools/gen_ptx.py with NVRTC 12.2"));
+        assert!(HOPPER_PTX.contains(".target sm_90a"));
+        assert!(HOPPER_PTX.contains(".version 8.2"));
+        for kernel in ["proj_wgmma_bf16", "proj_wgmma_f16", "proj_wgmma_wide_bf16"] {
+            assert!(HOPPER_PTX.contains(&format!(".entry {kernel}(")));
+        }
+        for source in [FUSED_CU, HOPPER_CU] {
+            assert!(source.contains("#include \"common.cuh\""));
+        }
+        assert!(COMMON_CUH.contains("load_proj_stage"));
+    }
+
+    #[test]
     fn every_kernel_is_looked_up_in_the_module_that_holds_it() {
-        for (ptx, fused) in [(ENGRAM_PTX, false), (FUSED_PTX, true)] {
+        for (ptx, module) in [(ENGRAM_PTX, 0), (FUSED_PTX, 1), (HOPPER_PTX, 2)] {
             for entry in ptx.split(".entry ").skip(1) {
                 let name = entry.split('(').next().unwrap_or_default();
-                let listed = FUSED_KERNELS.iter().any(|k| name.starts_with(k));
-                assert_eq!(listed, fused, "{name}");
+                let fused = FUSED_KERNELS.iter().any(|k| name.starts_with(k));
+                let hopper = HOPPER_KERNELS.iter().any(|k| name.starts_with(k));
+                assert_eq!((fused, hopper), (module == 1, module == 2), "{name}");
             }
         }
     }

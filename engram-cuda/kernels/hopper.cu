@@ -1,0 +1,170 @@
+// The stacked projection on Hopper's warpgroup tensor cores (wgmma, sm_90a only): the same job
+// and parameters as proj_mma_* in fused.cu, with each warpgroup's 64 x 128 products read by the
+// tensor cores straight from shared memory (no ldmatrix through registers). Compiled to
+// hopper.ptx for compute_90a by tools/gen_ptx.py; the backend loads it only on sm_90 devices and
+// otherwise keeps the mma.sync kernels. Launch contracts are written above each kernel.
+#include "common.cuh"
+
+#define WG_THREADS 256
+
+// A shared-memory matrix descriptor for wgmma: a K-major tile of 128-byte rows in the tile_offset
+// layout (128-byte swizzle, bits 62-63 = 1), 8-row groups 1024 bytes apart (stride offset, bits
+// 32-45), leading offset 1 (unused by swizzled K-major tiles), start address >> 4 in bits 0-13.
+// The tile must start 1024-byte aligned; the k-th 16-element slice of its rows starts 32 k bytes
+// further (the hardware applies the swizzle to the sum).
+__device__ __forceinline__ u64 tile_descriptor(u32 addr) {
+    return (u64)((addr & 0x3FFFF) >> 4) | ((u64)1 << 16) | ((u64)(1024 >> 4) << 32) | ((u64)1 << 62);
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void wgmma_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Orders this thread's completed cp.async writes to shared memory before the tensor cores' reads.
+__device__ __forceinline__ void fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// Ties the accumulators to the surrounding asm so that no read or write of them moves across a
+// wgmma issue or wait.
+__device__ __forceinline__ void fence_accumulators(float (&d)[64]) {
+#pragma unroll
+    for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// D[64 x 128] += A[64 x 16] B[128 x 16]^T for the warpgroup, both operands K-major in shared
+// memory. Accumulator layout: warp w of the warpgroup, lane l, d[4 j + e] is row 16 w + l / 4 +
+// 8 (e / 2), column 8 j + 2 (l % 4) + e % 2.
+template <typename T> struct Wgmma;
+template <> struct Wgmma<__nv_bfloat16> {
+    static __device__ __forceinline__ void run(float (&d)[64], u64 desc_a, u64 desc_b) {
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+            "%64, %65, p, 1, 1, 0, 0;\n}\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+            : "l"(desc_a), "l"(desc_b));
+    }
+};
+template <> struct Wgmma<__half> {
+    static __device__ __forceinline__ void run(float (&d)[64], u64 desc_a, u64 desc_b) {
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+            "%64, %65, p, 1, 1, 0, 0;\n}\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+            : "l"(desc_a), "l"(desc_b));
+    }
+};
+
+// proj_wgmma_*(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial, y):
+// proj_mma_* (fused.cu) computed by wgmma: 128 tokens x BN outputs per block, two warpgroups of
+// 64 tokens each, STAGES k-tiles of 64 in flight through cp.async (loads run two k-tiles ahead
+// while one k-tile's wgmma group is still running). Same requirements as proj_mma_*.
+// proj_wgmma_* has BN = 128 and 4 stages, proj_wgmma_wide_* BN = 256 and 4 stages. Grid
+// (ceil(N/BN), ceil(tokens/128), splits), block 256, dynamic shared memory 1024 (alignment slack)
+// + 4 (128 + BN) 128 bytes + 512 heads bytes (the row table; 0 without gather), the function's
+// limit raised to that.
+template <typename T, int BN, int STAGES>
+__device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads,
+                                u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,
+                                float* partial, T* y) {
+    static_assert(STAGES >= 3, "one stage computing, one draining, at least one loading");
+    constexpr u32 NB = BN / 128, AHEAD = STAGES - 2;
+    constexpr u32 A_BYTES = PROJ_BM * PROJ_BK * 2, STAGE_BYTES = (PROJ_BM + BN) * PROJ_BK * 2;
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    // Swizzled tiles must start on 1024-byte boundaries.
+    const u32 raw = smem_addr(smem_raw), base = (raw + 1023) & ~1023u;
+    unsigned char* smem = smem_raw + (base - raw);
+    const u32 tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
+    const u32 n0 = blockIdx.x * BN, m0 = blockIdx.y * PROJ_BM;
+    u32* row_table = reinterpret_cast<u32*>(smem + STAGES * STAGE_BYTES);
+    if (gather) fill_row_table<WG_THREADS>(row_table, offsets, rows, heads, m0, tokens);
+    const u32 ktiles = (K + PROJ_BK - 1) / PROJ_BK, per_split = (ktiles + splits - 1) / splits;
+    const u32 kt_begin = blockIdx.z * per_split, kt_end = min(kt_begin + per_split, ktiles);
+    auto load_stage = [&](u32 stage, u32 k0) {
+        const u32 a_base = base + stage * STAGE_BYTES;
+        load_proj_stage<T, BN, WG_THREADS>(a_base, a_base + A_BYTES, k0, table, d_head, row_table, heads, gather, w,
+                                           m0, n0, tokens, K, N);
+    };
+
+    float acc[NB][64];
+#pragma unroll
+    for (u32 b = 0; b < NB; ++b)
+#pragma unroll
+        for (u32 e = 0; e < 64; ++e) acc[b][e] = 0.0f;
+
+#pragma unroll
+    for (u32 s = 0; s < AHEAD; ++s) {
+        if (kt_begin + s < kt_end) load_stage(s, (kt_begin + s) * PROJ_BK);
+        cp_async_commit();
+    }
+    for (u32 kt = kt_begin; kt < kt_end; ++kt) {
+        const u32 i = kt - kt_begin;
+        // This thread's copies of k-tile i have landed; after the barrier everyone's have, and
+        // both warpgroups have finished the wgmma group of k-tile i - 2 (each waits below until
+        // at most one group, k-tile i - 1, is pending), so its stage can be refilled.
+        cp_async_wait<AHEAD - 1>();
+        fence_async_shared();
+        __syncthreads();
+        if (kt + AHEAD < kt_end) load_stage((i + AHEAD) % STAGES, (kt + AHEAD) * PROJ_BK);
+        cp_async_commit();
+        const u32 a_base = base + (i % STAGES) * STAGE_BYTES, b_base = a_base + A_BYTES;
+        const u64 da = tile_descriptor(a_base + wg * 64 * 128);
+        wgmma_fence();
+#pragma unroll
+        for (u32 kk = 0; kk < PROJ_BK / 16; ++kk)
+#pragma unroll
+            for (u32 b = 0; b < NB; ++b)
+                Wgmma<T>::run(acc[b], da + 2 * kk, tile_descriptor(b_base + b * 128 * 128) + 2 * kk);
+        wgmma_commit();
+#pragma unroll
+        for (u32 b = 0; b < NB; ++b) fence_accumulators(acc[b]);
+        wgmma_wait<1>();
+    }
+    wgmma_wait<0>();
+#pragma unroll
+    for (u32 b = 0; b < NB; ++b) fence_accumulators(acc[b]);
+    cp_async_wait<0>();
+
+#pragma unroll
+    for (u32 b = 0; b < NB; ++b)
+#pragma unroll
+        for (u32 j = 0; j < 16; ++j) {
+            const u32 col = n0 + b * 128 + j * 8 + (lane & 3) * 2;
+            if (col >= N) continue;
+            const float b0 = (bias && splits == 1) ? widen(bias[col]) : 0.0f;
+            const float b1 = (bias && splits == 1) ? widen(bias[col + 1]) : 0.0f;
+#pragma unroll
+            for (u32 half = 0; half < 2; ++half) {
+                const u32 row = m0 + wg * 64 + warp * 16 + (lane >> 2) + half * 8;
+                if (row >= tokens) continue;
+                const float v0 = acc[b][4 * j + 2 * half], v1 = acc[b][4 * j + 2 * half + 1];
+                if (splits == 1) {
+                    T* dst = y + (u64)row * N + col;
+                    dst[0] = narrow<T>(v0 + b0);
+                    dst[1] = narrow<T>(v1 + b1);
+                } else {
+                    *reinterpret_cast<float2*>(partial + ((u64)blockIdx.z * tokens + row) * N + col) = make_float2(v0, v1);
+                }
+            }
+        }
+}
+
+#define HOPPER_INSTANTIATE(NAME, T)                                                                                   \
+    extern "C" __global__ void __launch_bounds__(WG_THREADS, 1)                                                       \
+        proj_wgmma_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,     \
+                          const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial, T* y) {    \
+        proj_wgmma_impl<T, 128, 4>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,       \
+                                   partial, y);                                                                       \
+    }                                                                                                                 \
+    extern "C" __global__ void __launch_bounds__(WG_THREADS, 1)                                                       \
+        proj_wgmma_wide_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads,            \
+                               u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,           \
+                               float* partial, T* y) {                                                                \
+        proj_wgmma_impl<T, 256, 4>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,       \
+                                   partial, y);                                                                       \
+    }
+
+HOPPER_INSTANTIATE(bf16, __nv_bfloat16)
+HOPPER_INSTANTIATE(f16, __half)

@@ -1,0 +1,152 @@
+//! Which kernel computes the stacked projection of the fast path, and what each one needs.
+//!
+//! Four kernels do the same job (`kernels/fused.cu` and `kernels/hopper.cu`): `mma.sync` with
+//! 128 x 128 or 128 x 256 output tiles, loadable on sm_90 and later, and `wgmma` with the same two
+//! widths, sm_90a only. The backend picks one when it is made: `ENGRAM_CUDA_PROJ` names one
+//! (`mma`, `mma-wide`, `wgmma`, `wgmma-wide`), otherwise the fastest measured on the device's
+//! architecture (`benches/NOTES.md`).
+
+use engram_core::{Error, Result};
+
+use crate::BACKEND_NAME;
+
+/// Tokens per projection block (every kernel).
+pub(crate) const TOKENS_PER_BLOCK: usize = 128;
+/// Elements of k per pipeline stage (one 128-byte row of a 16-bit tile).
+pub(crate) const K_TILE: usize = 64;
+/// Threads per projection block (every kernel).
+pub(crate) const THREADS: u32 = 256;
+
+/// One of the projection kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Projection {
+    /// `proj_mma_*`: mma.sync, 128 x 128 tiles, 3 stages.
+    Mma,
+    /// `proj_mma_wide_*`: mma.sync, 128 x 256 tiles, 3 stages.
+    MmaWide,
+    /// `proj_wgmma_*`: wgmma (sm_90a), 128 x 128 tiles, 4 stages.
+    Wgmma,
+    /// `proj_wgmma_wide_*`: wgmma (sm_90a), 128 x 256 tiles, 4 stages.
+    WgmmaWide,
+}
+
+/// The environment variable that overrides the choice.
+pub(crate) const OVERRIDE: &str = "ENGRAM_CUDA_PROJ";
+
+impl Projection {
+    /// The choice for a device, `requested` being the override's value when it is set.
+    /// `wgmma` is whether the sm_90a module is loaded. An unknown name, or a wgmma kernel on a
+    /// device without it, is an error rather than a silent fallback.
+    pub(crate) fn choose(requested: Option<&str>, wgmma: bool) -> Result<Self> {
+        let chosen = match requested {
+            None => {
+                return Ok(if wgmma {
+                    Projection::Wgmma
+                } else {
+                    Projection::Mma
+                })
+            }
+            Some("mma") => Projection::Mma,
+            Some("mma-wide") => Projection::MmaWide,
+            Some("wgmma") => Projection::Wgmma,
+            Some("wgmma-wide") => Projection::WgmmaWide,
+            Some(other) => {
+                return Err(Error::Backend {
+                    backend: BACKEND_NAME,
+                    message: format!(
+                        "{OVERRIDE}={other:?}: expected mma, mma-wide, wgmma or wgmma-wide"
+                    ),
+                })
+            }
+        };
+        if chosen.needs_sm90a() && !wgmma {
+            return Err(Error::Backend {
+                backend: BACKEND_NAME,
+                message: format!(
+                    "{OVERRIDE} asks for a wgmma projection, which needs an sm_90 device"
+                ),
+            });
+        }
+        Ok(chosen)
+    }
+
+    /// Whether the kernel lives in the sm_90a module.
+    pub(crate) fn needs_sm90a(self) -> bool {
+        matches!(self, Projection::Wgmma | Projection::WgmmaWide)
+    }
+
+    /// Outputs per block.
+    pub(crate) fn width(self) -> usize {
+        match self {
+            Projection::Mma | Projection::Wgmma => 128,
+            Projection::MmaWide | Projection::WgmmaWide => 256,
+        }
+    }
+
+    /// The kernel's name for element suffix `t` (`bf16`, `f16`).
+    pub(crate) fn kernel(self, t: &str) -> String {
+        let prefix = match self {
+            Projection::Mma => "proj_mma_",
+            Projection::MmaWide => "proj_mma_wide_",
+            Projection::Wgmma => "proj_wgmma_",
+            Projection::WgmmaWide => "proj_wgmma_wide_",
+        };
+        format!("{prefix}{t}")
+    }
+
+    /// Dynamic shared memory of one block for a layer of `heads` heads: the pipeline's stages of
+    /// a 128 x 64 token tile and a width x 64 weight tile (16-bit elements), the row table
+    /// (128 tokens x heads u32), and for wgmma 1024 bytes of slack to align the tiles.
+    pub(crate) fn shared_bytes(self, heads: usize) -> usize {
+        let (stages, slack) = if self.needs_sm90a() {
+            (4, 1024)
+        } else {
+            (3, 0)
+        };
+        slack
+            + stages * (TOKENS_PER_BLOCK + self.width()) * K_TILE * 2
+            + TOKENS_PER_BLOCK * heads * 4
+    }
+
+    /// Every projection kernel (the backend raises each one's shared memory limit).
+    pub(crate) const ALL: [Projection; 4] = [
+        Projection::Mma,
+        Projection::MmaWide,
+        Projection::Wgmma,
+        Projection::WgmmaWide,
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_override_names_a_kernel_or_is_refused() {
+        assert_eq!(Projection::choose(None, true).ok(), Some(Projection::Wgmma));
+        assert_eq!(Projection::choose(None, false).ok(), Some(Projection::Mma));
+        assert_eq!(
+            Projection::choose(Some("mma-wide"), true).ok(),
+            Some(Projection::MmaWide)
+        );
+        assert_eq!(
+            Projection::choose(Some("wgmma-wide"), true).ok(),
+            Some(Projection::WgmmaWide)
+        );
+        assert!(Projection::choose(Some("wgmma"), false).is_err());
+        assert!(Projection::choose(Some("fast"), true).is_err());
+    }
+
+    #[test]
+    fn shared_memory_matches_the_kernels_contracts() {
+        // fused.cu: 3 (128 + BN) 64 * 2 + 512 heads; hopper.cu: 1024 + 4 (128 + BN) 128 + 512 heads.
+        assert_eq!(Projection::Mma.shared_bytes(16), 98_304 + 8192);
+        assert_eq!(Projection::MmaWide.shared_bytes(16), 147_456 + 8192);
+        assert_eq!(Projection::Wgmma.shared_bytes(16), 1024 + 131_072 + 8192);
+        assert_eq!(
+            Projection::WgmmaWide.shared_bytes(16),
+            1024 + 196_608 + 8192
+        );
+        assert_eq!(Projection::WgmmaWide.kernel("bf16"), "proj_wgmma_wide_bf16");
+    }
+}
