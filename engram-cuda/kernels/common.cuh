@@ -68,41 +68,30 @@ __device__ __forceinline__ void fill_row_table(u32* row_table, const u64* offset
 // Issues (without committing) the asynchronous copies of one k-tile of a projection block: the
 // 128 x 64 A tile (token rows: gathered table rows, or x with gather == 0) to a_base and the
 // BN x 64 B tile (weight rows n0..n0+BN) to b_base, both in the tile_offset layout; elements past
-// the tokens, the outputs or K are zero-filled. Each of the THREADS threads moves chunks
-// tid + THREADS i (row id >> 3, chunk id & 7).
+// the tokens, the outputs or K are zero-filled. Thread tid always moves chunk tid % 8 of rows
+// tid / 8 + (THREADS / 8) i, so its k, head and swizzle are worked out once per k-tile and each
+// further row is a fixed stride away.
 template <typename T, int BN, int THREADS>
 __device__ __forceinline__ void load_proj_stage(u32 a_base, u32 b_base, u32 k0, const T* table, u32 d_head,
                                                 const u32* row_table, u32 heads, u32 gather, const T* w, u32 m0,
                                                 u32 n0, u32 tokens, u32 K, u32 N) {
-    static_assert(PROJ_BM * 8 % THREADS == 0 && BN * 8 % THREADS == 0, "whole chunks per thread");
-    const u32 tid = threadIdx.x;
+    constexpr u32 ROWS = THREADS / 8;  // rows per pass, a multiple of 8: the swizzle repeats
+    static_assert(THREADS % 64 == 0 && PROJ_BM % ROWS == 0 && BN % ROWS == 0, "whole passes");
+    const u32 c = threadIdx.x & 7, r0 = threadIdx.x >> 3, k = k0 + c * 8, dst = tile_offset(r0, c);
+    const bool k_in = k < K;
+    const u32 h = gather ? k / d_head : 0, k_in_row = k - h * d_head;
 #pragma unroll
-    for (u32 i = 0; i < PROJ_BM * 8 / THREADS; ++i) {
-        const u32 id = tid + i * THREADS, r = id >> 3, c = id & 7;
-        const u32 k = k0 + c * 8, t = m0 + r;
+    for (u32 i = 0; i < PROJ_BM / ROWS; ++i) {
+        const u32 r = r0 + i * ROWS, t = m0 + r;
+        const bool ok = k_in && t < tokens;
         const T* src = table;
-        u32 bytes = 0;
-        if (t < tokens && k < K) {
-            if (gather) {
-                const u32 h = k / d_head;
-                src = table + (u64)row_table[r * heads + h] * d_head + (k - h * d_head);
-            } else {
-                src = table + (u64)t * K + k;
-            }
-            bytes = 16;
-        }
-        cp_async16(a_base + tile_offset(r, c), src, bytes);
+        if (ok) src = gather ? table + (u64)row_table[r * heads + h] * d_head + k_in_row : table + (u64)t * K + k;
+        cp_async16(a_base + dst + i * ROWS * 128, src, ok ? 16 : 0);
     }
+    const T* w_row = w + (u64)(n0 + r0) * K + k;
 #pragma unroll
-    for (u32 i = 0; i < BN * 8 / THREADS; ++i) {
-        const u32 id = tid + i * THREADS, r = id >> 3, c = id & 7;
-        const u32 k = k0 + c * 8, n = n0 + r;
-        const T* src = w;
-        u32 bytes = 0;
-        if (n < N && k < K) {
-            src = w + (u64)n * K + k;
-            bytes = 16;
-        }
-        cp_async16(b_base + tile_offset(r, c), src, bytes);
+    for (u32 i = 0; i < BN / ROWS; ++i) {
+        const bool ok = k_in && n0 + r0 + i * ROWS < N;
+        cp_async16(b_base + dst + i * ROWS * 128, ok ? w_row + (u64)i * ROWS * K : w, ok ? 16 : 0);
     }
 }

@@ -57,6 +57,13 @@ template <> struct Wgmma<__half> {
     }
 };
 
+// Two adjacent outputs as one 4-byte store.
+__device__ __forceinline__ u32 bits(__half x) { return __half_as_ushort(x); }
+__device__ __forceinline__ u32 bits(__nv_bfloat16 x) { return __bfloat16_as_ushort(x); }
+template <typename T> __device__ __forceinline__ u32 pack2(float lo, float hi) {
+    return bits(narrow<T>(lo)) | (bits(narrow<T>(hi)) << 16);
+}
+
 // proj_wgmma_*(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial, y):
 // proj_mma_* (fused.cu) computed by wgmma: 128 tokens x BN outputs per block, two warpgroups of
 // 64 tokens each, STAGES k-tiles of 64 in flight through cp.async (loads run two k-tiles ahead
@@ -65,12 +72,14 @@ template <> struct Wgmma<__half> {
 // (ceil(N/BN), ceil(tokens/128), splits), block 256, dynamic shared memory 1024 (alignment slack)
 // + 4 (128 + BN) 128 bytes + 512 heads bytes (the row table; 0 without gather), the function's
 // limit raised to that.
-template <typename T, int BN, int STAGES>
+template <typename T, int BN, int STAGES, int PENDING>
 __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads,
                                 u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,
                                 float* partial, T* y) {
-    static_assert(STAGES >= 3, "one stage computing, one draining, at least one loading");
-    constexpr u32 NB = BN / 128, AHEAD = STAGES - 2;
+    // PENDING wgmma groups stay in flight behind the one just issued; the loads run AHEAD
+    // k-tiles in front of it, in the stages no pending group reads.
+    static_assert(STAGES - 1 - PENDING >= 1, "at least one stage loading");
+    constexpr u32 NB = BN / 128, AHEAD = STAGES - 1 - PENDING;
     constexpr u32 A_BYTES = PROJ_BM * PROJ_BK * 2, STAGE_BYTES = (PROJ_BM + BN) * PROJ_BK * 2;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     // Swizzled tiles must start on 1024-byte boundaries.
@@ -102,8 +111,9 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
     for (u32 kt = kt_begin; kt < kt_end; ++kt) {
         const u32 i = kt - kt_begin;
         // This thread's copies of k-tile i have landed; after the barrier everyone's have, and
-        // both warpgroups have finished the wgmma group of k-tile i - 2 (each waits below until
-        // at most one group, k-tile i - 1, is pending), so its stage can be refilled.
+        // both warpgroups have finished the wgmma group of k-tile i - 1 - PENDING (each waits
+        // below until at most PENDING groups are in flight), so its stage, the one k-tile
+        // i + AHEAD goes to, can be refilled.
         cp_async_wait<AHEAD - 1>();
         fence_async_shared();
         __syncthreads();
@@ -120,7 +130,7 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
         wgmma_commit();
 #pragma unroll
         for (u32 b = 0; b < NB; ++b) fence_accumulators(acc[b]);
-        wgmma_wait<1>();
+        wgmma_wait<PENDING>();
     }
     wgmma_wait<0>();
 #pragma unroll
@@ -141,9 +151,7 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
                 if (row >= tokens) continue;
                 const float v0 = acc[b][4 * j + 2 * half], v1 = acc[b][4 * j + 2 * half + 1];
                 if (splits == 1) {
-                    T* dst = y + (u64)row * N + col;
-                    dst[0] = narrow<T>(v0 + b0);
-                    dst[1] = narrow<T>(v1 + b1);
+                    *reinterpret_cast<u32*>(y + (u64)row * N + col) = pack2<T>(v0 + b0, v1 + b1);
                 } else {
                     *reinterpret_cast<float2*>(partial + ((u64)blockIdx.z * tokens + row) * N + col) = make_float2(v0, v1);
                 }
@@ -155,15 +163,29 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
     extern "C" __global__ void __launch_bounds__(WG_THREADS, 1)                                                       \
         proj_wgmma_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,     \
                           const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial, T* y) {    \
-        proj_wgmma_impl<T, 128, 4>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,       \
-                                   partial, y);                                                                       \
+        proj_wgmma_impl<T, 128, 4, 1>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,    \
+                                      partial, y);                                                                    \
     }                                                                                                                 \
     extern "C" __global__ void __launch_bounds__(WG_THREADS, 1)                                                       \
         proj_wgmma_wide_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads,            \
                                u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,           \
                                float* partial, T* y) {                                                                \
-        proj_wgmma_impl<T, 256, 4>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,       \
-                                   partial, y);                                                                       \
+        proj_wgmma_impl<T, 256, 4, 1>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,    \
+                                      partial, y);                                                                    \
+    }                                                                                                                 \
+    extern "C" __global__ void __launch_bounds__(WG_THREADS, 2)                                                       \
+        proj_wgmma_x2_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads,              \
+                             u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,             \
+                             float* partial, T* y) {                                                                  \
+        proj_wgmma_impl<T, 128, 3, 1>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,    \
+                                      partial, y);                                                                    \
+    }                                                                                                                 \
+    extern "C" __global__ void __launch_bounds__(WG_THREADS, 1)                                                       \
+        proj_wgmma_wide0_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads,           \
+                                u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,          \
+                                float* partial, T* y) {                                                               \
+        proj_wgmma_impl<T, 256, 4, 0>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,    \
+                                      partial, y);                                                                    \
     }
 
 HOPPER_INSTANTIATE(bf16, __nv_bfloat16)

@@ -28,6 +28,10 @@ pub(crate) enum Projection {
     Wgmma,
     /// `proj_wgmma_wide_*`: wgmma (sm_90a), 128 x 256 tiles, 4 stages.
     WgmmaWide,
+    /// EXPERIMENT
+    WgmmaWide0,
+    /// EXPERIMENT
+    WgmmaX2,
 }
 
 /// The environment variable that overrides the choice.
@@ -50,6 +54,8 @@ impl Projection {
             Some("mma-wide") => Projection::MmaWide,
             Some("wgmma") => Projection::Wgmma,
             Some("wgmma-wide") => Projection::WgmmaWide,
+            Some("wgmma-wide0") => Projection::WgmmaWide0,
+            Some("wgmma-x2") => Projection::WgmmaX2,
             Some(other) => {
                 return Err(Error::Backend {
                     backend: BACKEND_NAME,
@@ -72,14 +78,17 @@ impl Projection {
 
     /// Whether the kernel lives in the sm_90a module.
     pub(crate) fn needs_sm90a(self) -> bool {
-        matches!(self, Projection::Wgmma | Projection::WgmmaWide)
+        matches!(
+            self,
+            Projection::Wgmma | Projection::WgmmaWide | Projection::WgmmaWide0 | Projection::WgmmaX2
+        )
     }
 
     /// Outputs per block.
     pub(crate) fn width(self) -> usize {
         match self {
-            Projection::Mma | Projection::Wgmma => 128,
-            Projection::MmaWide | Projection::WgmmaWide => 256,
+            Projection::Mma | Projection::Wgmma | Projection::WgmmaX2 => 128,
+            Projection::MmaWide | Projection::WgmmaWide | Projection::WgmmaWide0 => 256,
         }
     }
 
@@ -90,6 +99,8 @@ impl Projection {
             Projection::MmaWide => "proj_mma_wide_",
             Projection::Wgmma => "proj_wgmma_",
             Projection::WgmmaWide => "proj_wgmma_wide_",
+            Projection::WgmmaWide0 => "proj_wgmma_wide0_",
+            Projection::WgmmaX2 => "proj_wgmma_x2_",
         };
         format!("{prefix}{t}")
     }
@@ -98,7 +109,9 @@ impl Projection {
     /// a 128 x 64 token tile and a width x 64 weight tile (16-bit elements), the row table
     /// (128 tokens x heads u32), and for wgmma 1024 bytes of slack to align the tiles.
     pub(crate) fn shared_bytes(self, heads: usize) -> usize {
-        let (stages, slack) = if self.needs_sm90a() {
+        let (stages, slack) = if self == Projection::WgmmaX2 {
+            (3, 1024)
+        } else if self.needs_sm90a() {
             (4, 1024)
         } else {
             (3, 0)
@@ -109,11 +122,13 @@ impl Projection {
     }
 
     /// Every projection kernel (the backend raises each one's shared memory limit).
-    pub(crate) const ALL: [Projection; 4] = [
+    pub(crate) const ALL: [Projection; 6] = [
+        Projection::WgmmaX2,
         Projection::Mma,
         Projection::MmaWide,
         Projection::Wgmma,
         Projection::WgmmaWide,
+        Projection::WgmmaWide0,
     ];
 }
 
