@@ -399,11 +399,13 @@ __device__ void conv_decode_scaled_impl(const T* proj, const T* alpha, const flo
 // ---- vectorised follow-up kernels (rows of whole 16-byte chunks) -----------------------------------
 
 // Eight consecutive 16-bit elements (one 16-byte load or store; the address 16-byte aligned).
-template <typename T> __device__ __forceinline__ void load8(const T* src, float (&x)[8]) {
-    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(src));
+template <typename T> __device__ __forceinline__ void widen8(const uint4& raw, float (&x)[8]) {
     const T* e = reinterpret_cast<const T*>(&raw);
 #pragma unroll
     for (u32 i = 0; i < 8; ++i) x[i] = widen(e[i]);
+}
+template <typename T> __device__ __forceinline__ void load8(const T* src, float (&x)[8]) {
+    widen8<T>(__ldg(reinterpret_cast<const uint4*>(src)), x);
 }
 template <typename T> __device__ __forceinline__ void store8(T* dst, const float (&x)[8]) {
     uint4 raw;
@@ -488,7 +490,7 @@ __device__ void gate_scales_vec_impl(const T* proj, const T* hidden, const T* kn
     }
 }
 
-#define CONV_VEC_RUN 4
+#define CONV_VEC_RUN 8
 
 // The taps of channels c0..c0+7 (conv_w [C, kernel]) into w[e][k] (zero for k >= kernel): KMAX
 // 16-byte loads when kernel == KMAX (the 8 channels' taps are then 8 KMAX contiguous elements,
@@ -511,55 +513,101 @@ __device__ __forceinline__ void load_taps(const T* cw, u32 c0, u32 kernel, float
     }
 }
 
-// conv_out_vec{4,8}_*(...): conv_out for eight channels of one branch per thread over a run of 4
-// consecutive tokens, with 16-byte loads and stores and the channels' weights held in registers
-// (kernel at most 4 or 8). Requirements (host-checked): d a multiple of 8, proj, out, conv_norm
-// and conv_w 16-byte aligned.
-// Grid (ceil(tokens / 4), ceil(m d / 8 / 128)), block 128.
+// conv_out_vec{4,8}_*(...): conv_out for eight channels of one branch per thread, walking a chain
+// of CONV_VEC_RUN tokens dil apart (t0, t0 + dil, ...): the convolution's taps of a token are the
+// chain's previous kernel - 1 tokens, so their normed values stay in registers and each value row
+// is loaded once (plus kernel - 1 rows before the chain's first token), 16-byte loads and stores,
+// the channels' weights in registers (kernel at most 4 or 8). Requirements (host-checked): d a
+// multiple of 8, proj, out, conv_norm and conv_w 16-byte aligned, dil >= 1.
+// Grid (ceil(tokens / (CONV_VEC_RUN dil)) dil, ceil(m d / 8 / 128)), block 128: block x is chain
+// x % dil of the span of CONV_VEC_RUN dil tokens starting at (x / dil) CONV_VEC_RUN dil.
 template <typename T, int KMAX>
 __device__ void conv_out_vec_impl(const T* proj, const T* alpha, const float* nscale, const T* cn, const T* cw,
                                   u32 tokens, u32 m, u32 d, u32 kernel, u32 dil, const u32* cu, u32 seqs, u32 conv,
                                   T* out) {
     const u32 md = m * d, q = blockIdx.y * blockDim.x + threadIdx.x;
-    const u32 t0 = blockIdx.x * CONV_VEC_RUN;
+    const u32 span = blockIdx.x / dil, chain = blockIdx.x - span * dil;
+    const u32 t0 = span * CONV_VEC_RUN * dil + chain;
     if (q * 8 >= md || t0 >= tokens) return;
-    const u32 t1 = min(t0 + CONV_VEC_RUN, tokens);
     const u32 c0 = q * 8, b = c0 / d, ch0 = c0 - b * d;
     const u64 row = (u64)(m + 1) * d;
-    float w[8][KMAX], nw[8];
+    // wb[e][j]: the tap j tokens back along the chain (j = 0 the token itself), zero for j >= kernel.
+    // hist[j][e]: the normed value j + 1 steps back along the chain, zero before the sequence start.
+    float wb[8][KMAX], nw[8], hist[KMAX - 1][8];
     if (conv) {
+        float w[8][KMAX];
         load8(cn + c0, nw);
         load_taps<T, KMAX>(cw, c0, kernel, w);
+#pragma unroll
+        for (u32 e = 0; e < 8; ++e)
+#pragma unroll
+            for (u32 j = 0; j < KMAX; ++j) {
+                float x = 0.0f;
+#pragma unroll
+                for (u32 k = 0; k < KMAX; ++k)
+                    if (k + 1 + j == kernel) x = w[e][k];
+                wb[e][j] = x;
+            }
     }
+    auto normed = [&](u64 t, float (&x)[8]) {
+        load8(proj + t * row + md + ch0, x);
+        const float sc = nscale[t * m + b];
+#pragma unroll
+        for (u32 e = 0; e < 8; ++e) x[e] = round_to<T>(sc * x[e] * nw[e]);
+    };
     u32 s = sequence_of(cu, seqs, t0);
     u64 start = cu[s], next = cu[s + 1];
-    for (u32 t = t0; t < t1; ++t) {
-        while (t >= next) {
-            ++s;
-            start = cu[s];
-            next = cu[s + 1];
+    if (conv) {
+        // The chain's history before t0: taps inside t0's sequence, zero otherwise.
+#pragma unroll
+        for (u32 j = 0; j + 1 < KMAX; ++j) {
+            const u64 back = (u64)(j + 1) * dil;
+            if (j + 1 < kernel && t0 >= start + back) {
+                normed(t0 - back, hist[j]);
+            } else {
+#pragma unroll
+                for (u32 e = 0; e < 8; ++e) hist[j][e] = 0.0f;
+            }
+        }
+    }
+    for (u32 i = 0, t = t0; i < CONV_VEC_RUN && t < tokens; ++i, t += dil) {
+        if (t >= next) {
+            // A new sequence: nothing before it is a tap.
+            while (t >= next) {
+                ++s;
+                start = cu[s];
+                next = cu[s + 1];
+            }
+#pragma unroll
+            for (u32 j = 0; j + 1 < KMAX; ++j)
+#pragma unroll
+                for (u32 e = 0; e < 8; ++e) hist[j][e] = 0.0f;
         }
         float v[8], o[8];
-        load8(proj + t * row + md + ch0, v);
+        load8(proj + (u64)t * row + md + ch0, v);
         const float a = widen(alpha[(u64)t * m + b]);
 #pragma unroll
         for (u32 e = 0; e < 8; ++e) o[e] = round_to<T>(a * v[e]);
         if (conv) {
-            float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+            const float sc = nscale[(u64)t * m + b];
+            float cur[8];
 #pragma unroll
-            for (u32 k = 0; k < KMAX; ++k) {
-                if (k >= kernel) break;
-                const u64 back = (u64)(kernel - 1 - k) * dil;
-                if (t < start + back) continue;
-                const u64 tt = t - back;
-                float x[8];
-                load8(proj + tt * row + md + ch0, x);
-                const float sc = nscale[tt * m + b];
+            for (u32 e = 0; e < 8; ++e) cur[e] = round_to<T>(sc * v[e] * nw[e]);
 #pragma unroll
-                for (u32 e = 0; e < 8; ++e) acc[e] += w[e][k] * round_to<T>(sc * x[e] * nw[e]);
+            for (u32 e = 0; e < 8; ++e) {
+                // Oldest tap first, as the oracle sums.
+                float acc = 0.0f;
+#pragma unroll
+                for (u32 j = KMAX - 1; j >= 1; --j) acc += wb[e][j] * hist[j - 1][e];
+                acc += wb[e][0] * cur[e];
+                o[e] = o[e] + acc * sigmoidf(acc);
             }
 #pragma unroll
-            for (u32 e = 0; e < 8; ++e) o[e] = o[e] + acc[e] * sigmoidf(acc[e]);
+            for (u32 j = KMAX - 2; j >= 1; --j)
+#pragma unroll
+                for (u32 e = 0; e < 8; ++e) hist[j][e] = hist[j - 1][e];
+#pragma unroll
+            for (u32 e = 0; e < 8; ++e) hist[0][e] = cur[e];
         }
         store8(out + (u64)t * md + c0, o);
     }

@@ -66,12 +66,13 @@ template <typename T> __device__ __forceinline__ u32 pack2(float lo, float hi) {
 
 // proj_wgmma_*(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial, y):
 // proj_mma_* (fused.cu) computed by wgmma: 128 tokens x BN outputs per block, two warpgroups of
-// 64 tokens each, STAGES k-tiles of 64 in flight through cp.async (loads run two k-tiles ahead
+// 64 tokens each, STAGES k-tiles of 64 through cp.async (the loads run STAGES - 2 k-tiles ahead
 // while one k-tile's wgmma group is still running). Same requirements as proj_mma_*.
-// proj_wgmma_* has BN = 128 and 4 stages, proj_wgmma_wide_* BN = 256 and 4 stages. Grid
-// (ceil(N/BN), ceil(tokens/128), splits), block 256, dynamic shared memory 1024 (alignment slack)
-// + 4 (128 + BN) 128 bytes + 512 heads bytes (the row table; 0 without gather), the function's
-// limit raised to that.
+// proj_wgmma_*: BN = 128, 3 stages, two blocks per multiprocessor (the measured fastest on an
+// H100, benches/NOTES.md); proj_wgmma_wide_*: BN = 256, 4 stages, one block. Grid (ceil(N/BN),
+// ceil(tokens/128), splits), block 256, dynamic shared memory 1024 (alignment slack) + STAGES
+// (128 + BN) 128 bytes + 512 heads bytes (the row table; 0 without gather), the function's limit
+// raised to that.
 template <typename T, int BN, int STAGES, int PENDING>
 __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads,
                                 u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,
@@ -160,10 +161,10 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
 }
 
 #define HOPPER_INSTANTIATE(NAME, T)                                                                                   \
-    extern "C" __global__ void __launch_bounds__(WG_THREADS, 1)                                                       \
+    extern "C" __global__ void __launch_bounds__(WG_THREADS, 2)                                                       \
         proj_wgmma_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,     \
                           const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial, T* y) {    \
-        proj_wgmma_impl<T, 128, 4, 1>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,    \
+        proj_wgmma_impl<T, 128, 3, 1>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,    \
                                       partial, y);                                                                    \
     }                                                                                                                 \
     extern "C" __global__ void __launch_bounds__(WG_THREADS, 1)                                                       \
@@ -171,20 +172,6 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
                                u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,           \
                                float* partial, T* y) {                                                                \
         proj_wgmma_impl<T, 256, 4, 1>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,    \
-                                      partial, y);                                                                    \
-    }                                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(WG_THREADS, 2)                                                       \
-        proj_wgmma_x2_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads,              \
-                             u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,             \
-                             float* partial, T* y) {                                                                  \
-        proj_wgmma_impl<T, 128, 3, 1>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,    \
-                                      partial, y);                                                                    \
-    }                                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(WG_THREADS, 1)                                                       \
-        proj_wgmma_wide0_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads,           \
-                                u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,          \
-                                float* partial, T* y) {                                                               \
-        proj_wgmma_impl<T, 256, 4, 0>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,    \
                                       partial, y);                                                                    \
     }
 

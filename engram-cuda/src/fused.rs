@@ -34,9 +34,10 @@ const GATE_THREADS: u32 = 256;
 /// `gate_scales_vec`: threads per block, and the most branches its shared memory holds.
 const GATE_VEC_THREADS: u32 = 128;
 const GATE_VEC_MAX_M: usize = 16;
-/// `conv_out_vec`: threads per block (eight channels each), tokens per thread, longest kernel.
+/// `conv_out_vec`: threads per block (eight channels each), tokens per thread (a chain `dil`
+/// apart).
 const CONV_VEC_THREADS: u32 = 128;
-const CONV_VEC_RUN: usize = 4;
+const CONV_VEC_RUN: usize = 8;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves nothing half-written that matters here.
@@ -448,13 +449,18 @@ impl CudaBackend {
             ptr(out),
         ]);
         let width = if c.kernel_size <= 4 { 4 } else { 8 };
+        // conv_out_vec walks chains of CONV_VEC_RUN tokens `dil` apart.
+        let dil = c.max_ngram_size.max(1);
+        let chains = tokens.div_ceil(CONV_VEC_RUN * dil) * dil;
         let vec = d % 8 == 0
             && c.kernel_size <= 8
+            && c.max_ngram_size >= 1
             && out.device_ptr() % 16 == 0
             && (!c.short_conv
                 || (layer.conv_norm.device_ptr() % 16 == 0
                     && layer.conv_weight.device_ptr() % 16 == 0))
-            && (m * d / 8).div_ceil(CONV_VEC_THREADS as usize) <= 65_535;
+            && (m * d / 8).div_ceil(CONV_VEC_THREADS as usize) <= 65_535
+            && chains <= i32::MAX as usize;
         if !vec {
             return self.launch_n(&format!("conv_out_{t}"), (tokens * m * d) as u64, &args);
         }
@@ -462,7 +468,7 @@ impl CudaBackend {
         self.launch(
             &format!("conv_out_vec{width}_{t}"),
             (
-                u32_of("token runs", tokens.div_ceil(CONV_VEC_RUN))?,
+                u32_of("token chains", chains)?,
                 u32_of(
                     "channel blocks",
                     (m * d / 8).div_ceil(CONV_VEC_THREADS as usize),

@@ -24,14 +24,11 @@ pub(crate) enum Projection {
     Mma,
     /// `proj_mma_wide_*`: mma.sync, 128 x 256 tiles, 3 stages.
     MmaWide,
-    /// `proj_wgmma_*`: wgmma (sm_90a), 128 x 128 tiles, 4 stages.
+    /// `proj_wgmma_*`: wgmma (sm_90a), 128 x 128 tiles, 3 stages, two blocks per
+    /// multiprocessor.
     Wgmma,
     /// `proj_wgmma_wide_*`: wgmma (sm_90a), 128 x 256 tiles, 4 stages.
     WgmmaWide,
-    /// EXPERIMENT
-    WgmmaWide0,
-    /// EXPERIMENT
-    WgmmaX2,
 }
 
 /// The environment variable that overrides the choice.
@@ -54,8 +51,6 @@ impl Projection {
             Some("mma-wide") => Projection::MmaWide,
             Some("wgmma") => Projection::Wgmma,
             Some("wgmma-wide") => Projection::WgmmaWide,
-            Some("wgmma-wide0") => Projection::WgmmaWide0,
-            Some("wgmma-x2") => Projection::WgmmaX2,
             Some(other) => {
                 return Err(Error::Backend {
                     backend: BACKEND_NAME,
@@ -78,17 +73,14 @@ impl Projection {
 
     /// Whether the kernel lives in the sm_90a module.
     pub(crate) fn needs_sm90a(self) -> bool {
-        matches!(
-            self,
-            Projection::Wgmma | Projection::WgmmaWide | Projection::WgmmaWide0 | Projection::WgmmaX2
-        )
+        matches!(self, Projection::Wgmma | Projection::WgmmaWide)
     }
 
     /// Outputs per block.
     pub(crate) fn width(self) -> usize {
         match self {
-            Projection::Mma | Projection::Wgmma | Projection::WgmmaX2 => 128,
-            Projection::MmaWide | Projection::WgmmaWide | Projection::WgmmaWide0 => 256,
+            Projection::Mma | Projection::Wgmma => 128,
+            Projection::MmaWide | Projection::WgmmaWide => 256,
         }
     }
 
@@ -99,22 +91,19 @@ impl Projection {
             Projection::MmaWide => "proj_mma_wide_",
             Projection::Wgmma => "proj_wgmma_",
             Projection::WgmmaWide => "proj_wgmma_wide_",
-            Projection::WgmmaWide0 => "proj_wgmma_wide0_",
-            Projection::WgmmaX2 => "proj_wgmma_x2_",
         };
         format!("{prefix}{t}")
     }
 
     /// Dynamic shared memory of one block for a layer of `heads` heads: the pipeline's stages of
     /// a 128 x 64 token tile and a width x 64 weight tile (16-bit elements), the row table
-    /// (128 tokens x heads u32), and for wgmma 1024 bytes of slack to align the tiles.
+    /// (128 tokens x heads u32), and for wgmma 1024 bytes of slack to align the tiles. The
+    /// narrow wgmma kernel keeps to 3 stages so that two blocks share a multiprocessor.
     pub(crate) fn shared_bytes(self, heads: usize) -> usize {
-        let (stages, slack) = if self == Projection::WgmmaX2 {
-            (3, 1024)
-        } else if self.needs_sm90a() {
-            (4, 1024)
-        } else {
-            (3, 0)
+        let (stages, slack) = match self {
+            Projection::Mma | Projection::MmaWide => (3, 0),
+            Projection::Wgmma => (3, 1024),
+            Projection::WgmmaWide => (4, 1024),
         };
         slack
             + stages * (TOKENS_PER_BLOCK + self.width()) * K_TILE * 2
@@ -122,13 +111,11 @@ impl Projection {
     }
 
     /// Every projection kernel (the backend raises each one's shared memory limit).
-    pub(crate) const ALL: [Projection; 6] = [
-        Projection::WgmmaX2,
+    pub(crate) const ALL: [Projection; 4] = [
         Projection::Mma,
         Projection::MmaWide,
         Projection::Wgmma,
         Projection::WgmmaWide,
-        Projection::WgmmaWide0,
     ];
 }
 
@@ -154,10 +141,13 @@ mod tests {
 
     #[test]
     fn shared_memory_matches_the_kernels_contracts() {
-        // fused.cu: 3 (128 + BN) 64 * 2 + 512 heads; hopper.cu: 1024 + 4 (128 + BN) 128 + 512 heads.
+        // fused.cu: 3 (128 + BN) 64 * 2 + 512 heads; hopper.cu: 1024 + STAGES (128 + BN) 128 +
+        // 512 heads.
         assert_eq!(Projection::Mma.shared_bytes(16), 98_304 + 8192);
         assert_eq!(Projection::MmaWide.shared_bytes(16), 147_456 + 8192);
-        assert_eq!(Projection::Wgmma.shared_bytes(16), 1024 + 131_072 + 8192);
+        assert_eq!(Projection::Wgmma.shared_bytes(16), 1024 + 98_304 + 8192);
+        // Two narrow wgmma blocks fit an H100 multiprocessor's 228 KiB (1 KiB reserved each).
+        assert!(2 * (Projection::Wgmma.shared_bytes(16) + 1024) <= 228 * 1024);
         assert_eq!(
             Projection::WgmmaWide.shared_bytes(16),
             1024 + 196_608 + 8192
