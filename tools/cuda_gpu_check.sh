@@ -11,7 +11,7 @@
 #                                               # projection kernel and the cuBLAS floor only)
 #
 # Every projection kernel the device has is checked (ENGRAM_CUDA_PROJ, see engram-cuda's docs):
-# mma and mma-wide everywhere, wgmma and wgmma-wide on sm_90.
+# mma and mma-wide everywhere, wgmma, wgmma-wide and wgmma-ws on sm_90.
 #
 # `build` needs a libcuda to link against: CUDA_LIBRARY_PATH pointing at a folder whose lib64/
 # holds libcuda.so (a driver install, or Debian's libcuda1 package unpacked; .ci/run shows how).
@@ -44,7 +44,7 @@ run)
     mkdir -p "$out"
     nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv | tee "$out/gpu.txt"
     projections="mma mma-wide"
-    grep -q ", 9.0$" "$out/gpu.txt" && projections="wgmma wgmma-wide $projections"
+    grep -q ", 9.0$" "$out/gpu.txt" && projections="wgmma wgmma-wide wgmma-ws $projections"
     echo "== conformance suite, once per projection kernel ($projections)"
     : > "$out/suite.log"
     for p in $projections; do

@@ -52,36 +52,35 @@ template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile(
 // row bits 7-9).
 __device__ __forceinline__ u32 tile_offset(u32 r, u32 c) { return r * 128 + ((c ^ (r & 7)) << 4); }
 
-// The global table row of each (token, head) of the projection block whose first token is m0,
-// read once into shared memory: row_table[r heads + h] = offsets[h] + rows[(m0 + r) heads + h]
-// (0 past the last token). Ends with a block barrier.
-template <int THREADS>
+// The global table row of each (token, head) of the BM tokens from m0, read once into shared
+// memory by the THREADS threads numbered tid: row_table[r heads + h] = offsets[h] +
+// rows[(m0 + r) heads + h] (0 past the last token). The caller synchronises before reading it.
+template <int BM, int THREADS>
 __device__ __forceinline__ void fill_row_table(u32* row_table, const u64* offsets, const u32* rows, u32 heads, u32 m0,
-                                               u32 tokens) {
-    for (u32 i = threadIdx.x; i < PROJ_BM * heads; i += THREADS) {
+                                               u32 tokens, u32 tid) {
+    for (u32 i = tid; i < BM * heads; i += THREADS) {
         const u32 r = i / heads, h = i - r * heads, t = m0 + r;
         row_table[i] = t < tokens ? (u32)(offsets[h] + rows[(u64)t * heads + h]) : 0u;
     }
-    __syncthreads();
 }
 
 // Issues (without committing) the asynchronous copies of one k-tile of a projection block: the
-// 128 x 64 A tile (token rows: gathered table rows, or x with gather == 0) to a_base and the
+// BM x 64 A tile (token rows: gathered table rows, or x with gather == 0) to a_base and the
 // BN x 64 B tile (weight rows n0..n0+BN) to b_base, both in the tile_offset layout; elements past
-// the tokens, the outputs or K are zero-filled. Thread tid always moves chunk tid % 8 of rows
-// tid / 8 + (THREADS / 8) i, so its k, head and swizzle are worked out once per k-tile and each
-// further row is a fixed stride away.
-template <typename T, int BN, int THREADS>
+// the tokens, the outputs or K are zero-filled. Thread tid (of THREADS) always moves chunk tid % 8
+// of rows tid / 8 + (THREADS / 8) i, so its k, head and swizzle are worked out once per k-tile
+// and each further row is a fixed stride away.
+template <typename T, int BM, int BN, int THREADS>
 __device__ __forceinline__ void load_proj_stage(u32 a_base, u32 b_base, u32 k0, const T* table, u32 d_head,
                                                 const u32* row_table, u32 heads, u32 gather, const T* w, u32 m0,
-                                                u32 n0, u32 tokens, u32 K, u32 N) {
+                                                u32 n0, u32 tokens, u32 K, u32 N, u32 tid) {
     constexpr u32 ROWS = THREADS / 8;  // rows per pass, a multiple of 8: the swizzle repeats
-    static_assert(THREADS % 64 == 0 && PROJ_BM % ROWS == 0 && BN % ROWS == 0, "whole passes");
-    const u32 c = threadIdx.x & 7, r0 = threadIdx.x >> 3, k = k0 + c * 8, dst = tile_offset(r0, c);
+    static_assert(THREADS % 64 == 0 && BM % ROWS == 0 && BN % ROWS == 0, "whole passes");
+    const u32 c = tid & 7, r0 = tid >> 3, k = k0 + c * 8, dst = tile_offset(r0, c);
     const bool k_in = k < K;
     const u32 h = gather ? k / d_head : 0, k_in_row = k - h * d_head;
 #pragma unroll
-    for (u32 i = 0; i < PROJ_BM / ROWS; ++i) {
+    for (u32 i = 0; i < BM / ROWS; ++i) {
         const u32 r = r0 + i * ROWS, t = m0 + r;
         const bool ok = k_in && t < tokens;
         const T* src = table;

@@ -149,13 +149,16 @@ __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, co
     const u32 wm = (warp >> 2) * 64, wn = (warp & 3) * WN;
     const u32 base = smem_addr(smem);
     u32* row_table = reinterpret_cast<u32*>(smem + PROJ_STAGES * STAGE_BYTES);
-    if (gather) fill_row_table<PROJ_THREADS>(row_table, offsets, rows, heads, m0, tokens);
+    if (gather) {
+        fill_row_table<PROJ_BM, PROJ_THREADS>(row_table, offsets, rows, heads, m0, tokens, threadIdx.x);
+        __syncthreads();
+    }
     const u32 ktiles = (K + PROJ_BK - 1) / PROJ_BK, per_split = (ktiles + splits - 1) / splits;
     const u32 kt_begin = blockIdx.z * per_split, kt_end = min(kt_begin + per_split, ktiles);
     auto load_stage = [&](u32 stage, u32 k0) {
         const u32 a_base = base + stage * STAGE_BYTES;
-        load_proj_stage<T, BN, PROJ_THREADS>(a_base, a_base + A_BYTES, k0, table, d_head, row_table, heads, gather, w,
-                                             m0, n0, tokens, K, N);
+        load_proj_stage<T, PROJ_BM, BN, PROJ_THREADS>(a_base, a_base + A_BYTES, k0, table, d_head, row_table, heads, gather, w,
+                                             m0, n0, tokens, K, N, threadIdx.x);
     };
 
     float acc[4][NI][4];

@@ -89,13 +89,16 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
     const u32 tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
     const u32 n0 = blockIdx.x * BN, m0 = blockIdx.y * PROJ_BM;
     u32* row_table = reinterpret_cast<u32*>(smem + STAGES * STAGE_BYTES);
-    if (gather) fill_row_table<WG_THREADS>(row_table, offsets, rows, heads, m0, tokens);
+    if (gather) {
+        fill_row_table<PROJ_BM, WG_THREADS>(row_table, offsets, rows, heads, m0, tokens, threadIdx.x);
+        __syncthreads();
+    }
     const u32 ktiles = (K + PROJ_BK - 1) / PROJ_BK, per_split = (ktiles + splits - 1) / splits;
     const u32 kt_begin = blockIdx.z * per_split, kt_end = min(kt_begin + per_split, ktiles);
     auto load_stage = [&](u32 stage, u32 k0) {
         const u32 a_base = base + stage * STAGE_BYTES;
-        load_proj_stage<T, BN, WG_THREADS>(a_base, a_base + A_BYTES, k0, table, d_head, row_table, heads, gather, w,
-                                           m0, n0, tokens, K, N);
+        load_proj_stage<T, PROJ_BM, BN, WG_THREADS>(a_base, a_base + A_BYTES, k0, table, d_head, row_table, heads, gather, w,
+                                           m0, n0, tokens, K, N, threadIdx.x);
     };
 
     float acc[NB][64];
@@ -160,6 +163,202 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
         }
 }
 
+// ---- warp-specialised, persistent --------------------------------------------------------------
+
+// mbarrier helpers (shared::cta addresses).
+__device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(u32 bar) {
+    asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(bar) : "memory");
+}
+// Returns once the phase of the given parity has completed.
+__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
+    u32 done;
+    do {
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(bar), "r"(parity)
+                     : "memory");
+    } while (!done);
+}
+
+#define WS_THREADS 384
+#define WS_BM 256
+#define WS_BN 128
+#define WS_STAGES 4
+// The producer signals k-tile i once k-tile i + WS_LAG has been issued; WS_LAG <= WS_STAGES - 2
+// keeps a free stage for it while the consumers still hold k-tile i - 1.
+#define WS_LAG 2
+
+// The tile a persistent block works on: outputs n0.., tokens m0.., k-tiles [kt_begin, kt_end).
+struct WsTile {
+    u32 n0, m0, kt_begin, kt_end;
+};
+__device__ __forceinline__ WsTile ws_tile(u32 index, u32 n_tiles, u32 m_tiles, u32 ktiles, u32 splits) {
+    const u32 per_split = (ktiles + splits - 1) / splits;
+    const u32 nt = index % n_tiles, rest = index / n_tiles, mt = rest % m_tiles, z = rest / m_tiles;
+    const u32 kb = z * per_split;
+    return WsTile{nt * WS_BN, mt * WS_BM, kb, min(kb + per_split, ktiles)};
+}
+
+// proj_wgmma_ws_*(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,
+// partial, y): proj_mma_* (fused.cu) with 256 tokens x 128 outputs per tile, warp-specialised and
+// persistent. Warpgroup 0 issues every cp.async of the block's tiles into a ring of 4 stages and,
+// once a k-tile's copies have landed, arrives on that stage's `full` mbarrier; warpgroups 1 and 2
+// (128 tokens each, two m64n128k16 per k16 step) wait on `full`, issue wgmma, and release the
+// stage on its `empty` mbarrier once their wgmma has read it; at the end of a tile they write it
+// out while the producer already loads the next. Tiles are numbered with the outputs fastest
+// (then tokens, then splits) and block b takes tiles b, b + gridDim.x, ... Same requirements as
+// proj_mma_* (the global rows offsets[h] + rows[..] may exceed 2^32 here). Grid (min(tiles,
+// multiprocessors)), block 384, dynamic shared memory 1024 + 4 (256 + 128) 128 + 64 bytes, the
+// function's limit raised to that.
+template <typename T>
+__device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads,
+                                   u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,
+                                   float* partial, T* y) {
+    constexpr u32 A_BYTES = WS_BM * PROJ_BK * 2, STAGE_BYTES = (WS_BM + WS_BN) * PROJ_BK * 2;
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    const u32 raw = smem_addr(smem_raw), base = (raw + 1023) & ~1023u;
+    const u32 bars = base + WS_STAGES * STAGE_BYTES;  // full[s] at 8 s, empty[s] at 32 + 8 s
+    const u32 tid = threadIdx.x, wg = tid >> 7;
+    const u32 n_tiles = (N + WS_BN - 1) / WS_BN, m_tiles = (tokens + WS_BM - 1) / WS_BM;
+    const u32 ktiles = (K + PROJ_BK - 1) / PROJ_BK, tiles = n_tiles * m_tiles * splits;
+    if (tid == 0) {
+        for (u32 s = 0; s < WS_STAGES; ++s) {
+            mbar_init(bars + 8 * s, 128);      // full: every producer thread
+            mbar_init(bars + 32 + 8 * s, 8);   // empty: one lane per consumer warp
+        }
+    }
+    __syncthreads();
+
+    if (wg == 0) {
+        // Producer. Thread tid moves chunk c = tid % 8 of rows r0 + 16 i of every stage; for
+        // gathered rows it fetches the next k-tile's row ids into registers while the current
+        // k-tile's copies are issued, so no copy waits on an id load.
+        const u32 c = tid & 7, r0 = tid >> 3, dst = tile_offset(r0, c);
+        u32 ids[WS_BM / 16];
+        u64 id_offset = 0;
+        u32 id_k_in_row = 0;
+        auto fetch_ids = [&](const WsTile& tl, u32 kt) {
+            const u32 k = kt * PROJ_BK + c * 8;
+            if (!gather || k >= K) return;
+            const u32 h = k / d_head;
+            id_offset = offsets[h];
+            id_k_in_row = k - h * d_head;
+#pragma unroll
+            for (u32 i = 0; i < WS_BM / 16; ++i) {
+                const u32 t = tl.m0 + r0 + 16 * i;
+                ids[i] = t < tokens ? rows[(u64)t * heads + h] : 0u;
+            }
+        };
+        u32 it = 0, tile = blockIdx.x;
+        WsTile tl = ws_tile(tile, n_tiles, m_tiles, ktiles, splits);
+        u32 kt = tl.kt_begin;
+        if (tile < tiles) fetch_ids(tl, kt);
+        while (tile < tiles) {
+            const u32 s = it % WS_STAGES;
+            if (it >= WS_STAGES) mbar_wait(bars + 32 + 8 * s, ((it / WS_STAGES) - 1) & 1);
+            const u32 a_base = base + s * STAGE_BYTES, b_base = a_base + A_BYTES;
+            const u32 k = kt * PROJ_BK + c * 8;
+            const bool k_in = k < K;
+#pragma unroll
+            for (u32 i = 0; i < WS_BM / 16; ++i) {
+                const u32 t = tl.m0 + r0 + 16 * i;
+                const bool ok = k_in && t < tokens;
+                const T* src = table;
+                if (ok) src = gather ? table + (id_offset + ids[i]) * d_head + id_k_in_row : table + (u64)t * K + k;
+                cp_async16(a_base + dst + i * 16 * 128, src, ok ? 16 : 0);
+            }
+            const T* w_row = w + (u64)(tl.n0 + r0) * K + k;
+#pragma unroll
+            for (u32 i = 0; i < WS_BN / 16; ++i) {
+                const bool ok = k_in && tl.n0 + r0 + 16 * i < N;
+                cp_async16(b_base + dst + i * 16 * 128, ok ? w_row + (u64)i * 16 * K : w, ok ? 16 : 0);
+            }
+            cp_async_commit();
+            if (it >= WS_LAG) {
+                cp_async_wait<WS_LAG>();
+                fence_async_shared();
+                mbar_arrive(bars + 8 * ((it - WS_LAG) % WS_STAGES));
+            }
+            ++it;
+            if (++kt == tl.kt_end) {
+                tile += gridDim.x;
+                if (tile >= tiles) break;
+                tl = ws_tile(tile, n_tiles, m_tiles, ktiles, splits);
+                kt = tl.kt_begin;
+            }
+            fetch_ids(tl, kt);
+        }
+        cp_async_wait<0>();
+        fence_async_shared();
+        for (u32 j = it > WS_LAG ? it - WS_LAG : 0; j < it; ++j) mbar_arrive(bars + 8 * (j % WS_STAGES));
+        return;
+    }
+
+    // Consumers: warpgroup cg owns tokens 128 cg .. 128 cg + 127 of each tile.
+    const u32 cg = wg - 1, warp = (tid >> 5) & 3, lane = tid & 31;
+    float acc[2][64];
+    u32 it = 0;
+    bool held = false;  // k-tile it - 1's stage not yet released (within a tile)
+    for (u32 tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        const WsTile tl = ws_tile(tile, n_tiles, m_tiles, ktiles, splits);
+#pragma unroll
+        for (u32 b = 0; b < 2; ++b)
+#pragma unroll
+            for (u32 e = 0; e < 64; ++e) acc[b][e] = 0.0f;
+        for (u32 kt = tl.kt_begin; kt < tl.kt_end; ++kt, ++it) {
+            const u32 s = it % WS_STAGES;
+            mbar_wait(bars + 8 * s, (it / WS_STAGES) & 1);
+            const u32 a_base = base + s * STAGE_BYTES + cg * 128 * 128, b_base = base + s * STAGE_BYTES + A_BYTES;
+            const u64 da0 = tile_descriptor(a_base), da1 = tile_descriptor(a_base + 64 * 128),
+                      db = tile_descriptor(b_base);
+            wgmma_fence();
+#pragma unroll
+            for (u32 kk = 0; kk < PROJ_BK / 16; ++kk) {
+                Wgmma<T>::run(acc[0], da0 + 2 * kk, db + 2 * kk);
+                Wgmma<T>::run(acc[1], da1 + 2 * kk, db + 2 * kk);
+            }
+            wgmma_commit();
+            fence_accumulators(acc[0]);
+            fence_accumulators(acc[1]);
+            // k-tile it - 1's group is done: its stage goes back to the producer.
+            wgmma_wait<1>();
+            __syncwarp();
+            if (held && lane == 0) mbar_arrive(bars + 32 + 8 * ((it - 1) % WS_STAGES));
+            held = true;
+        }
+        wgmma_wait<0>();
+        fence_accumulators(acc[0]);
+        fence_accumulators(acc[1]);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(bars + 32 + 8 * ((it - 1) % WS_STAGES));
+        held = false;
+#pragma unroll
+        for (u32 b = 0; b < 2; ++b)
+#pragma unroll
+            for (u32 j = 0; j < 16; ++j) {
+                const u32 col = tl.n0 + j * 8 + (lane & 3) * 2;
+                if (col >= N) continue;
+                const float b0 = (bias && splits == 1) ? widen(bias[col]) : 0.0f;
+                const float b1 = (bias && splits == 1) ? widen(bias[col + 1]) : 0.0f;
+#pragma unroll
+                for (u32 half = 0; half < 2; ++half) {
+                    const u32 row = tl.m0 + cg * 128 + b * 64 + warp * 16 + (lane >> 2) + half * 8;
+                    if (row >= tokens) continue;
+                    const float v0 = acc[b][4 * j + 2 * half], v1 = acc[b][4 * j + 2 * half + 1];
+                    if (splits == 1) {
+                        *reinterpret_cast<u32*>(y + (u64)row * N + col) = pack2<T>(v0 + b0, v1 + b1);
+                    } else {
+                        const u32 z = tl.kt_begin / ((ktiles + splits - 1) / splits);
+                        *reinterpret_cast<float2*>(partial + ((u64)z * tokens + row) * N + col) = make_float2(v0, v1);
+                    }
+                }
+            }
+    }
+}
+
 #define HOPPER_INSTANTIATE(NAME, T)                                                                                   \
     extern "C" __global__ void __launch_bounds__(WG_THREADS, 2)                                                       \
         proj_wgmma_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,     \
@@ -173,6 +372,11 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
                                float* partial, T* y) {                                                                \
         proj_wgmma_impl<T, 256, 4, 1>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,    \
                                       partial, y);                                                                    \
+    }                                                                                                                 \
+    extern "C" __global__ void __launch_bounds__(WS_THREADS, 1)                                                       \
+        proj_wgmma_ws_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,  \
+                             const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial, T* y) { \
+        proj_wgmma_ws_impl<T>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial, y); \
     }
 
 HOPPER_INSTANTIATE(bf16, __nv_bfloat16)

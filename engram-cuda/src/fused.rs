@@ -15,7 +15,7 @@ use engram_core::{
 };
 
 use crate::device::{cuda_err, ptr, suffix, u32_of, Arg, CudaBackend, CudaBuffer, MAX_BLOCKS};
-use crate::projection::{self, Projection, K_TILE, TOKENS_PER_BLOCK};
+use crate::projection::{Projection, K_TILE, TOKENS_PER_BLOCK};
 use crate::reciprocal::Reciprocal;
 use crate::BACKEND_NAME;
 
@@ -334,14 +334,24 @@ impl CudaBackend {
         let n = (m + 1) * d;
         let t = suffix(T::DTYPE)?;
         let projection = self.projection_for(layer);
-        self.launch(
-            &projection.kernel(t),
+        let tiles = n.div_ceil(projection.width()) * tokens.div_ceil(projection.tokens_per_tile());
+        let grid = if projection.persistent() {
+            (
+                u32_of("blocks", (tiles * s.splits).min(self.multiprocessors))?,
+                1,
+                1,
+            )
+        } else {
             (
                 u32_of("projection tiles", n.div_ceil(projection.width()))?,
-                u32_of("token tiles", tokens.div_ceil(TOKENS_PER_BLOCK))?,
+                u32_of("token tiles", tokens.div_ceil(projection.tokens_per_tile()))?,
                 u32_of("splits", s.splits)?,
-            ),
-            projection::THREADS,
+            )
+        };
+        self.launch(
+            &projection.kernel(t),
+            grid,
+            projection.threads(),
             u32_of("shared memory", projection.shared_bytes(c.num_heads()))?,
             &[
                 ptr(&layer.table),
@@ -487,8 +497,8 @@ impl CudaBackend {
     fn proj_splits<T: Element>(&self, layer: &DeviceEngramLayer<Self, T>, tokens: usize) -> usize {
         let c = &layer.config;
         let n = (c.hc_mult + 1) * c.hidden_size;
-        let width = self.projection_for(layer).width();
-        let tiles = n.div_ceil(width) * tokens.div_ceil(TOKENS_PER_BLOCK);
+        let projection = self.projection_for(layer);
+        let tiles = n.div_ceil(projection.width()) * tokens.div_ceil(projection.tokens_per_tile());
         let ktiles = c.d_mem().div_ceil(K_TILE);
         if tiles >= self.multiprocessors || ktiles < 2 {
             return 1;

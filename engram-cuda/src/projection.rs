@@ -29,6 +29,9 @@ pub(crate) enum Projection {
     Wgmma,
     /// `proj_wgmma_wide_*`: wgmma (sm_90a), 128 x 256 tiles, 4 stages.
     WgmmaWide,
+    /// `proj_wgmma_ws_*`: wgmma (sm_90a), 256 x 128 tiles, warp-specialised (a producer
+    /// warpgroup and two consumers) and persistent (one block per multiprocessor).
+    WgmmaWs,
 }
 
 /// The environment variable that overrides the choice.
@@ -51,12 +54,13 @@ impl Projection {
             Some("mma-wide") => Projection::MmaWide,
             Some("wgmma") => Projection::Wgmma,
             Some("wgmma-wide") => Projection::WgmmaWide,
+            Some("wgmma-ws") => Projection::WgmmaWs,
             Some(other) => {
                 return Err(Error::Backend {
                     backend: BACKEND_NAME,
                     message: format!(
-                        "{OVERRIDE}={other:?}: expected mma, mma-wide, wgmma or wgmma-wide"
-                    ),
+                    "{OVERRIDE}={other:?}: expected mma, mma-wide, wgmma, wgmma-wide or wgmma-ws"
+                ),
                 })
             }
         };
@@ -73,13 +77,16 @@ impl Projection {
 
     /// Whether the kernel lives in the sm_90a module.
     pub(crate) fn needs_sm90a(self) -> bool {
-        matches!(self, Projection::Wgmma | Projection::WgmmaWide)
+        matches!(
+            self,
+            Projection::Wgmma | Projection::WgmmaWide | Projection::WgmmaWs
+        )
     }
 
     /// Outputs per block.
     pub(crate) fn width(self) -> usize {
         match self {
-            Projection::Mma | Projection::Wgmma => 128,
+            Projection::Mma | Projection::Wgmma | Projection::WgmmaWs => 128,
             Projection::MmaWide | Projection::WgmmaWide => 256,
         }
     }
@@ -91,31 +98,58 @@ impl Projection {
             Projection::MmaWide => "proj_mma_wide_",
             Projection::Wgmma => "proj_wgmma_",
             Projection::WgmmaWide => "proj_wgmma_wide_",
+            Projection::WgmmaWs => "proj_wgmma_ws_",
         };
         format!("{prefix}{t}")
     }
 
+    /// Tokens per tile.
+    pub(crate) fn tokens_per_tile(self) -> usize {
+        match self {
+            Projection::WgmmaWs => 2 * TOKENS_PER_BLOCK,
+            _ => TOKENS_PER_BLOCK,
+        }
+    }
+
+    /// Threads per block.
+    pub(crate) fn threads(self) -> u32 {
+        match self {
+            Projection::WgmmaWs => THREADS + 128,
+            _ => THREADS,
+        }
+    }
+
+    /// Whether blocks loop over tiles (grid = one block per multiprocessor at most) rather than
+    /// one block per tile (grid = output tiles x token tiles x splits).
+    pub(crate) fn persistent(self) -> bool {
+        self == Projection::WgmmaWs
+    }
+
     /// Dynamic shared memory of one block for a layer of `heads` heads: the pipeline's stages of
-    /// a 128 x 64 token tile and a width x 64 weight tile (16-bit elements), the row table
-    /// (128 tokens x heads u32), and for wgmma 1024 bytes of slack to align the tiles. The
-    /// narrow wgmma kernel keeps to 3 stages so that two blocks share a multiprocessor.
+    /// a token tile and a width x 64 weight tile (16-bit elements), the row table (the tile's
+    /// tokens x heads u32), and for wgmma 1024 bytes of slack to align the tiles (plus the
+    /// warp-specialised kernel's eight 8-byte mbarriers). The narrow wgmma kernel keeps to 3
+    /// stages so that two blocks share a multiprocessor.
     pub(crate) fn shared_bytes(self, heads: usize) -> usize {
         let (stages, slack) = match self {
             Projection::Mma | Projection::MmaWide => (3, 0),
             Projection::Wgmma => (3, 1024),
             Projection::WgmmaWide => (4, 1024),
+            Projection::WgmmaWs => (4, 1024 + 64),
         };
-        slack
-            + stages * (TOKENS_PER_BLOCK + self.width()) * K_TILE * 2
-            + TOKENS_PER_BLOCK * heads * 4
+        let rows = self.tokens_per_tile();
+        // The warp-specialised kernel's producer reads the row ids itself (no row table).
+        let table = if self.persistent() { 0 } else { rows * heads * 4 };
+        slack + stages * (rows + self.width()) * K_TILE * 2 + table
     }
 
     /// Every projection kernel (the backend raises each one's shared memory limit).
-    pub(crate) const ALL: [Projection; 4] = [
+    pub(crate) const ALL: [Projection; 5] = [
         Projection::Mma,
         Projection::MmaWide,
         Projection::Wgmma,
         Projection::WgmmaWide,
+        Projection::WgmmaWs,
     ];
 }
 
@@ -153,5 +187,8 @@ mod tests {
             1024 + 196_608 + 8192
         );
         assert_eq!(Projection::WgmmaWide.kernel("bf16"), "proj_wgmma_wide_bf16");
+        // hopper.cu, warp-specialised: 1024 + 4 (256 + 128) 128 + 64, no row table.
+        assert_eq!(Projection::WgmmaWs.shared_bytes(16), 1024 + 196_608 + 64);
+        assert!(Projection::WgmmaWs.shared_bytes(16) <= 227 * 1024);
     }
 }
