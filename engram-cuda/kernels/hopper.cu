@@ -172,6 +172,11 @@ __device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
 __device__ __forceinline__ void mbar_arrive(u32 bar) {
     asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(bar) : "memory");
 }
+// Arrives on the barrier once every cp.async this thread issued so far has landed (counted as
+// one of the barrier's expected arrivals).
+__device__ __forceinline__ void mbar_arrive_on_copies(u32 bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
 // Returns once the phase of the given parity has completed.
 __device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
     u32 done;
@@ -187,9 +192,6 @@ __device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
 #define WS_BM 256
 #define WS_BN 128
 #define WS_STAGES 4
-// The producer signals k-tile i once k-tile i + WS_LAG has been issued; WS_LAG <= WS_STAGES - 2
-// keeps a free stage for it while the consumers still hold k-tile i - 1.
-#define WS_LAG 2
 
 // The tile a persistent block works on: outputs n0.., tokens m0.., k-tiles [kt_begin, kt_end).
 struct WsTile {
@@ -204,8 +206,9 @@ __device__ __forceinline__ WsTile ws_tile(u32 index, u32 n_tiles, u32 m_tiles, u
 
 // proj_wgmma_ws_*(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,
 // partial, y): proj_mma_* (fused.cu) with 256 tokens x 128 outputs per tile, warp-specialised and
-// persistent. Warpgroup 0 issues every cp.async of the block's tiles into a ring of 4 stages and,
-// once a k-tile's copies have landed, arrives on that stage's `full` mbarrier; warpgroups 1 and 2
+// persistent. Warpgroup 0 issues every cp.async of the block's tiles into a ring of 4 stages, each
+// thread's copies arriving on that stage's `full` mbarrier as they land (the producer never
+// waits on its own copies, only on a free stage); warpgroups 1 and 2
 // (128 tokens each, two m64n128k16 per k16 step) wait on `full`, issue wgmma, and release the
 // stage on its `empty` mbarrier once their wgmma has read it; at the end of a tile they write it
 // out while the producer already loads the next. Tiles are numbered with the outputs fastest
@@ -276,12 +279,8 @@ __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offset
                 const bool ok = k_in && tl.n0 + r0 + 16 * i < N;
                 cp_async16(b_base + dst + i * 16 * 128, ok ? w_row + (u64)i * 16 * K : w, ok ? 16 : 0);
             }
-            cp_async_commit();
-            if (it >= WS_LAG) {
-                cp_async_wait<WS_LAG>();
-                fence_async_shared();
-                mbar_arrive(bars + 8 * ((it - WS_LAG) % WS_STAGES));
-            }
+            // The stage's `full` barrier completes when every producer thread's copies landed.
+            mbar_arrive_on_copies(bars + 8 * s);
             ++it;
             if (++kt == tl.kt_end) {
                 tile += gridDim.x;
@@ -291,9 +290,8 @@ __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offset
             }
             fetch_ids(tl, kt);
         }
+        cp_async_commit();
         cp_async_wait<0>();
-        fence_async_shared();
-        for (u32 j = it > WS_LAG ? it - WS_LAG : 0; j < it; ++j) mbar_arrive(bars + 8 * (j % WS_STAGES));
         return;
     }
 
@@ -311,6 +309,8 @@ __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offset
         for (u32 kt = tl.kt_begin; kt < tl.kt_end; ++kt, ++it) {
             const u32 s = it % WS_STAGES;
             mbar_wait(bars + 8 * s, (it / WS_STAGES) & 1);
+            // The copies were made through the generic proxy; wgmma reads through the async one.
+            fence_async_shared();
             const u32 a_base = base + s * STAGE_BYTES + cg * 128 * 128, b_base = base + s * STAGE_BYTES + A_BYTES;
             const u64 da0 = tile_descriptor(a_base), da1 = tile_descriptor(a_base + 64 * 128),
                       db = tile_descriptor(b_base);
