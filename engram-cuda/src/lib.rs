@@ -26,7 +26,8 @@
 //! device, [`CudaBackend::new`] returns [`engram_core::Error::NoDevice`] with the reason; the type
 //! exists either way. `ENGRAM_CUDA_PROJ` overrides the projection kernel the backend picks
 //! (`mma`, `mma-wide`, `wgmma`, `wgmma-wide`: mma.sync or wgmma, 128 x 128 or 128 x 256 output
-//! tiles); an unknown name, or wgmma on a device without it, makes [`CudaBackend::new`] fail.
+//! tiles; `wgmma-ws`: warp-specialised and persistent, 256 x 128 tiles); an unknown name, or
+//! wgmma on a device without it, makes [`CudaBackend::new`] fail.
 
 /// The CUDA C++ source of every kernel, with their launch contracts.
 pub const ENGRAM_CU: &str = include_str!("../kernels/engram.cu");
@@ -157,7 +158,12 @@ mod tests {
             .starts_with("// Generated from hopper.cu by tools/gen_ptx.py with NVRTC 12.2"));
         assert!(HOPPER_PTX.contains(".target sm_90a"));
         assert!(HOPPER_PTX.contains(".version 8.2"));
-        for kernel in ["proj_wgmma_bf16", "proj_wgmma_f16", "proj_wgmma_wide_bf16"] {
+        for kernel in [
+            "proj_wgmma_bf16",
+            "proj_wgmma_f16",
+            "proj_wgmma_wide_bf16",
+            "proj_wgmma_ws_f16",
+        ] {
             assert!(HOPPER_PTX.contains(&format!(".entry {kernel}(")));
         }
         for source in [FUSED_CU, HOPPER_CU] {

@@ -1,10 +1,11 @@
 //! Which kernel computes the stacked projection of the fast path, and what each one needs.
 //!
-//! Four kernels do the same job (`kernels/fused.cu` and `kernels/hopper.cu`): `mma.sync` with
-//! 128 x 128 or 128 x 256 output tiles, loadable on sm_90 and later, and `wgmma` with the same two
-//! widths, sm_90a only. The backend picks one when it is made: `ENGRAM_CUDA_PROJ` names one
-//! (`mma`, `mma-wide`, `wgmma`, `wgmma-wide`), otherwise the fastest measured on the device's
-//! architecture (`benches/NOTES.md`).
+//! Five kernels do the same job (`kernels/fused.cu` and `kernels/hopper.cu`): `mma.sync` with
+//! 128 x 128 or 128 x 256 output tiles, loadable on sm_90 and later, and, sm_90a only, `wgmma`
+//! with the same two widths and a warp-specialised persistent `wgmma` kernel with 256 x 128 tiles.
+//! The backend picks one when it is made: `ENGRAM_CUDA_PROJ` names one (`mma`, `mma-wide`,
+//! `wgmma`, `wgmma-wide`, `wgmma-ws`), otherwise the fastest measured on the device's
+//! architecture (`benches/NOTES.md`: `wgmma` on an H100, `mma` elsewhere).
 
 use engram_core::{Error, Result};
 
@@ -139,7 +140,11 @@ impl Projection {
         };
         let rows = self.tokens_per_tile();
         // The warp-specialised kernel's producer reads the row ids itself (no row table).
-        let table = if self.persistent() { 0 } else { rows * heads * 4 };
+        let table = if self.persistent() {
+            0
+        } else {
+            rows * heads * 4
+        };
         slack + stages * (rows + self.width()) * K_TILE * 2 + table
     }
 
