@@ -21,7 +21,8 @@ __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_grou
 template <int N> __device__ __forceinline__ void wgmma_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
-// Orders this thread's completed cp.async writes to shared memory before the tensor cores' reads.
+// Orders shared-memory writes made through the generic proxy (completed cp.async copies: this
+// thread's, or other threads' seen through a barrier) before the tensor cores' async-proxy reads.
 __device__ __forceinline__ void fence_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 // Ties the accumulators to the surrounding asm so that no read or write of them moves across a
 // wgmma issue or wait.
