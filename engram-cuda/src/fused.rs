@@ -334,23 +334,14 @@ impl CudaBackend {
         let n = (m + 1) * d;
         let t = suffix(T::DTYPE)?;
         let projection = self.projection_for(layer);
-        let tiles = n.div_ceil(projection.width()) * tokens.div_ceil(projection.tokens_per_tile());
-        let grid = if projection.persistent() {
-            (
-                u32_of("blocks", (tiles * s.splits).min(self.multiprocessors))?,
-                1,
-                1,
-            )
-        } else {
-            (
-                u32_of("projection tiles", n.div_ceil(projection.width()))?,
-                u32_of("token tiles", tokens.div_ceil(projection.tokens_per_tile()))?,
-                u32_of("splits", s.splits)?,
-            )
-        };
+        let [x, y, z] = projection.grid(n, tokens, s.splits, self.multiprocessors);
         self.launch(
             &projection.kernel(t),
-            grid,
+            (
+                u32_of("projection blocks", x)?,
+                u32_of("token tiles", y)?,
+                u32_of("splits", z)?,
+            ),
             projection.threads(),
             u32_of("shared memory", projection.shared_bytes(c.num_heads()))?,
             &[
@@ -497,8 +488,7 @@ impl CudaBackend {
     fn proj_splits<T: Element>(&self, layer: &DeviceEngramLayer<Self, T>, tokens: usize) -> usize {
         let c = &layer.config;
         let n = (c.hc_mult + 1) * c.hidden_size;
-        let projection = self.projection_for(layer);
-        let tiles = n.div_ceil(projection.width()) * tokens.div_ceil(projection.tokens_per_tile());
+        let tiles = self.projection_for(layer).tiles(n, tokens);
         let ktiles = c.d_mem().div_ceil(K_TILE);
         if tiles >= self.multiprocessors || ktiles < 2 {
             return 1;

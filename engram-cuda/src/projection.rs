@@ -120,6 +120,36 @@ impl Projection {
         }
     }
 
+    /// Output tiles times token tiles for `outputs` outputs and `tokens` tokens.
+    pub(crate) fn tiles(self, outputs: usize, tokens: usize) -> usize {
+        outputs.div_ceil(self.width()) * tokens.div_ceil(self.tokens_per_tile())
+    }
+
+    /// The launch grid (x, y, z) for `splits` shares of k on a device of `multiprocessors`: one
+    /// block per output tile, token tile and split, or for the persistent kernel one block per
+    /// multiprocessor at most (each then loops over its share of the tiles).
+    pub(crate) fn grid(
+        self,
+        outputs: usize,
+        tokens: usize,
+        splits: usize,
+        multiprocessors: usize,
+    ) -> [usize; 3] {
+        if self.persistent() {
+            [
+                (self.tiles(outputs, tokens) * splits).min(multiprocessors),
+                1,
+                1,
+            ]
+        } else {
+            [
+                outputs.div_ceil(self.width()),
+                tokens.div_ceil(self.tokens_per_tile()),
+                splits,
+            ]
+        }
+    }
+
     /// Whether blocks loop over tiles (grid = one block per multiprocessor at most) rather than
     /// one block per tile (grid = output tiles x token tiles x splits).
     pub(crate) fn persistent(self) -> bool {
@@ -176,6 +206,21 @@ mod tests {
         );
         assert!(Projection::choose(Some("wgmma"), false).is_err());
         assert!(Projection::choose(Some("fast"), true).is_err());
+    }
+
+    #[test]
+    fn grids_cover_every_tile_once() {
+        // The demo layer's prefill: 5120 outputs, 16384 tokens, one split, 132 multiprocessors.
+        assert_eq!(Projection::Wgmma.grid(5120, 16384, 1, 132), [40, 128, 1]);
+        assert_eq!(Projection::MmaWide.grid(5120, 16384, 1, 132), [20, 128, 1]);
+        // 40 x 64 tiles of 256 tokens x 128 outputs for the persistent kernel, one block per
+        // multiprocessor.
+        assert_eq!(Projection::WgmmaWs.tiles(5120, 16384), 40 * 64);
+        assert_eq!(Projection::WgmmaWs.grid(5120, 16384, 1, 132), [132, 1, 1]);
+        // A decode step of 3 tokens split six ways: fewer work items than multiprocessors.
+        assert_eq!(Projection::WgmmaWs.grid(5120, 3, 6, 132), [132, 1, 1]);
+        assert_eq!(Projection::WgmmaWs.grid(256, 3, 6, 132), [12, 1, 1]);
+        assert_eq!(Projection::Mma.grid(256, 3, 6, 132), [2, 1, 6]);
     }
 
     #[test]
