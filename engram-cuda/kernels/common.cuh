@@ -22,6 +22,8 @@ __device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(
 __device__ __forceinline__ u64 global_index() { return (u64)blockIdx.x * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ u64 global_stride() { return (u64)gridDim.x * blockDim.x; }
 
+// The sequence of position t in a packed batch: the largest s with cu[s] <= t (empty sequences
+// share their start with the next one, and the largest such s is the non-empty one).
 __device__ __forceinline__ u32 sequence_of(const u32* cu, u32 seqs, u64 t) {
     u32 lo = 0, hi = seqs - 1;
     while (lo < hi) {

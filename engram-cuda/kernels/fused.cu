@@ -402,13 +402,11 @@ __device__ void conv_decode_scaled_impl(const T* proj, const T* alpha, const flo
 // ---- vectorised follow-up kernels (rows of whole 16-byte chunks) -----------------------------------
 
 // Eight consecutive 16-bit elements (one 16-byte load or store; the address 16-byte aligned).
-template <typename T> __device__ __forceinline__ void widen8(const uint4& raw, float (&x)[8]) {
+template <typename T> __device__ __forceinline__ void load8(const T* src, float (&x)[8]) {
+    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(src));
     const T* e = reinterpret_cast<const T*>(&raw);
 #pragma unroll
     for (u32 i = 0; i < 8; ++i) x[i] = widen(e[i]);
-}
-template <typename T> __device__ __forceinline__ void load8(const T* src, float (&x)[8]) {
-    widen8<T>(__ldg(reinterpret_cast<const uint4*>(src)), x);
 }
 template <typename T> __device__ __forceinline__ void store8(T* dst, const float (&x)[8]) {
     uint4 raw;

@@ -35,28 +35,20 @@ __device__ __forceinline__ void fence_accumulators(float (&d)[64]) {
 // memory. Accumulator layout: warp w of the warpgroup, lane l, d[4 j + e] is row 16 w + l / 4 +
 // 8 (e / 2), column 8 j + 2 (l % 4) + e % 2.
 template <typename T> struct Wgmma;
-template <> struct Wgmma<__nv_bfloat16> {
-    static __device__ __forceinline__ void run(float (&d)[64], u64 desc_a, u64 desc_b) {
-        asm volatile(
-            "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-            "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
-            "%64, %65, p, 1, 1, 0, 0;\n}\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-            : "l"(desc_a), "l"(desc_b));
-    }
-};
-template <> struct Wgmma<__half> {
-    static __device__ __forceinline__ void run(float (&d)[64], u64 desc_a, u64 desc_b) {
-        asm volatile(
-            "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-            "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
-            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
-            "%64, %65, p, 1, 1, 0, 0;\n}\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-            : "l"(desc_a), "l"(desc_b));
-    }
-};
+// The one instruction for element type TY (the PTX type name), accumulators in d.
+#define WGMMA_M64N128K16(T, TY)                                                                                      \
+    template <> struct Wgmma<T> {                                                                                    \
+        static __device__ __forceinline__ void run(float (&d)[64], u64 desc_a, u64 desc_b) {                         \
+            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"                                                  \
+                         "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " "                                \
+                         "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "  \
+                         "%64, %65, p, 1, 1, 0, 0;\n}\n"                                                             \
+                         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]) \
+                         : "l"(desc_a), "l"(desc_b));                                                               \
+        }                                                                                                            \
+    };
+WGMMA_M64N128K16(__nv_bfloat16, "bf16")
+WGMMA_M64N128K16(__half, "f16")
 
 // Two adjacent outputs as one 4-byte store.
 __device__ __forceinline__ u32 bits(__half x) { return __half_as_ushort(x); }
@@ -74,14 +66,14 @@ template <typename T> __device__ __forceinline__ u32 pack2(float lo, float hi) {
 // ceil(tokens/128), splits), block 256, dynamic shared memory 1024 (alignment slack) + STAGES
 // (128 + BN) 128 bytes + 512 heads bytes (the row table; 0 without gather), the function's limit
 // raised to that.
-template <typename T, int BN, int STAGES, int PENDING>
+template <typename T, int BN, int STAGES>
 __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads,
                                 u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,
                                 float* partial, T* y) {
-    // PENDING wgmma groups stay in flight behind the one just issued; the loads run AHEAD
-    // k-tiles in front of it, in the stages no pending group reads.
-    static_assert(STAGES - 1 - PENDING >= 1, "at least one stage loading");
-    constexpr u32 NB = BN / 128, AHEAD = STAGES - 1 - PENDING;
+    // One wgmma group stays in flight behind the one just issued; the loads run AHEAD k-tiles
+    // in front of it, in the stages neither group reads.
+    static_assert(STAGES >= 3, "at least one stage loading");
+    constexpr u32 NB = BN / 128, AHEAD = STAGES - 2;
     constexpr u32 A_BYTES = PROJ_BM * PROJ_BK * 2, STAGE_BYTES = (PROJ_BM + BN) * PROJ_BK * 2;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     // Swizzled tiles must start on 1024-byte boundaries.
@@ -116,8 +108,8 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
     for (u32 kt = kt_begin; kt < kt_end; ++kt) {
         const u32 i = kt - kt_begin;
         // This thread's copies of k-tile i have landed; after the barrier everyone's have, and
-        // both warpgroups have finished the wgmma group of k-tile i - 1 - PENDING (each waits
-        // below until at most PENDING groups are in flight), so its stage, the one k-tile
+        // both warpgroups have finished the wgmma group of k-tile i - 2 (each waits below until
+        // at most one group is in flight), so its stage, the one k-tile
         // i + AHEAD goes to, can be refilled.
         cp_async_wait<AHEAD - 1>();
         fence_async_shared();
@@ -135,7 +127,7 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
         wgmma_commit();
 #pragma unroll
         for (u32 b = 0; b < NB; ++b) fence_accumulators(acc[b]);
-        wgmma_wait<PENDING>();
+        wgmma_wait<1>();
     }
     wgmma_wait<0>();
 #pragma unroll
@@ -364,14 +356,14 @@ __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offset
     extern "C" __global__ void __launch_bounds__(WG_THREADS, 2)                                                       \
         proj_wgmma_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,     \
                           const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial, T* y) {    \
-        proj_wgmma_impl<T, 128, 3, 1>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,    \
+        proj_wgmma_impl<T, 128, 3>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,    \
                                       partial, y);                                                                    \
     }                                                                                                                 \
     extern "C" __global__ void __launch_bounds__(WG_THREADS, 1)                                                       \
         proj_wgmma_wide_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads,            \
                                u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,           \
                                float* partial, T* y) {                                                                \
-        proj_wgmma_impl<T, 256, 4, 1>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,    \
+        proj_wgmma_impl<T, 256, 4>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,    \
                                       partial, y);                                                                    \
     }                                                                                                                 \
     extern "C" __global__ void __launch_bounds__(WS_THREADS, 1)                                                       \
