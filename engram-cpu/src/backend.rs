@@ -43,16 +43,6 @@ impl CpuBackend {
     }
 }
 
-/// `s` as `&[f32]` when `T` is `f32`.
-fn as_f32<T: Element>(s: &[T]) -> Option<&[f32]> {
-    (T::DTYPE == DType::F32).then(|| bytemuck::cast_slice(s))
-}
-
-/// `s` as `&mut [f32]` when `T` is `f32`.
-fn as_f32_mut<T: Element>(s: &mut [T]) -> Option<&mut [f32]> {
-    (T::DTYPE == DType::F32).then(|| bytemuck::cast_slice_mut(s))
-}
-
 /// Whether the fast (f32-arithmetic) kernels serve `T`; f64 keeps the oracle's f64 arithmetic.
 fn fast<T: Element>() -> bool {
     T::DTYPE != DType::F64
@@ -256,14 +246,10 @@ impl EngramOps for CpuBackend {
         out: &mut CpuBuffer<T>,
     ) -> Result<()> {
         let bias = bias.map(|b| &**b);
-        match (as_f32(x), as_f32(weight), bias.map(as_f32), as_f32_mut(out)) {
-            (Some(x), Some(w), b, Some(o)) => {
-                kernels::linear::linear(x, w, b.flatten(), in_features, o, self.par)
-            }
-            _ if fast::<T>() => {
-                kernels::linear::linear_widening(x, weight, bias, in_features, out, self.par)
-            }
-            _ => reference::linear(x, weight, bias, in_features, out),
+        if fast::<T>() {
+            kernels::linear::fastest(x, weight, bias, in_features, out, self.par)
+        } else {
+            reference::linear(x, weight, bias, in_features, out)
         }
     }
 

@@ -3,14 +3,15 @@
 //! The CPU backend of the Engram kernels. Buffers are host vectors. The kernels are free
 //! functions over slices in [`kernels`], usable without the traits: the N-gram hash with id
 //! compression fused and the modulo by reciprocal, the projection through the `gemm` crate (f32)
-//! or a widening kernel (bf16, f16), and row-parallel gather, RMSNorm, gate and short convolution
+//! or this crate's packed 16-bit GEMM (bf16, f16: weights widened in registers by its
+//! microkernel), and row-parallel gather, RMSNorm, gate and short convolution
 //! (f32 arithmetic, bf16/f16 widened in registers), with the prefill's element-wise tail fused.
 //! f64 runs, and the ops not yet tuned, call the oracle in [`engram_core::reference`]. Results do
 //! not depend on the thread count; `CpuBackend::sequential` uses the calling thread only.
 //!
 //! Without the default `std` feature the crate is `no_std` + `alloc` and holds the kernels that
-//! need neither threads nor the `gemm` crate (hash, gather, RMSNorm, gate, convolution and its
-//! decode step, routing), run on the calling thread and vectorised for the instruction set the
+//! need neither threads nor the `gemm` crate (hash, gather, the 16-bit GEMM, RMSNorm, gate,
+//! convolution and its decode step, routing), run on the calling thread and vectorised for the instruction set the
 //! build targets (`RUSTFLAGS="-C target-feature=+avx2,+fma"`), since there is no run-time probe:
 //! `cargo build -p engram-cpu --no-default-features`.
 

@@ -352,7 +352,7 @@ pub fn engram_prefill<T: Element>(
         let e = view::<T>(e_b, n_e);
         norm_gate::gather_rows(layer.table, c.d_head(), layer.hash, rows, e, par)?;
         let proj = view::<T>(proj_b, n_proj);
-        project(e, layer.proj_weight, c.d_mem(), proj, par)?;
+        linear::fastest(e, layer.proj_weight, None, c.d_mem(), proj, par)?;
         let alpha = match gates {
             Some(g) => g,
             None => view::<T>(alpha_b, tokens * m),
@@ -412,29 +412,4 @@ pub fn engram_prefill<T: Element>(
         scratch.give(b);
     }
     result
-}
-
-/// The stacked projection without its bias: GEMM for f32, the widening kernel otherwise.
-#[cfg(feature = "std")]
-fn project<T: Element>(
-    e: &[T],
-    w: &[T],
-    d_mem: usize,
-    out: &mut [T],
-    par: Parallelism,
-) -> Result<()> {
-    if T::DTYPE == engram_core::DType::F32 {
-        fn cast<T: Element>(s: &[T]) -> &[f32] {
-            bytemuck::cast_slice(s)
-        }
-        return linear::linear(
-            cast(e),
-            cast(w),
-            None,
-            d_mem,
-            bytemuck::cast_slice_mut(out),
-            par,
-        );
-    }
-    linear::linear_widening(e, w, None, d_mem, out, par)
 }

@@ -8,6 +8,7 @@ pub mod fused;
 pub mod hash;
 #[cfg(feature = "std")]
 pub mod linear;
+pub mod linear16;
 pub mod moe;
 pub mod norm_gate;
 pub mod simd;
@@ -44,6 +45,29 @@ impl Parallelism {
                 (0..n.div_ceil(chunk))
                     .into_par_iter()
                     .for_each(|c| f(c * chunk..((c + 1) * chunk).min(n)));
+            }
+        }
+    }
+    /// Runs `f(row_index, row)` on every `width`-long row of `out` (the last may be shorter),
+    /// in parallel or not; each call owns its row.
+    pub(crate) fn for_rows<T: Send>(
+        self,
+        out: &mut [T],
+        width: usize,
+        f: impl Fn(usize, &mut [T]) + Sync + Send,
+    ) {
+        if width == 0 {
+            return;
+        }
+        match self {
+            Parallelism::Sequential => out.chunks_mut(width).enumerate().for_each(|(i, r)| f(i, r)),
+            #[cfg(feature = "std")]
+            Parallelism::Rayon => {
+                use rayon::prelude::*;
+                out.par_chunks_mut(width)
+                    .with_min_len(16)
+                    .enumerate()
+                    .for_each(|(i, r)| f(i, r))
             }
         }
     }

@@ -7,39 +7,12 @@ use alloc::vec::Vec;
 
 use engram_core::reference::check;
 #[cfg(feature = "std")]
-use engram_core::DType;
-#[cfg(feature = "std")]
 use engram_core::Error;
 use engram_core::{Element, Result};
 
 #[cfg(feature = "std")]
 use super::linear;
 use super::Parallelism;
-
-/// `out = x W^T` (no bias) with the fastest kernel for `T`.
-#[cfg(feature = "std")]
-fn project<T: Element>(
-    x: &[T],
-    w: &[T],
-    in_features: usize,
-    out: &mut [T],
-    par: Parallelism,
-) -> Result<()> {
-    if T::DTYPE == DType::F32 {
-        fn cast<T: Element>(s: &[T]) -> &[f32] {
-            bytemuck::cast_slice(s)
-        }
-        return linear::linear(
-            cast(x),
-            cast(w),
-            None,
-            in_features,
-            bytemuck::cast_slice_mut(out),
-            par,
-        );
-    }
-    linear::linear_widening(x, w, None, in_features, out, par)
-}
 
 /// One expert over `rows` tokens: `out = W2 (SiLU(W1 x) * (W3 x))`; same contract as the
 /// oracle's `expert_ffn`. (With the `std` feature: the projections go through `gemm`.)
@@ -56,13 +29,13 @@ pub fn expert_ffn<T: Element>(
     let (rows, inter) = check::expert_ffn(x.len(), w1.len(), w2.len(), w3.len(), dim)?;
     let mut a = vec![T::default(); rows * inter];
     let mut b = vec![T::default(); rows * inter];
-    project(x, w1, dim, &mut a, par)?;
-    project(x, w3, dim, &mut b, par)?;
+    linear::fastest(x, w1, None, dim, &mut a, par)?;
+    linear::fastest(x, w3, None, dim, &mut b, par)?;
     for (h, b) in a.iter_mut().zip(&b) {
         let v = h.to_f32();
         *h = T::from_f32(v * super::simd::sigmoid(v) * b.to_f32());
     }
-    project(&a, w2, inter, out, par)
+    linear::fastest(&a, w2, None, inter, out, par)
 }
 
 /// Every token through each of its experts, grouped by expert; same contract as the oracle's

@@ -9,31 +9,8 @@ use alloc::vec::Vec;
 use engram_core::hash::LayerHash;
 use engram_core::reference::check;
 use engram_core::{Element, PackedBatch, Result};
-#[cfg(feature = "std")]
-use rayon::prelude::*;
 
 use super::Parallelism;
-
-/// Runs `f(row_index, row)` on every `width`-long row of `out`.
-fn rows<T: Send>(
-    par: Parallelism,
-    out: &mut [T],
-    width: usize,
-    f: impl Fn(usize, &mut [T]) + Sync + Send,
-) {
-    if width == 0 {
-        return;
-    }
-    match par {
-        Parallelism::Sequential => out.chunks_mut(width).enumerate().for_each(|(i, r)| f(i, r)),
-        #[cfg(feature = "std")]
-        Parallelism::Rayon => out
-            .par_chunks_mut(width)
-            .with_min_len(16)
-            .enumerate()
-            .for_each(|(i, r)| f(i, r)),
-    }
-}
 
 #[inline(always)]
 fn sum_squares<T: Element>(xs: &[T]) -> f32 {
@@ -54,7 +31,7 @@ pub fn gather_rows<T: Element>(
         return Err(check::row_out_of_range(i, rows_in[i], &layer.table_sizes));
     }
     let heads = layer.table_sizes.len();
-    rows(par, out, d_head, |i, dst| {
+    par.for_rows(out, d_head, |i, dst| {
         let start = (layer.offsets[i % heads] + u64::from(rows_in[i])) as usize * d_head;
         dst.copy_from_slice(&table[start..start + d_head]);
     });
@@ -73,7 +50,7 @@ pub fn rms_norm<T: Element>(
     check::rms_norm(x.len(), weight.len(), d, out.len())?;
     let groups = weight.len() / d;
     let eps = eps as f32;
-    rows(par, out, d, |v, o| {
+    par.for_rows(out, d, |v, o| {
         let xs = &x[v * d..(v + 1) * d];
         let ws = &weight[(v % groups) * d..(v % groups + 1) * d];
         let inv = 1.0 / libm::sqrtf(sum_squares(xs) / d as f32 + eps);
@@ -211,7 +188,7 @@ pub fn short_conv<T: Element>(
         dilation,
     };
     let isa = super::simd::detected();
-    rows(par, out, channels, |t, o| match isa {
+    par.for_rows(out, channels, |t, o| match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `detected()` found AVX2 and FMA (AVX-512 implies them) on this CPU, or, without
         // std, the build targets them, so every CPU that runs it has them.
@@ -345,6 +322,7 @@ pub fn short_conv_decode<T: Element>(
             } else {
                 history.chunks_mut(hist_len).collect()
             };
+            use rayon::prelude::*;
             hs.into_par_iter()
                 .zip(out.par_chunks_mut(channels))
                 .enumerate()

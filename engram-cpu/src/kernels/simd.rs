@@ -72,6 +72,35 @@ pub fn detected() -> Isa {
     })
 }
 
+/// Whether the CPU converts f16 to f32 in hardware (F16C, which every AVX2 CPU has so far, but
+/// which is a feature of its own): probed once; without `std`, what the build targets.
+pub fn f16c() -> bool {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        use std::sync::OnceLock;
+        static F16C: OnceLock<bool> = OnceLock::new();
+        *F16C.get_or_init(|| std::is_x86_feature_detected!("f16c"))
+    }
+    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+    {
+        cfg!(all(target_arch = "x86_64", target_feature = "f16c"))
+    }
+}
+
+/// `a * b + c` rounded once (the instruction where the target has it, else `libm`'s exact
+/// software version), so every instruction set that fuses gives the same bits.
+#[inline(always)]
+pub fn fma(a: f32, b: f32, c: f32) -> f32 {
+    #[cfg(feature = "std")]
+    {
+        a.mul_add(b, c)
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        libm::fmaf(a, b, c)
+    }
+}
+
 /// Lanes of every reduction.
 pub const LANES: usize = 8;
 
