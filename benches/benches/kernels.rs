@@ -4,10 +4,11 @@
 //! values for the element-wise kernels); ratios to the floors come from `engram-bench`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use engram_core::bf16;
 use engram_core::reference::CONV_NORM_EPS;
 use engram_core::{synthetic, EngramConfig, NgramHasher};
 use engram_cpu::kernels::hash::{hash_rows, LayerHashKernel};
-use engram_cpu::kernels::{linear, norm_gate, Parallelism};
+use engram_cpu::kernels::{linear, linear16, norm_gate, Parallelism};
 
 const TOKENS: usize = 512;
 const VOCAB: u64 = 98_627;
@@ -53,6 +54,14 @@ fn kernels(c: &mut Criterion) {
     g.throughput(Throughput::Elements((TOKENS * (m + 1) * d * d_mem) as u64));
     g.bench_function("stacked_projection", |b| {
         b.iter(|| linear::linear(&e, &w, Some(&bias), d_mem, &mut proj, par).expect("valid"))
+    });
+    let half = |v: &[f32]| v.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>();
+    let (e16, w16, bias16) = (half(&e), half(&w), half(&bias));
+    let mut proj16 = vec![bf16::ZERO; proj.len()];
+    g.bench_function("stacked_projection_bf16", |b| {
+        b.iter(|| {
+            linear16::linear16(&e16, &w16, Some(&bias16), d_mem, &mut proj16, par).expect("valid")
+        })
     });
 
     let hidden: Vec<f32> = synthetic::activations(TOKENS * m * d, 2.0, 5);
