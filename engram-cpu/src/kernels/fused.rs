@@ -4,22 +4,20 @@
 //! The per-token pass ([`gate_value_norm`]) needs no `std`; the prefill around it does (threads,
 //! `gemm`, the scratch pool).
 
-#[cfg(feature = "std")]
 use alloc::{vec, vec::Vec};
 
 use engram_core::hash::LayerHash;
 #[cfg(feature = "std")]
 use engram_core::reference::{self, conv_history_len};
 use engram_core::reference::{check, CONV_NORM_EPS, GATE_CLAMP, KEY_QUERY_EPS};
-#[cfg(feature = "std")]
-use engram_core::PackedBatch;
-use engram_core::{Element, EngramConfig, Result};
+use engram_core::{Element, EngramConfig, PackedBatch, Result};
 
 use super::hash::SharedRows;
 #[cfg(feature = "std")]
 use super::hash::{hash_rows, LayerHashKernel};
 #[cfg(feature = "std")]
-use super::{linear, norm_gate};
+use super::linear;
+use super::norm_gate::{self, NO_ROW};
 use super::{simd, Parallelism};
 
 /// One Engram layer's weights as slices (the layout of `engram_core::EngramWeights`).
@@ -107,22 +105,184 @@ pub fn gate_value_norm<T: Element>(
             };
             let p = &proj[t * (m + 1) * d..(t + 1) * (m + 1) * d];
             let h = &hidden[t * m * d..(t + 1) * m * d];
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `detected()` found AVX2 and FMA (AVX-512 implies them) on this CPU.
-                simd::Isa::Avx2Fma | simd::Isa::Avx512 => unsafe {
-                    gate_token_avx2(
-                        p, bias, h, key_norm, query_norm, conv_norm, m, d, value_t, normed_t,
-                        alpha_t,
-                    )
-                },
-                _ => gate_token(
-                    p, bias, h, key_norm, query_norm, conv_norm, m, d, value_t, normed_t, alpha_t,
-                ),
-            }
+            gate_token_dispatch(
+                isa, p, bias, h, key_norm, query_norm, conv_norm, m, d, value_t, normed_t, alpha_t,
+            );
         }
     });
     Ok(())
+}
+
+/// Everything after the projection in one pass over the tokens: each token's gates (`alpha`,
+/// `[T, M]`), gated value, its RMSNorm (`conv_norm`), and the causal convolution (`conv_weight`,
+/// `[M d, w]`, dilation `dil`) with SiLU: `out = value + SiLU(conv(normed))`, `[T, M d]`. `proj` is
+/// the stacked projection without its bias (`bias`, `[(M + 1) d]`).
+///
+/// Tokens run in chunks (in parallel), in order within a chunk. A chunk keeps the normed rows its
+/// convolution still needs in a ring of `(w - 1) dil + 1` rows, so neither the value nor the
+/// normed value goes to memory; it first recomputes the `(w - 1) dil` tokens before it in its
+/// sequence (the same bits the chunk that owns them computes). With `state_conv`
+/// (`[S, (w - 1) dil, M d]`) the last `(w - 1) dil` normed rows of every sequence are written
+/// there, zeros before the sequence's start, as the oracle's `capture_state` does.
+#[allow(clippy::too_many_arguments)]
+pub fn gate_conv<T: Element>(
+    proj: &[T],
+    bias: &[T],
+    hidden: &[T],
+    key_norm: &[T],
+    query_norm: &[T],
+    conv_norm: &[T],
+    conv_weight: &[T],
+    m: usize,
+    d: usize,
+    kernel: usize,
+    dil: usize,
+    cu_seqlens: &[u32],
+    out: &mut [T],
+    alpha: &mut [T],
+    state_conv: Option<&mut [T]>,
+    par: Parallelism,
+) -> Result<()> {
+    let tokens = check::gate(
+        proj.len(),
+        hidden.len(),
+        key_norm.len(),
+        query_norm.len(),
+        m,
+        d,
+        out.len(),
+        alpha.len(),
+    )?;
+    let md = m * d;
+    check::len("projection bias", bias.len(), (m + 1) * d)?;
+    check::len("conv norm", conv_norm.len(), md)?;
+    check::short_conv(
+        out.len(),
+        out.len(),
+        conv_weight.len(),
+        md,
+        kernel,
+        out.len(),
+    )?;
+    let batch = PackedBatch::new(cu_seqlens, tokens)?;
+    let hist = kernel.saturating_sub(1) * dil;
+    let mut start = vec![0usize; tokens];
+    for seq in batch.sequences() {
+        start[seq.clone()].fill(seq.start);
+    }
+    // Where each token's normed row goes in the state, if anywhere; the slots before a short
+    // sequence's start are zeroed here.
+    let mut state_slot: Vec<usize> = Vec::new();
+    let state_ptr = match state_conv {
+        Some(sc) => {
+            check::len("state conv", sc.len(), batch.num_sequences() * hist * md)?;
+            state_slot = vec![NO_ROW; tokens];
+            for (s, seq) in batch.sequences().enumerate() {
+                for k in 0..hist {
+                    match (seq.end + k).checked_sub(hist).filter(|&p| p >= seq.start) {
+                        Some(p) => state_slot[p] = s * hist + k,
+                        None => sc[(s * hist + k) * md..(s * hist + k + 1) * md].fill(T::default()),
+                    }
+                }
+            }
+            Some(SharedRows(sc.as_mut_ptr()))
+        }
+        None => None,
+    };
+    let taps = norm_gate::conv_taps(conv_weight, md, kernel);
+    let ring_rows = hist + 1;
+    let (op, ap) = (SharedRows(out.as_mut_ptr()), SharedRows(alpha.as_mut_ptr()));
+    let isa = simd::detected();
+    par.for_chunks(tokens, 64, |range| {
+        let mut ring = vec![T::default(); ring_rows * md];
+        let mut value = vec![T::default(); md];
+        let mut spare_alpha = vec![T::default(); m];
+        let mut tap_rows = vec![NO_ROW; kernel];
+        let first = start[range.start].max(range.start.saturating_sub(hist));
+        for t in first..range.end {
+            let owned = t >= range.start;
+            let slot = t % ring_rows;
+            // Tokens before the chunk write a spare alpha row.
+            let alpha_t = if owned {
+                // SAFETY: token t's alpha row lies inside `alpha` (`tokens x m`, checked) and
+                // only the chunk that owns t writes it.
+                unsafe { core::slice::from_raw_parts_mut(ap.get().add(t * m), m) }
+            } else {
+                &mut spare_alpha[..]
+            };
+            let normed_t = &mut ring[slot * md..(slot + 1) * md];
+            gate_token_dispatch(
+                isa,
+                &proj[t * (m + 1) * d..(t + 1) * (m + 1) * d],
+                bias,
+                &hidden[t * md..(t + 1) * md],
+                key_norm,
+                query_norm,
+                conv_norm,
+                m,
+                d,
+                &mut value,
+                normed_t,
+                alpha_t,
+            );
+            if !owned {
+                continue;
+            }
+            if let (Some(sp), Some(&slot_s)) = (state_ptr, state_slot.get(t)) {
+                if slot_s != NO_ROW {
+                    // SAFETY: state row `slot_s` lies inside the state (`S x hist x md`,
+                    // checked) and belongs to token t alone, which this chunk owns.
+                    let dst =
+                        unsafe { core::slice::from_raw_parts_mut(sp.get().add(slot_s * md), md) };
+                    dst.copy_from_slice(&ring[slot * md..(slot + 1) * md]);
+                }
+            }
+            for (k, r) in tap_rows.iter_mut().enumerate() {
+                let back = (kernel - 1 - k) * dil;
+                *r = if t >= start[t] + back {
+                    (t - back) % ring_rows
+                } else {
+                    NO_ROW
+                };
+            }
+            // SAFETY: token t's output row lies inside `out` (`tokens x md`, checked) and only
+            // this chunk, which owns t, writes it.
+            let out_t = unsafe { core::slice::from_raw_parts_mut(op.get().add(t * md), md) };
+            norm_gate::conv_token(isa, &taps, &ring, &tap_rows, &value, out_t);
+        }
+    });
+    Ok(())
+}
+
+/// [`gate_token`] on AVX2 + FMA where `isa` has them.
+#[allow(clippy::too_many_arguments)]
+fn gate_token_dispatch<T: Element>(
+    isa: simd::Isa,
+    p: &[T],
+    bias: &[T],
+    h: &[T],
+    key_norm: &[T],
+    query_norm: &[T],
+    conv_norm: &[T],
+    m: usize,
+    d: usize,
+    value_t: &mut [T],
+    normed_t: &mut [T],
+    alpha_t: &mut [T],
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `detected()` found AVX2 and FMA (AVX-512 implies them) on this CPU, or, without
+        // std, the build targets them.
+        simd::Isa::Avx2Fma | simd::Isa::Avx512 => unsafe {
+            gate_token_avx2(
+                p, bias, h, key_norm, query_norm, conv_norm, m, d, value_t, normed_t, alpha_t,
+            )
+        },
+        _ => gate_token(
+            p, bias, h, key_norm, query_norm, conv_norm, m, d, value_t, normed_t, alpha_t,
+        ),
+    }
 }
 
 /// One token of [`gate_value_norm`]: `p` its projection row, `h` its hidden row.
@@ -317,26 +477,18 @@ pub fn engram_prefill<T: Element>(
     }
     let kernel = LayerHashKernel::new(layer.hash, c.n_head_per_ngram);
     let size = std::mem::size_of::<T>();
-    let (n_rows, n_e, n_proj, n_val) = (
+    let (n_rows, n_e, n_proj) = (
         tokens * kernel.heads(),
         tokens * c.d_mem(),
         tokens * (m + 1) * d,
-        tokens * m * d,
     );
-    let mut bufs: Vec<Vec<u64>> = [
-        n_rows * 4,
-        n_e * size,
-        n_proj * size,
-        n_val * size,
-        n_val * size,
-        tokens * m * size,
-    ]
-    .into_iter()
-    .map(|bytes| scratch.take(bytes))
-    .collect();
+    let mut bufs: Vec<Vec<u64>> = [n_rows * 4, n_e * size, n_proj * size, tokens * m * size]
+        .into_iter()
+        .map(|bytes| scratch.take(bytes))
+        .collect();
     let result = (|| {
-        let [rows_b, e_b, proj_b, value_b, normed_b, alpha_b] = &mut bufs[..] else {
-            unreachable!("six buffers were taken")
+        let [rows_b, e_b, proj_b, alpha_b] = &mut bufs[..] else {
+            unreachable!("four buffers were taken")
         };
         let rows = view::<u32>(rows_b, n_rows);
         hash_rows(
@@ -357,53 +509,57 @@ pub fn engram_prefill<T: Element>(
             Some(g) => g,
             None => view::<T>(alpha_b, tokens * m),
         };
-        let value = view::<T>(value_b, n_val);
-        let normed = view::<T>(normed_b, if c.short_conv { n_val } else { 0 });
-        let conv_norm = if c.short_conv {
-            layer.conv_norm
-        } else {
-            &[][..]
+        let (state_ids, state_conv) = match state {
+            Some((si, sc)) => (Some(si), Some(sc)),
+            None => (None, None),
         };
-        gate_value_norm(
-            proj,
-            layer.proj_bias,
-            hidden,
-            layer.key_norm,
-            layer.query_norm,
-            conv_norm,
-            m,
-            d,
-            value,
-            normed,
-            alpha,
-            par,
-        )?;
         if c.short_conv {
-            norm_gate::short_conv(
-                normed,
-                value,
+            gate_conv(
+                proj,
+                layer.proj_bias,
+                hidden,
+                layer.key_norm,
+                layer.query_norm,
+                layer.conv_norm,
                 layer.conv_weight,
-                m * d,
+                m,
+                d,
                 c.kernel_size,
                 c.max_ngram_size,
                 cu_seqlens,
                 out,
+                alpha,
+                state_conv,
                 par,
             )?;
         } else {
-            out.copy_from_slice(value);
+            gate_value_norm(
+                proj,
+                layer.proj_bias,
+                hidden,
+                layer.key_norm,
+                layer.query_norm,
+                &[],
+                m,
+                d,
+                out,
+                &mut [],
+                alpha,
+                par,
+            )?;
         }
-        if let Some((si, sc)) = state {
-            reference::capture_state(
+        if let Some(si) = state_ids {
+            // The ids' part of the state (the convolution's came from the pass above).
+            reference::capture_state::<T>(
                 ids,
                 cu_seqlens,
-                normed,
+                &[],
                 keep,
-                hist,
+                0,
                 m * d,
                 layer.pad,
                 si,
-                sc,
+                &mut [],
             )?;
         }
         Ok(())
@@ -412,4 +568,173 @@ pub fn engram_prefill<T: Element>(
         scratch.give(b);
     }
     result
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use engram_core::{bf16, synthetic};
+
+    /// The fused tail's outputs: `(out, alpha, state_conv)`.
+    type Tail<T> = (Vec<T>, Vec<T>, Vec<T>);
+
+    /// Sequences shorter than the convolution's reach, and long ones spanning several chunks.
+    const CU: [u32; 7] = [0, 1, 5, 200, 201, 450, 700];
+    const M: usize = 2;
+    const D: usize = 40;
+    const KERNEL: usize = 4;
+    const DIL: usize = 3;
+    const HIST: usize = (KERNEL - 1) * DIL;
+
+    struct Inputs<T> {
+        proj: Vec<T>,
+        bias: Vec<T>,
+        hidden: Vec<T>,
+        key_norm: Vec<T>,
+        query_norm: Vec<T>,
+        conv_norm: Vec<T>,
+        conv_weight: Vec<T>,
+    }
+
+    fn inputs<T: Element>() -> Inputs<T> {
+        let tokens = CU[CU.len() - 1] as usize;
+        Inputs {
+            proj: synthetic::activations(tokens * (M + 1) * D, 1.0, 1),
+            bias: synthetic::activations((M + 1) * D, 0.3, 2),
+            hidden: synthetic::activations(tokens * M * D, 1.5, 3),
+            key_norm: synthetic::activations(M * D, 1.0, 4),
+            query_norm: synthetic::activations(M * D, 1.0, 5),
+            conv_norm: synthetic::activations(M * D, 1.0, 6),
+            conv_weight: synthetic::activations(M * D * KERNEL, 0.5, 7),
+        }
+    }
+
+    fn fused<T: Element>(x: &Inputs<T>, par: Parallelism) -> Tail<T> {
+        let tokens = CU[CU.len() - 1] as usize;
+        let mut out = vec![T::default(); tokens * M * D];
+        let mut alpha = vec![T::default(); tokens * M];
+        // Poisoned, so that a slot the pass forgets shows.
+        let mut state = vec![T::from_f32(7.0); (CU.len() - 1) * HIST * M * D];
+        gate_conv(
+            &x.proj,
+            &x.bias,
+            &x.hidden,
+            &x.key_norm,
+            &x.query_norm,
+            &x.conv_norm,
+            &x.conv_weight,
+            M,
+            D,
+            KERNEL,
+            DIL,
+            &CU,
+            &mut out,
+            &mut alpha,
+            Some(&mut state),
+            par,
+        )
+        .unwrap();
+        (out, alpha, state)
+    }
+
+    /// The oracle's composition in f64: bias, gate, RMSNorm, convolution, state capture.
+    fn oracle<T: Element>(x: &Inputs<T>) -> Tail<f64> {
+        let tokens = CU[CU.len() - 1] as usize;
+        let wide = |v: &[T]| v.iter().map(|a| a.to_f64()).collect::<Vec<f64>>();
+        let mut proj = wide(&x.proj);
+        for row in proj.chunks_exact_mut((M + 1) * D) {
+            for (p, b) in row.iter_mut().zip(&x.bias) {
+                *p += b.to_f64();
+            }
+        }
+        let (mut value, mut alpha, mut normed) = (
+            vec![0.0; tokens * M * D],
+            vec![0.0; tokens * M],
+            vec![0.0; tokens * M * D],
+        );
+        reference::gate_norm(
+            &proj,
+            &wide(&x.hidden),
+            &wide(&x.key_norm),
+            &wide(&x.query_norm),
+            &wide(&x.conv_norm),
+            M,
+            D,
+            &mut value,
+            &mut alpha,
+            &mut normed,
+        )
+        .unwrap();
+        let mut out = vec![0.0; tokens * M * D];
+        reference::short_conv(
+            &normed,
+            &value,
+            &wide(&x.conv_weight),
+            M * D,
+            KERNEL,
+            DIL,
+            &CU,
+            &mut out,
+        )
+        .unwrap();
+        let ids = vec![0u32; tokens];
+        let mut state = vec![0.0; (CU.len() - 1) * HIST * M * D];
+        reference::capture_state(&ids, &CU, &normed, 0, HIST, M * D, 0, &mut [], &mut state)
+            .unwrap();
+        (out, alpha, state)
+    }
+
+    fn check<T: Element>(bound: f64) {
+        let x = inputs::<T>();
+        let one = fused(&x, Parallelism::Sequential);
+        let pool = fused(&x, Parallelism::Rayon);
+        assert!(one == pool, "the chunking changes no bit");
+        let want = oracle(&x);
+        let wide = |v: &[T]| v.iter().map(|a| a.to_f64()).collect::<Vec<f64>>();
+        for (what, got, want) in [
+            ("out", &one.0, &want.0),
+            ("alpha", &one.1, &want.1),
+            ("state", &one.2, &want.2),
+        ] {
+            let nmse = reference::nmse(&wide(got), want);
+            assert!(nmse < bound, "{what}: nmse {nmse}");
+        }
+    }
+
+    #[test]
+    fn the_fused_tail_matches_the_oracle_in_f32() {
+        check::<f32>(1e-9);
+    }
+
+    #[test]
+    fn the_fused_tail_matches_the_oracle_in_bf16() {
+        check::<bf16>(1e-3);
+    }
+
+    #[test]
+    fn a_wrong_state_length_is_an_error() {
+        let x = inputs::<f32>();
+        let tokens = CU[CU.len() - 1] as usize;
+        let (mut out, mut alpha) = (vec![0.0; tokens * M * D], vec![0.0; tokens * M]);
+        let mut state = vec![0.0; 3];
+        let err = gate_conv(
+            &x.proj,
+            &x.bias,
+            &x.hidden,
+            &x.key_norm,
+            &x.query_norm,
+            &x.conv_norm,
+            &x.conv_weight,
+            M,
+            D,
+            KERNEL,
+            DIL,
+            &CU,
+            &mut out,
+            &mut alpha,
+            Some(&mut state),
+            Parallelism::Sequential,
+        );
+        assert!(matches!(err, Err(engram_core::Error::ShapeMismatch { .. })));
+    }
 }

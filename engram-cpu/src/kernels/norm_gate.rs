@@ -170,83 +170,115 @@ pub fn short_conv<T: Element>(
     for seq in batch.sequences() {
         start[seq.clone()].fill(seq.start);
     }
-    // Taps outermost so the inner loop runs over contiguous channels (vectorisable): the weight
-    // is read transposed, [w, C].
+    let taps = conv_taps(weight, channels, kernel);
+    let isa = super::simd::detected();
+    let dst = super::hash::SharedRows(out.as_mut_ptr());
+    par.for_chunks(tokens, 16, |range| {
+        let mut rows = vec![NO_ROW; kernel];
+        for t in range {
+            // Tap k reads token t - (kernel - 1 - k) dilation, if it lies in t's sequence.
+            for (k, r) in rows.iter_mut().enumerate() {
+                let back = (kernel - 1 - k) * dilation;
+                *r = if t >= start[t] + back {
+                    t - back
+                } else {
+                    NO_ROW
+                };
+            }
+            // SAFETY: token t's output row lies inside `out` (`tokens x channels`, checked) and
+            // only this chunk, which owns t, writes it.
+            let o =
+                unsafe { core::slice::from_raw_parts_mut(dst.get().add(t * channels), channels) };
+            let v = &value[t * channels..(t + 1) * channels];
+            conv_token(isa, &taps, normed, &rows, v, o);
+        }
+    });
+    Ok(())
+}
+
+/// A tap with no input row (before the sequence's start).
+pub(crate) const NO_ROW: usize = usize::MAX;
+
+/// The kernel `[C, w]` transposed to `[w, C]` and widened, so that each tap's inner loop runs
+/// over contiguous channels (vectorisable).
+pub(crate) fn conv_taps<T: Element>(weight: &[T], channels: usize, kernel: usize) -> Vec<f32> {
     let mut taps = vec![0.0f32; kernel * channels];
     for c in 0..channels {
         for k in 0..kernel {
             taps[k * channels + c] = weight[c * kernel + k].to_f32();
         }
     }
-    let args = ConvArgs {
-        normed,
-        value,
-        taps: &taps,
-        start: &start,
-        channels,
-        kernel,
-        dilation,
-    };
-    let isa = super::simd::detected();
-    par.for_rows(out, channels, |t, o| match isa {
+    taps
+}
+
+/// One token of the convolution: `out = value + SiLU(sum_k taps[k] * rows[tap_rows[k]])` over
+/// `C` channels, where `rows` holds normed rows of `C` and `tap_rows[k]` is tap k's row in it
+/// ([`NO_ROW`]: the tap lies before the sequence and adds nothing). Runs on AVX2 + FMA where
+/// `isa` has them.
+pub(crate) fn conv_token<T: Element>(
+    isa: super::simd::Isa,
+    taps: &[f32],
+    rows: &[T],
+    tap_rows: &[usize],
+    value: &[T],
+    out: &mut [T],
+) {
+    match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `detected()` found AVX2 and FMA (AVX-512 implies them) on this CPU, or, without
         // std, the build targets them, so every CPU that runs it has them.
         super::simd::Isa::Avx2Fma | super::simd::Isa::Avx512 => unsafe {
-            conv_row_avx2(&args, t, o)
+            conv_token_avx2(taps, rows, tap_rows, value, out)
         },
-        _ => conv_row(&args, t, o),
-    });
-    Ok(())
+        _ => conv_token_body(taps, rows, tap_rows, value, out),
+    }
 }
 
-/// What every row of the convolution reads.
-struct ConvArgs<'a, T> {
-    normed: &'a [T],
-    value: &'a [T],
-    /// The kernel transposed to `[w, C]`, widened.
-    taps: &'a [f32],
-    /// Each token's sequence start.
-    start: &'a [usize],
-    channels: usize,
-    kernel: usize,
-    dilation: usize,
-}
-
-/// One token's convolution output, in blocks of channels: taps outermost so the inner loop runs
-/// over contiguous channels.
+/// [`conv_token`]'s arithmetic, in blocks of channels: taps outermost so the inner loop runs over
+/// contiguous channels.
 #[inline(always)]
-fn conv_row<T: Element>(a: &ConvArgs<'_, T>, t: usize, o: &mut [T]) {
+pub(crate) fn conv_token_body<T: Element>(
+    taps: &[f32],
+    rows: &[T],
+    tap_rows: &[usize],
+    value: &[T],
+    o: &mut [T],
+) {
     const BLOCK: usize = 256;
-    let c = a.channels;
+    let c = o.len();
     let mut acc = [0.0f32; BLOCK];
     for c0 in (0..c).step_by(BLOCK) {
         let width = BLOCK.min(c - c0);
         let acc = &mut acc[..width];
         acc.fill(0.0);
-        for k in 0..a.kernel {
-            let back = (a.kernel - 1 - k) * a.dilation;
-            if t < a.start[t] + back {
+        for (k, &row) in tap_rows.iter().enumerate() {
+            if row == NO_ROW {
                 continue;
             }
-            let src = &a.normed[(t - back) * c + c0..(t - back) * c + c0 + width];
-            let w = &a.taps[k * c + c0..k * c + c0 + width];
+            let src = &rows[row * c + c0..row * c + c0 + width];
+            let w = &taps[k * c + c0..k * c + c0 + width];
             for ((s, x), wk) in acc.iter_mut().zip(src).zip(w) {
                 *s += wk * x.to_f32();
             }
         }
-        let v = &a.value[t * c + c0..t * c + c0 + width];
+        let v = &value[c0..c0 + width];
         for ((o, s), v) in o[c0..c0 + width].iter_mut().zip(acc.iter()).zip(v) {
             *o = T::from_f32(v.to_f32() + s * super::simd::sigmoid(*s));
         }
     }
 }
 
-/// [`conv_row`] compiled for AVX2 + FMA.
+/// [`conv_token_body`] compiled for AVX2 + FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn conv_row_avx2<T: Element>(a: &ConvArgs<'_, T>, t: usize, o: &mut [T]) {
-    conv_row(a, t, o)
+fn conv_token_avx2<T: Element>(
+    taps: &[f32],
+    rows: &[T],
+    tap_rows: &[usize],
+    value: &[T],
+    out: &mut [T],
+) {
+    conv_token_body(taps, rows, tap_rows, value, out)
 }
 
 /// One decode step of the short convolution for every sequence: same contract as the oracle's
