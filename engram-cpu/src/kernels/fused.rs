@@ -570,7 +570,8 @@ pub fn engram_prefill<T: Element>(
     result
 }
 
-#[cfg(all(test, feature = "std"))]
+#[cfg(test)]
+#[cfg(feature = "std")]
 mod tests {
     use super::*;
     use engram_core::{bf16, synthetic};
