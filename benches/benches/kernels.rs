@@ -8,7 +8,7 @@ use engram_core::bf16;
 use engram_core::reference::CONV_NORM_EPS;
 use engram_core::{synthetic, EngramConfig, NgramHasher};
 use engram_cpu::kernels::hash::{hash_rows, LayerHashKernel};
-use engram_cpu::kernels::{linear, linear16, norm_gate, Parallelism};
+use engram_cpu::kernels::{fused, linear, linear16, norm_gate, Parallelism};
 
 const TOKENS: usize = 512;
 const VOCAB: u64 = 98_627;
@@ -97,6 +97,60 @@ fn kernels(c: &mut Criterion) {
                 config.max_ngram_size,
                 &cu,
                 &mut out,
+                par,
+            )
+            .expect("valid")
+        })
+    });
+
+    // The prefill's whole tail after the projection, in one pass (f32 and bf16).
+    let (mut tail_out, mut tail_alpha) = (vec![0.0f32; TOKENS * m * d], vec![0.0f32; TOKENS * m]);
+    g.bench_function("gate_conv", |b| {
+        b.iter(|| {
+            fused::gate_conv(
+                &proj,
+                &bias,
+                &hidden,
+                &norms,
+                &norms,
+                &norms,
+                &conv_w,
+                m,
+                d,
+                config.kernel_size,
+                config.max_ngram_size,
+                &cu,
+                &mut tail_out,
+                &mut tail_alpha,
+                None,
+                par,
+            )
+            .expect("valid")
+        })
+    });
+    let (p16, h16, n16, c16) = (half(&proj), half(&hidden), half(&norms), half(&conv_w));
+    let (mut out16, mut alpha16) = (
+        vec![bf16::ZERO; TOKENS * m * d],
+        vec![bf16::ZERO; TOKENS * m],
+    );
+    g.bench_function("gate_conv_bf16", |b| {
+        b.iter(|| {
+            fused::gate_conv(
+                &p16,
+                &bias16,
+                &h16,
+                &n16,
+                &n16,
+                &n16,
+                &c16,
+                m,
+                d,
+                config.kernel_size,
+                config.max_ngram_size,
+                &cu,
+                &mut out16,
+                &mut alpha16,
+                None,
                 par,
             )
             .expect("valid")

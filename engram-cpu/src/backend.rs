@@ -2,7 +2,7 @@
 //! kernels of [`crate::kernels`] (or the oracle for f64 and the ops not yet tuned).
 
 use engram_core::hash::LayerHash;
-use engram_core::ops::compose_engram_prefill;
+use engram_core::ops::{check_decode, compose_engram_decode, compose_engram_prefill};
 use engram_core::reference;
 use engram_core::reference::check;
 use engram_core::{
@@ -40,6 +40,26 @@ impl CpuBackend {
     /// How this backend uses threads.
     pub fn parallelism(&self) -> Parallelism {
         self.par
+    }
+
+    /// A layer's weights as the fused kernels take them.
+    fn layer_view<'a, T: Element>(
+        &self,
+        layer: &'a DeviceEngramLayer<Self, T>,
+    ) -> kernels::fused::LayerView<'a, T> {
+        kernels::fused::LayerView {
+            config: &layer.config,
+            hash: &layer.hash,
+            pad: layer.compressed_pad_id,
+            vocab: layer.compressed_vocab,
+            table: &layer.table,
+            proj_weight: &layer.proj_weight,
+            proj_bias: &layer.proj_bias,
+            key_norm: &layer.key_norm,
+            query_norm: &layer.query_norm,
+            conv_norm: &layer.conv_norm,
+            conv_weight: &layer.conv_weight,
+        }
     }
 }
 
@@ -137,27 +157,39 @@ impl EngramOps for CpuBackend {
                 });
             }
         }
-        let view = kernels::fused::LayerView {
-            config: &layer.config,
-            hash: &layer.hash,
-            pad: layer.compressed_pad_id,
-            vocab: layer.compressed_vocab,
-            table: &layer.table,
-            proj_weight: &layer.proj_weight,
-            proj_bias: &layer.proj_bias,
-            key_norm: &layer.key_norm,
-            query_norm: &layer.query_norm,
-            conv_norm: &layer.conv_norm,
-            conv_weight: &layer.conv_weight,
-        };
         kernels::fused::engram_prefill(
-            view,
+            self.layer_view(layer),
             ids,
             cu_seqlens,
             hidden,
             out,
             gates.map(|g| &mut g[..]),
             state.map(|s| (&mut s.ids[..], &mut s.conv[..])),
+            &self.scratch,
+            self.par,
+        )
+    }
+
+    fn engram_decode<T: Element>(
+        &self,
+        layer: &DeviceEngramLayer<Self, T>,
+        ids: &CpuBuffer<u32>,
+        hidden: &CpuBuffer<T>,
+        state: &mut DeviceEngramState<Self, T>,
+        out: &mut CpuBuffer<T>,
+        gates: Option<&mut CpuBuffer<T>>,
+    ) -> Result<()> {
+        if !fast::<T>() {
+            return compose_engram_decode(self, layer, ids, hidden, state, out, gates);
+        }
+        check_decode(self, layer, ids, hidden, state, out, gates.as_deref())?;
+        kernels::fused::engram_decode(
+            self.layer_view(layer),
+            ids,
+            hidden,
+            (&mut state.ids[..], &mut state.conv[..]),
+            out,
+            gates.map(|g| &mut g[..]),
             &self.scratch,
             self.par,
         )

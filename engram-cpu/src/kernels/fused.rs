@@ -570,6 +570,127 @@ pub fn engram_prefill<T: Element>(
     result
 }
 
+/// One decode step for every sequence: same contract and errors as
+/// `engram_core::reference::engram_decode` (`ids` `[S]`, `hidden` and `out` `[S, M d]`, state
+/// `(ids [S, N - 1], conv [S, (w - 1) N, M d])`, advanced in place), through the same kernels as
+/// the prefill, with its intermediates in `scratch` (no fresh pages per step). Nothing is
+/// written when an id is out of range.
+#[cfg(feature = "std")]
+#[allow(clippy::too_many_arguments)]
+pub fn engram_decode<T: Element>(
+    layer: LayerView<'_, T>,
+    ids: &[u32],
+    hidden: &[T],
+    state: (&mut [u32], &mut [T]),
+    out: &mut [T],
+    gates: Option<&mut [T]>,
+    scratch: &Scratch,
+    par: Parallelism,
+) -> Result<()> {
+    let c = layer.config;
+    let (m, d, seqs) = (c.hc_mult, c.hidden_size, ids.len());
+    let (state_ids, state_conv) = state;
+    let keep = c.max_ngram_size - 1;
+    check::len("hidden", hidden.len(), seqs * m * d)?;
+    check::len("output", out.len(), seqs * m * d)?;
+    if let Some(g) = &gates {
+        check::len("gates", g.len(), seqs * m)?;
+    }
+    check::len("state ids", state_ids.len(), seqs * keep)?;
+    if c.short_conv {
+        let hist = conv_history_len(c.kernel_size, c.max_ngram_size);
+        check::len("state conv", state_conv.len(), seqs * hist * m * d)?;
+    }
+    let size = std::mem::size_of::<T>();
+    let (n_rows, n_e, n_proj, n_val) = (
+        seqs * c.num_heads(),
+        seqs * c.d_mem(),
+        seqs * (m + 1) * d,
+        seqs * m * d,
+    );
+    let mut bufs: Vec<Vec<u64>> = [
+        n_rows * 4,
+        n_e * size,
+        n_proj * size,
+        n_val * size,
+        n_val * size,
+        seqs * m * size,
+    ]
+    .into_iter()
+    .map(|bytes| scratch.take(bytes))
+    .collect();
+    let result = (|| {
+        let [rows_b, e_b, proj_b, value_b, normed_b, alpha_b] = &mut bufs[..] else {
+            unreachable!("six buffers were taken")
+        };
+        let rows = view::<u32>(rows_b, n_rows);
+        reference::hash_decode(
+            layer.hash,
+            c.n_head_per_ngram,
+            layer.vocab,
+            state_ids,
+            ids,
+            rows,
+        )?;
+        let e = view::<T>(e_b, n_e);
+        norm_gate::gather_rows(layer.table, c.d_head(), layer.hash, rows, e, par)?;
+        let proj = view::<T>(proj_b, n_proj);
+        linear::fastest(e, layer.proj_weight, None, c.d_mem(), proj, par)?;
+        let alpha = match gates {
+            Some(g) => g,
+            None => view::<T>(alpha_b, seqs * m),
+        };
+        if c.short_conv {
+            let (value, normed) = (view::<T>(value_b, n_val), view::<T>(normed_b, n_val));
+            gate_value_norm(
+                proj,
+                layer.proj_bias,
+                hidden,
+                layer.key_norm,
+                layer.query_norm,
+                layer.conv_norm,
+                m,
+                d,
+                value,
+                normed,
+                alpha,
+                par,
+            )?;
+            norm_gate::short_conv_decode(
+                normed,
+                value,
+                layer.conv_weight,
+                m * d,
+                c.kernel_size,
+                c.max_ngram_size,
+                state_conv,
+                out,
+                par,
+            )?;
+        } else {
+            gate_value_norm(
+                proj,
+                layer.proj_bias,
+                hidden,
+                layer.key_norm,
+                layer.query_norm,
+                &[],
+                m,
+                d,
+                out,
+                &mut [],
+                alpha,
+                par,
+            )?;
+        }
+        reference::push_ids(state_ids, ids, keep)
+    })();
+    for b in bufs {
+        scratch.give(b);
+    }
+    result
+}
+
 #[cfg(test)]
 #[cfg(feature = "std")]
 mod tests {
