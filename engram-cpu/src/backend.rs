@@ -409,7 +409,11 @@ impl MoeOps for CpuBackend {
         score_func: ScoreFunc,
         scores: &mut CpuBuffer<T>,
     ) -> Result<()> {
-        reference::moe_scores(x, gate_weight, dim, score_func, scores)
+        if fast::<T>() {
+            kernels::moe::scores(x, gate_weight, dim, score_func, scores, self.par)
+        } else {
+            reference::moe_scores(x, gate_weight, dim, score_func, scores)
+        }
     }
 
     fn moe_route<T: Element>(
@@ -465,6 +469,10 @@ impl MoeOps for CpuBackend {
         dim: usize,
         out: &mut CpuBuffer<T>,
     ) -> Result<()> {
-        reference::moe_combine(expert_out, weights, shared, dim, out)
+        if fast::<T>() {
+            kernels::moe::combine(expert_out, weights, shared, dim, out, self.par)
+        } else {
+            reference::moe_combine(expert_out, weights, shared, dim, out)
+        }
     }
 }
