@@ -403,6 +403,73 @@ impl Scratch {
     fn give(&self, v: Vec<u64>) {
         self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(v);
     }
+
+    /// One buffer of at least `bytes[i]` bytes for each `i`, given back to the pool when the
+    /// result drops (whether the call that took them succeeded or not).
+    fn take_all<const N: usize>(&self, bytes: [usize; N]) -> Taken<'_, N> {
+        Taken {
+            scratch: self,
+            bufs: bytes.map(|b| self.take(b)),
+        }
+    }
+}
+
+/// Buffers taken from a [`Scratch`] pool for one call.
+#[cfg(feature = "std")]
+struct Taken<'a, const N: usize> {
+    scratch: &'a Scratch,
+    bufs: [Vec<u64>; N],
+}
+
+#[cfg(feature = "std")]
+impl<const N: usize> Drop for Taken<'_, N> {
+    fn drop(&mut self) {
+        for b in &mut self.bufs {
+            self.scratch.give(std::mem::take(b));
+        }
+    }
+}
+
+/// The stacked projection (without its bias) of the table rows `rows` names: gathered into `e`,
+/// then through the fastest GEMM for `T`.
+#[cfg(feature = "std")]
+fn project_rows<T: Element>(
+    layer: &LayerView<'_, T>,
+    rows: &[u32],
+    e: &mut [T],
+    proj: &mut [T],
+    par: Parallelism,
+) -> Result<()> {
+    let c = layer.config;
+    norm_gate::gather_rows(layer.table, c.d_head(), layer.hash, rows, e, par)?;
+    linear::fastest(e, layer.proj_weight, None, c.d_mem(), proj, par)
+}
+
+/// The gate pass alone, its gated values straight into `out` (layers without the convolution).
+#[cfg(feature = "std")]
+fn gate_into_out<T: Element>(
+    layer: &LayerView<'_, T>,
+    proj: &[T],
+    hidden: &[T],
+    out: &mut [T],
+    alpha: &mut [T],
+    par: Parallelism,
+) -> Result<()> {
+    let c = layer.config;
+    gate_value_norm(
+        proj,
+        layer.proj_bias,
+        hidden,
+        layer.key_norm,
+        layer.query_norm,
+        &[],
+        c.hc_mult,
+        c.hidden_size,
+        out,
+        &mut [],
+        alpha,
+        par,
+    )
 }
 
 #[cfg(feature = "std")]
@@ -482,92 +549,66 @@ pub fn engram_prefill<T: Element>(
         tokens * c.d_mem(),
         tokens * (m + 1) * d,
     );
-    let mut bufs: Vec<Vec<u64>> = [n_rows * 4, n_e * size, n_proj * size, tokens * m * size]
-        .into_iter()
-        .map(|bytes| scratch.take(bytes))
-        .collect();
-    let result = (|| {
-        let [rows_b, e_b, proj_b, alpha_b] = &mut bufs[..] else {
-            unreachable!("four buffers were taken")
-        };
-        let rows = view::<u32>(rows_b, n_rows);
-        hash_rows(
-            &kernel,
-            None,
-            layer.pad,
-            layer.vocab,
-            ids,
+    let mut work = scratch.take_all([n_rows * 4, n_e * size, n_proj * size, tokens * m * size]);
+    let [rows_b, e_b, proj_b, alpha_b] = &mut work.bufs;
+    let rows = view::<u32>(rows_b, n_rows);
+    hash_rows(
+        &kernel,
+        None,
+        layer.pad,
+        layer.vocab,
+        ids,
+        cu_seqlens,
+        rows,
+        par,
+    )?;
+    let proj = view::<T>(proj_b, n_proj);
+    project_rows(&layer, rows, view::<T>(e_b, n_e), proj, par)?;
+    let alpha = match gates {
+        Some(g) => g,
+        None => view::<T>(alpha_b, tokens * m),
+    };
+    let (state_ids, state_conv) = match state {
+        Some((si, sc)) => (Some(si), Some(sc)),
+        None => (None, None),
+    };
+    if c.short_conv {
+        gate_conv(
+            proj,
+            layer.proj_bias,
+            hidden,
+            layer.key_norm,
+            layer.query_norm,
+            layer.conv_norm,
+            layer.conv_weight,
+            m,
+            d,
+            c.kernel_size,
+            c.max_ngram_size,
             cu_seqlens,
-            rows,
+            out,
+            alpha,
+            state_conv,
             par,
         )?;
-        let e = view::<T>(e_b, n_e);
-        norm_gate::gather_rows(layer.table, c.d_head(), layer.hash, rows, e, par)?;
-        let proj = view::<T>(proj_b, n_proj);
-        linear::fastest(e, layer.proj_weight, None, c.d_mem(), proj, par)?;
-        let alpha = match gates {
-            Some(g) => g,
-            None => view::<T>(alpha_b, tokens * m),
-        };
-        let (state_ids, state_conv) = match state {
-            Some((si, sc)) => (Some(si), Some(sc)),
-            None => (None, None),
-        };
-        if c.short_conv {
-            gate_conv(
-                proj,
-                layer.proj_bias,
-                hidden,
-                layer.key_norm,
-                layer.query_norm,
-                layer.conv_norm,
-                layer.conv_weight,
-                m,
-                d,
-                c.kernel_size,
-                c.max_ngram_size,
-                cu_seqlens,
-                out,
-                alpha,
-                state_conv,
-                par,
-            )?;
-        } else {
-            gate_value_norm(
-                proj,
-                layer.proj_bias,
-                hidden,
-                layer.key_norm,
-                layer.query_norm,
-                &[],
-                m,
-                d,
-                out,
-                &mut [],
-                alpha,
-                par,
-            )?;
-        }
-        if let Some(si) = state_ids {
-            // The ids' part of the state (the convolution's came from the pass above).
-            reference::capture_state::<T>(
-                ids,
-                cu_seqlens,
-                &[],
-                keep,
-                0,
-                m * d,
-                layer.pad,
-                si,
-                &mut [],
-            )?;
-        }
-        Ok(())
-    })();
-    for b in bufs {
-        scratch.give(b);
+    } else {
+        gate_into_out(&layer, proj, hidden, out, alpha, par)?;
     }
-    result
+    if let Some(si) = state_ids {
+        // The ids' part of the state (the convolution's came from the pass above).
+        reference::capture_state::<T>(
+            ids,
+            cu_seqlens,
+            &[],
+            keep,
+            0,
+            m * d,
+            layer.pad,
+            si,
+            &mut [],
+        )?;
+    }
+    Ok(())
 }
 
 /// One decode step for every sequence: same contract and errors as
@@ -608,87 +649,61 @@ pub fn engram_decode<T: Element>(
         seqs * (m + 1) * d,
         seqs * m * d,
     );
-    let mut bufs: Vec<Vec<u64>> = [
+    let mut work = scratch.take_all([
         n_rows * 4,
         n_e * size,
         n_proj * size,
         n_val * size,
         n_val * size,
         seqs * m * size,
-    ]
-    .into_iter()
-    .map(|bytes| scratch.take(bytes))
-    .collect();
-    let result = (|| {
-        let [rows_b, e_b, proj_b, value_b, normed_b, alpha_b] = &mut bufs[..] else {
-            unreachable!("six buffers were taken")
-        };
-        let rows = view::<u32>(rows_b, n_rows);
-        reference::hash_decode(
-            layer.hash,
-            c.n_head_per_ngram,
-            layer.vocab,
-            state_ids,
-            ids,
-            rows,
+    ]);
+    let [rows_b, e_b, proj_b, value_b, normed_b, alpha_b] = &mut work.bufs;
+    let rows = view::<u32>(rows_b, n_rows);
+    reference::hash_decode(
+        layer.hash,
+        c.n_head_per_ngram,
+        layer.vocab,
+        state_ids,
+        ids,
+        rows,
+    )?;
+    let proj = view::<T>(proj_b, n_proj);
+    project_rows(&layer, rows, view::<T>(e_b, n_e), proj, par)?;
+    let alpha = match gates {
+        Some(g) => g,
+        None => view::<T>(alpha_b, seqs * m),
+    };
+    if c.short_conv {
+        let (value, normed) = (view::<T>(value_b, n_val), view::<T>(normed_b, n_val));
+        gate_value_norm(
+            proj,
+            layer.proj_bias,
+            hidden,
+            layer.key_norm,
+            layer.query_norm,
+            layer.conv_norm,
+            m,
+            d,
+            value,
+            normed,
+            alpha,
+            par,
         )?;
-        let e = view::<T>(e_b, n_e);
-        norm_gate::gather_rows(layer.table, c.d_head(), layer.hash, rows, e, par)?;
-        let proj = view::<T>(proj_b, n_proj);
-        linear::fastest(e, layer.proj_weight, None, c.d_mem(), proj, par)?;
-        let alpha = match gates {
-            Some(g) => g,
-            None => view::<T>(alpha_b, seqs * m),
-        };
-        if c.short_conv {
-            let (value, normed) = (view::<T>(value_b, n_val), view::<T>(normed_b, n_val));
-            gate_value_norm(
-                proj,
-                layer.proj_bias,
-                hidden,
-                layer.key_norm,
-                layer.query_norm,
-                layer.conv_norm,
-                m,
-                d,
-                value,
-                normed,
-                alpha,
-                par,
-            )?;
-            norm_gate::short_conv_decode(
-                normed,
-                value,
-                layer.conv_weight,
-                m * d,
-                c.kernel_size,
-                c.max_ngram_size,
-                state_conv,
-                out,
-                par,
-            )?;
-        } else {
-            gate_value_norm(
-                proj,
-                layer.proj_bias,
-                hidden,
-                layer.key_norm,
-                layer.query_norm,
-                &[],
-                m,
-                d,
-                out,
-                &mut [],
-                alpha,
-                par,
-            )?;
-        }
-        reference::push_ids(state_ids, ids, keep)
-    })();
-    for b in bufs {
-        scratch.give(b);
+        norm_gate::short_conv_decode(
+            normed,
+            value,
+            layer.conv_weight,
+            m * d,
+            c.kernel_size,
+            c.max_ngram_size,
+            state_conv,
+            out,
+            par,
+        )?;
+    } else {
+        gate_into_out(&layer, proj, hidden, out, alpha, par)?;
     }
-    result
+    reference::push_ids(state_ids, ids, keep)
 }
 
 #[cfg(test)]
@@ -731,12 +746,15 @@ mod tests {
         }
     }
 
-    fn fused<T: Element>(x: &Inputs<T>, par: Parallelism) -> Tail<T> {
+    /// Runs [`gate_conv`] on `x` with `state` for the state's convolution rows: `(out, alpha)`.
+    fn run_tail<T: Element>(
+        x: &Inputs<T>,
+        par: Parallelism,
+        state: &mut [T],
+    ) -> Result<(Vec<T>, Vec<T>)> {
         let tokens = CU[CU.len() - 1] as usize;
         let mut out = vec![T::default(); tokens * M * D];
         let mut alpha = vec![T::default(); tokens * M];
-        // Poisoned, so that a slot the pass forgets shows.
-        let mut state = vec![T::from_f32(7.0); (CU.len() - 1) * HIST * M * D];
         gate_conv(
             &x.proj,
             &x.bias,
@@ -752,10 +770,16 @@ mod tests {
             &CU,
             &mut out,
             &mut alpha,
-            Some(&mut state),
+            Some(state),
             par,
-        )
-        .unwrap();
+        )?;
+        Ok((out, alpha))
+    }
+
+    fn fused<T: Element>(x: &Inputs<T>, par: Parallelism) -> Tail<T> {
+        // Poisoned, so that a slot the pass forgets shows.
+        let mut state = vec![T::from_f32(7.0); (CU.len() - 1) * HIST * M * D];
+        let (out, alpha) = run_tail(x, par, &mut state).unwrap();
         (out, alpha, state)
     }
 
@@ -835,28 +859,7 @@ mod tests {
 
     #[test]
     fn a_wrong_state_length_is_an_error() {
-        let x = inputs::<f32>();
-        let tokens = CU[CU.len() - 1] as usize;
-        let (mut out, mut alpha) = (vec![0.0; tokens * M * D], vec![0.0; tokens * M]);
-        let mut state = vec![0.0; 3];
-        let err = gate_conv(
-            &x.proj,
-            &x.bias,
-            &x.hidden,
-            &x.key_norm,
-            &x.query_norm,
-            &x.conv_norm,
-            &x.conv_weight,
-            M,
-            D,
-            KERNEL,
-            DIL,
-            &CU,
-            &mut out,
-            &mut alpha,
-            Some(&mut state),
-            Parallelism::Sequential,
-        );
+        let err = run_tail(&inputs::<f32>(), Parallelism::Sequential, &mut [0.0; 3]);
         assert!(matches!(err, Err(engram_core::Error::ShapeMismatch { .. })));
     }
 }
