@@ -4,15 +4,17 @@
 //! functions over slices in [`kernels`], usable without the traits: the N-gram hash with id
 //! compression fused and the modulo by reciprocal, the projection through the `gemm` crate (f32)
 //! or this crate's packed 16-bit GEMM (bf16, f16: weights widened in registers by its
-//! microkernel), and row-parallel gather, RMSNorm, gate and short convolution
-//! (f32 arithmetic, bf16/f16 widened in registers), with the prefill's element-wise tail fused.
-//! f64 runs, and the ops not yet tuned, call the oracle in [`engram_core::reference`]. Results do
-//! not depend on the thread count; `CpuBackend::sequential` uses the calling thread only.
+//! microkernel), row-parallel gather and RMSNorm, the prefill's whole tail (gate, value, RMSNorm,
+//! causal convolution, SiLU) in one pass over chunks of tokens, the decode step on the same
+//! kernels, and the MoE router's scores, routing, experts and combine (f32 arithmetic, bf16/f16
+//! widened in registers). f64 runs, and the ops not yet tuned, call the oracle in
+//! [`engram_core::reference`]. Results do not depend on the thread count;
+//! `CpuBackend::sequential` uses the calling thread only.
 //!
 //! Without the default `std` feature the crate is `no_std` + `alloc` and holds the kernels that
 //! need neither threads nor the `gemm` crate (hash, gather, the 16-bit GEMM, RMSNorm, gate,
-//! convolution and its decode step, routing), run on the calling thread and vectorised for the instruction set the
-//! build targets (`RUSTFLAGS="-C target-feature=+avx2,+fma"`), since there is no run-time probe:
+//! the fused tail, convolution and its decode step, routing, combine), run on the calling
+//! thread and vectorised for the instruction set the build targets (`RUSTFLAGS="-C target-feature=+avx2,+fma"`), since there is no run-time probe:
 //! `cargo build -p engram-cpu --no-default-features`.
 
 #![cfg_attr(not(feature = "std"), no_std)]
