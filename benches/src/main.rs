@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use engram_benches::{copy_bandwidth, median_seconds};
 use engram_core::{
-    bf16, synthetic, Backend, DeviceEngramLayer, DeviceEngramState, Element, EngramConfig,
+    bf16, f16, synthetic, Backend, DeviceEngramLayer, DeviceEngramState, Element, EngramConfig,
     EngramOps, MoeConfig, MoeOps, NgramHasher, ScoreFunc,
 };
 use engram_cpu::kernels::hash::{hash_rows, LayerHashKernel};
@@ -56,6 +56,7 @@ fn cuda_backend() -> engram_core::Result<CpuBackend> {
 enum DTypeName {
     F32,
     Bf16,
+    F16,
 }
 
 #[derive(Subcommand)]
@@ -760,6 +761,7 @@ fn main() -> ExitCode {
         } => match dtype {
             DTypeName::F32 => bench_engram::<f32>(&backend, batch, seq, decode, runs, "f32"),
             DTypeName::Bf16 => bench_engram::<bf16>(&backend, batch, seq, decode, runs, "bf16"),
+            DTypeName::F16 => bench_engram::<f16>(&backend, batch, seq, decode, runs, "f16"),
         },
         Command::Projection {
             backend,
@@ -769,6 +771,7 @@ fn main() -> ExitCode {
         } => match dtype {
             DTypeName::F32 => bench_projection::<f32>(&backend, tokens, runs, "f32"),
             DTypeName::Bf16 => bench_projection::<bf16>(&backend, tokens, runs, "bf16"),
+            DTypeName::F16 => bench_projection::<f16>(&backend, tokens, runs, "f16"),
         },
         Command::Route {
             backend,
@@ -783,6 +786,7 @@ fn main() -> ExitCode {
         } => match dtype {
             DTypeName::F32 => bench_gather::<f32>(&backend, tokens, runs, "f32"),
             DTypeName::Bf16 => bench_gather::<bf16>(&backend, tokens, runs, "bf16"),
+            DTypeName::F16 => bench_gather::<f16>(&backend, tokens, runs, "f16"),
         },
         Command::Hash { tokens, runs } => bench_hash(tokens, runs).map(|j| vec![j]),
     };
