@@ -115,9 +115,11 @@ trait Widen: Sync {
     fn tile_avx2(isa: Isa) -> Option<Tile>;
 }
 
-/// A microkernel: the `MR x NR` tile of `k`-long dot products of a packed row block (`[k][MR]`)
-/// and a packed strip (`[k][NR]`).
-type Tile = fn(usize, &[f32], &[u16], &mut [[f32; NR]; MR]);
+/// A microkernel: `tile(k, rows, a, b, acc)` puts in the first `rows` (1 to `MR`) rows of `acc`
+/// the `k`-long dot products of those rows of a packed row block (`a`, `[k][MR]`) with a packed
+/// strip (`b`, `[k][NR]`); the other rows of `acc` are left as they are. A block's last tile
+/// computes only its live rows (one row in a decode of one sequence, not six).
+type Tile = fn(usize, usize, &[f32], &[u16], &mut [[f32; NR]; MR]);
 
 /// bf16: the bits are the top half of the f32.
 struct Bf16Bits;
@@ -155,11 +157,11 @@ impl Widen for F16Bits {
 /// The portable microkernel: fused multiply-adds where the target fuses them in hardware
 /// (aarch64 always; the same bits as the AVX2 kernel), plain multiply and add elsewhere (an
 /// x86-64 without FMA would otherwise call a software fma per product).
-fn tile_portable<W: Widen>(k: usize, a: &[f32], b: &[u16], acc: &mut [[f32; NR]; MR]) {
+fn tile_portable<W: Widen>(k: usize, rows: usize, a: &[f32], b: &[u16], acc: &mut [[f32; NR]; MR]) {
     if cfg!(any(target_arch = "aarch64", target_feature = "fma")) {
-        tile_generic::<W, true>(k, a, b, acc)
+        tile_generic::<W, true>(k, rows, a, b, acc)
     } else {
-        tile_generic::<W, false>(k, a, b, acc)
+        tile_generic::<W, false>(k, rows, a, b, acc)
     }
 }
 
@@ -167,14 +169,16 @@ fn tile_portable<W: Widen>(k: usize, a: &[f32], b: &[u16], acc: &mut [[f32; NR];
 #[inline(always)]
 fn tile_generic<W: Widen, const FUSED: bool>(
     k: usize,
+    rows: usize,
     a: &[f32],
     b: &[u16],
     acc: &mut [[f32; NR]; MR],
 ) {
+    let rows = rows.min(MR);
     let mut c = [[0.0f32; NR]; MR];
     for (ak, bk) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(k) {
         let w: [f32; NR] = core::array::from_fn(|j| W::widen(bk[j]));
-        for (cr, &av) in c.iter_mut().zip(ak) {
+        for (cr, &av) in c[..rows].iter_mut().zip(ak) {
             for (s, &wj) in cr.iter_mut().zip(&w) {
                 *s = if FUSED {
                     simd::fma(av, wj, *s)
@@ -184,7 +188,7 @@ fn tile_generic<W: Widen, const FUSED: bool>(
             }
         }
     }
-    *acc = c;
+    acc[..rows].copy_from_slice(&c[..rows]);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -198,21 +202,43 @@ mod avx2 {
 
     macro_rules! tile {
         ($name:ident, $inner:ident, $features:literal, $widen:ident) => {
-            /// Safe entry: checks the slices cover `k` steps, then runs the kernel.
-            pub(super) fn $name(k: usize, a: &[f32], b: &[u16], acc: &mut [[f32; NR]; MR]) {
+            /// Safe entry: checks the slices cover `k` steps, then runs the kernel for the
+            /// tile's live rows (a copy of the kernel per row count, so the row loop unrolls).
+            pub(super) fn $name(
+                k: usize,
+                rows: usize,
+                a: &[f32],
+                b: &[u16],
+                acc: &mut [[f32; NR]; MR],
+            ) {
                 assert!(
                     a.len() >= k * MR && b.len() >= k * NR,
                     "packed panels too short"
                 );
+                let (a, b) = (a.as_ptr(), b.as_ptr());
                 // SAFETY: the caller took this kernel from `tile_avx2`, which hands it out only
                 // when the CPU (or the build target) has these features; the slices hold `k`
                 // steps (asserted above), which is all the kernel reads.
-                unsafe { $inner(k, a.as_ptr(), b.as_ptr(), acc) }
+                unsafe {
+                    match rows {
+                        1 => $inner::<1>(k, a, b, acc),
+                        2 => $inner::<2>(k, a, b, acc),
+                        3 => $inner::<3>(k, a, b, acc),
+                        4 => $inner::<4>(k, a, b, acc),
+                        5 => $inner::<5>(k, a, b, acc),
+                        _ => $inner::<MR>(k, a, b, acc),
+                    }
+                }
             }
 
             #[target_feature(enable = $features)]
-            unsafe fn $inner(k: usize, a: *const f32, b: *const u16, acc: &mut [[f32; NR]; MR]) {
-                let mut c = [[_mm256_setzero_ps(); 2]; MR];
+            unsafe fn $inner<const R: usize>(
+                k: usize,
+                a: *const f32,
+                b: *const u16,
+                acc: &mut [[f32; NR]; MR],
+            ) {
+                let mut c = [[_mm256_setzero_ps(); 2]; R];
                 for kk in 0..k {
                     // SAFETY: kk < k, and the caller guarantees `k * NR` weights and `k * MR`
                     // activations behind the pointers.
@@ -221,7 +247,7 @@ mod avx2 {
                         ($widen(bk), $widen(bk.add(8)), a.add(kk * MR))
                     };
                     for (r, cr) in c.iter_mut().enumerate() {
-                        // SAFETY: r < MR, inside this step's activations.
+                        // SAFETY: r < R <= MR, inside this step's activations.
                         let av = _mm256_set1_ps(unsafe { *ak.add(r) });
                         cr[0] = _mm256_fmadd_ps(av, w0, cr[0]);
                         cr[1] = _mm256_fmadd_ps(av, w1, cr[1]);
@@ -309,7 +335,7 @@ impl Gemm {
                     };
                     for (t, xs) in packed_x.chunks_exact(MR * k).enumerate() {
                         let mut acc = [[0.0f32; NR]; MR];
-                        tile(k, xs, strip, &mut acc);
+                        tile(k, (r1 - r0 - t * MR).min(MR), xs, strip, &mut acc);
                         let row0 = r0 + t * MR;
                         // SAFETY: this call owns columns s*NR .. s*NR + NR of rows r0..r1 (strip
                         // s of this block, handed to one chunk); `store` writes only inside
@@ -581,10 +607,14 @@ mod tests {
                     .iter()
                     .map(|v| v.to_bits() & 0xfbff)
                     .collect();
-                let (mut x, mut y) = ([[0.0f32; NR]; MR], [[1.0f32; NR]; MR]);
-                fast(k, &a, &b, &mut x);
-                tile_generic::<W, true>(k, &a, &b, &mut y);
-                assert_eq!(x, y, "k = {k}");
+                for rows in 1..=MR {
+                    // Rows past `rows` must be left as they are.
+                    let (mut x, mut y) = ([[3.0f32; NR]; MR], [[3.0f32; NR]; MR]);
+                    fast(k, rows, &a, &b, &mut x);
+                    tile_generic::<W, true>(k, rows, &a, &b, &mut y);
+                    assert_eq!(x, y, "k = {k}, rows = {rows}");
+                    assert!(x[rows..].iter().flatten().all(|&v| v == 3.0));
+                }
             }
         }
         check::<Bf16Bits>();
