@@ -134,12 +134,80 @@ impl Element for f16 {
     fn from_f64(v: f64) -> Self {
         f16::from_f64(v)
     }
+    #[inline(always)]
     fn to_f32(self) -> f32 {
-        f16::to_f32(self)
+        f16_bits_to_f32(self.to_bits())
     }
+    #[inline(always)]
     fn from_f32(v: f32) -> Self {
-        f16::from_f32(v)
+        f16::from_bits(f32_to_f16_bits(v))
     }
+}
+
+/// The f32 value of f16 bits, exactly: subnormals, infinities, and NaNs made quiet with their
+/// payload kept (what the `half` crate and the F16C instruction give). Written without branches
+/// so that the kernels' loops vectorise it; `half`'s own conversion calls a function chosen at
+/// run time for every value.
+#[inline(always)]
+pub fn f16_bits_to_f32(h: u16) -> f32 {
+    let h = u32::from(h);
+    let sign = (h & 0x8000) << 16;
+    // Exponent and mantissa moved to their f32 places, exponent still biased by 15.
+    let shifted = (h & 0x7fff) << 13;
+    let exponent = shifted & 0x0f80_0000;
+    let normal = shifted + ((127 - 15) << 23);
+    // All-ones exponent: infinity, or a NaN with the quiet bit set.
+    let quiet = if shifted & 0x007f_e000 != 0 {
+        0x0040_0000
+    } else {
+        0
+    };
+    let special = (normal + ((128 - 16) << 23)) | quiet;
+    // Zero exponent: mantissa * 2^-24, as (2^-14 + mantissa * 2^-24) - 2^-14 (both exact).
+    let subnormal = (f32::from_bits(shifted + (113 << 23)) - f32::from_bits(113 << 23)).to_bits();
+    let magnitude = if exponent == 0x0f80_0000 {
+        special
+    } else if exponent == 0 {
+        subnormal
+    } else {
+        normal
+    };
+    f32::from_bits(magnitude | sign)
+}
+
+/// f32 to the nearest f16 (ties to even), overflowing to infinity, NaNs made quiet with the top
+/// of their payload kept: the `half` crate's and the F16C instruction's result, bit for bit,
+/// without branches (see [`f16_bits_to_f32`]).
+#[inline(always)]
+pub fn f32_to_f16_bits(v: f32) -> u16 {
+    let x = v.to_bits();
+    let sign = (x >> 16) & 0x8000;
+    let a = x & 0x7fff_ffff;
+    let nan = 0x7e00 | ((a & 0x007f_ffff) >> 13);
+    // Normal results: rebias the exponent and round the 13 dropped bits to nearest, ties to
+    // even (adding 0xfff plus the kept mantissa's lowest bit carries exactly when rounding up;
+    // a carry into the exponent is right, up to infinity).
+    let odd = (a >> 13) & 1;
+    let normal = (a
+        .wrapping_sub((127 - 15) << 23)
+        .wrapping_add(0xfff)
+        .wrapping_add(odd))
+        >> 13;
+    // Subnormal results (|v| < 2^-14): adding 0.5 in f32 rounds at the f16 subnormal's last
+    // place, ties to even, and leaves the mantissa in the low bits.
+    let subnormal = (f32::from_bits(a) + 0.5)
+        .to_bits()
+        .wrapping_sub(0x3f00_0000);
+    let magnitude = if a > 0x7f80_0000 {
+        nan
+    } else if a >= 0x4780_0000 {
+        0x7c00
+    } else if a < 0x3880_0000 {
+        subnormal
+    } else {
+        normal
+    };
+    (magnitude | sign) as u16
 }
 
 impl Element for bf16 {
@@ -149,9 +217,11 @@ impl Element for bf16 {
     fn from_f64(v: f64) -> Self {
         bf16::from_f64(v)
     }
+    #[inline(always)]
     fn to_f32(self) -> f32 {
         bf16::to_f32(self)
     }
+    #[inline(always)]
     fn from_f32(v: f32) -> Self {
         bf16::from_f32(v)
     }
@@ -167,6 +237,56 @@ mod tests {
         assert_eq!(<bf16 as Element>::from_f32(1.0 + 1.0 / 512.0).to_f32(), 1.0);
         assert_eq!(<f16 as Element>::from_f64(65504.0).to_f64(), 65504.0);
         assert_eq!(<bf16 as Element>::to_f64(bf16::from_f32(-2.5)), -2.5);
+    }
+
+    /// Every f16 widens to what the `half` crate gives, bit for bit (NaNs included).
+    #[test]
+    fn f16_widening_equals_half_on_every_value() {
+        for h in 0..=u16::MAX {
+            let want = half::f16::from_bits(h).to_f32().to_bits();
+            assert_eq!(f16_bits_to_f32(h).to_bits(), want, "bits {h:#06x}");
+        }
+    }
+
+    /// f32 to f16 equals the `half` crate's rounding on every exponent with the dropped bits at
+    /// and around each rounding boundary, on every f32 in the f16 subnormal range (strided), and
+    /// on NaNs, infinities and the overflow edge.
+    #[test]
+    fn f16_rounding_equals_half() {
+        let check = |x: u32| {
+            let want = half::f16::from_f32(f32::from_bits(x)).to_bits();
+            assert_eq!(
+                f32_to_f16_bits(f32::from_bits(x)),
+                want,
+                "f32 bits {x:#010x}"
+            );
+        };
+        for high in 0..(1u32 << 19) {
+            for low in [0u32, 1, 0xfff, 0x1000, 0x1001, 0x1fff] {
+                check(high << 13 | low);
+            }
+        }
+        // |v| below 2^-14 (exponents 102 to 112) and a little into the normals, every 7th value.
+        for x in ((102u32 << 23)..(114 << 23)).step_by(7) {
+            check(x);
+            check(x | 0x8000_0000);
+        }
+        for x in [
+            0x7f80_0000,
+            0xff80_0000,
+            0x7f80_0001,
+            0x7fc0_0000,
+            0xffff_ffff,
+            0x477f_efff,
+            0x477f_f000,
+            0x477f_f001,
+            0x4780_0000,
+            0x3380_0000,
+            0x3380_0001,
+            0x3300_0000,
+        ] {
+            check(x);
+        }
     }
 
     #[test]
