@@ -86,6 +86,7 @@ pub fn gate_value_norm<T: Element>(
         SharedRows(normed.as_mut_ptr()),
         SharedRows(alpha.as_mut_ptr()),
     );
+    let weights = GateWeights::new(bias, key_norm, query_norm, conv_norm, m, d);
     let isa = simd::detected();
     par.for_chunks(tokens, 4, |range| {
         for t in range {
@@ -105,9 +106,7 @@ pub fn gate_value_norm<T: Element>(
             };
             let p = &proj[t * (m + 1) * d..(t + 1) * (m + 1) * d];
             let h = &hidden[t * m * d..(t + 1) * m * d];
-            gate_token_dispatch(
-                isa, p, bias, h, key_norm, query_norm, conv_norm, m, d, value_t, normed_t, alpha_t,
-            );
+            weights.token(isa, p, h, value_t, normed_t, alpha_t);
         }
     });
     Ok(())
@@ -189,9 +188,13 @@ pub fn gate_conv<T: Element>(
         }
         None => None,
     };
+    if tokens == 0 {
+        return Ok(());
+    }
     let taps = norm_gate::conv_taps(conv_weight, md, kernel);
     let ring_rows = hist + 1;
     let (op, ap) = (SharedRows(out.as_mut_ptr()), SharedRows(alpha.as_mut_ptr()));
+    let weights = GateWeights::new(bias, key_norm, query_norm, conv_norm, m, d);
     let isa = simd::detected();
     par.for_chunks(tokens, 64, |range| {
         let mut ring = vec![T::default(); ring_rows * md];
@@ -211,16 +214,10 @@ pub fn gate_conv<T: Element>(
                 &mut spare_alpha[..]
             };
             let normed_t = &mut ring[slot * md..(slot + 1) * md];
-            gate_token_dispatch(
+            weights.token(
                 isa,
                 &proj[t * (m + 1) * d..(t + 1) * (m + 1) * d],
-                bias,
                 &hidden[t * md..(t + 1) * md],
-                key_norm,
-                query_norm,
-                conv_norm,
-                m,
-                d,
                 &mut value,
                 normed_t,
                 alpha_t,
@@ -254,63 +251,83 @@ pub fn gate_conv<T: Element>(
     Ok(())
 }
 
-/// [`gate_token`] on AVX2 + FMA where `isa` has them.
-#[allow(clippy::too_many_arguments)]
-fn gate_token_dispatch<T: Element>(
-    isa: simd::Isa,
-    p: &[T],
-    bias: &[T],
-    h: &[T],
-    key_norm: &[T],
-    query_norm: &[T],
-    conv_norm: &[T],
+/// The gate pass's per-layer vectors (the projection's bias, the key, query and convolution
+/// norms), widened to f32 once per call rather than once per token.
+struct GateWeights {
+    bias: Vec<f32>,
+    key_norm: Vec<f32>,
+    query_norm: Vec<f32>,
+    /// Empty when the layer has no convolution.
+    conv_norm: Vec<f32>,
     m: usize,
     d: usize,
-    value_t: &mut [T],
-    normed_t: &mut [T],
-    alpha_t: &mut [T],
-) {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `detected()` found AVX2 and FMA (AVX-512 implies them) on this CPU, or, without
-        // std, the build targets them.
-        simd::Isa::Avx2Fma | simd::Isa::Avx512 => unsafe {
-            gate_token_avx2(
-                p, bias, h, key_norm, query_norm, conv_norm, m, d, value_t, normed_t, alpha_t,
-            )
-        },
-        _ => gate_token(
-            p, bias, h, key_norm, query_norm, conv_norm, m, d, value_t, normed_t, alpha_t,
-        ),
+}
+
+impl GateWeights {
+    fn new<T: Element>(
+        bias: &[T],
+        key_norm: &[T],
+        query_norm: &[T],
+        conv_norm: &[T],
+        m: usize,
+        d: usize,
+    ) -> Self {
+        let wide = |v: &[T]| v.iter().map(|x| x.to_f32()).collect();
+        GateWeights {
+            bias: wide(bias),
+            key_norm: wide(key_norm),
+            query_norm: wide(query_norm),
+            conv_norm: wide(conv_norm),
+            m,
+            d,
+        }
+    }
+
+    /// One token of the gate pass on AVX2 + FMA where `isa` has them: `p` its projection row,
+    /// `h` its hidden row; writes its values, normed values (when there is a convolution norm)
+    /// and gates.
+    fn token<T: Element>(
+        &self,
+        isa: simd::Isa,
+        p: &[T],
+        h: &[T],
+        value_t: &mut [T],
+        normed_t: &mut [T],
+        alpha_t: &mut [T],
+    ) {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `detected()` found AVX2 and FMA (AVX-512 implies them) on this CPU, or,
+            // without std, the build targets them.
+            simd::Isa::Avx2Fma | simd::Isa::Avx512 => unsafe {
+                gate_token_avx2(self, p, h, value_t, normed_t, alpha_t)
+            },
+            _ => gate_token(self, p, h, value_t, normed_t, alpha_t),
+        }
     }
 }
 
-/// One token of [`gate_value_norm`]: `p` its projection row, `h` its hidden row.
+/// One token of the gate pass (see [`GateWeights::token`]).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn gate_token<T: Element>(
+    w: &GateWeights,
     p: &[T],
-    bias: &[T],
     h: &[T],
-    key_norm: &[T],
-    query_norm: &[T],
-    conv_norm: &[T],
-    m: usize,
-    d: usize,
     value_t: &mut [T],
     normed_t: &mut [T],
     alpha_t: &mut [T],
 ) {
     const L: usize = simd::LANES;
+    let (m, d) = (w.m, w.d);
     let (eps, inv_sqrt_d) = (KEY_QUERY_EPS as f32, 1.0 / libm::sqrtf(d as f32));
     let v = &p[m * d..];
-    let vb = &bias[m * d..];
+    let vb = &w.bias[m * d..];
     for b in 0..m {
         let k = &p[b * d..(b + 1) * d];
-        let kb = &bias[b * d..(b + 1) * d];
+        let kb = &w.bias[b * d..(b + 1) * d];
         let hb = &h[b * d..(b + 1) * d];
-        let kn = &key_norm[b * d..(b + 1) * d];
-        let qn = &query_norm[b * d..(b + 1) * d];
+        let kn = &w.key_norm[b * d..(b + 1) * d];
+        let qn = &w.query_norm[b * d..(b + 1) * d];
         let (mut sk, mut sh, mut sd) = ([0.0f32; L], [0.0f32; L], [0.0f32; L]);
         let n = d / L * L;
         for ((((kc, kbc), hc), knc), qnc) in k[..n]
@@ -321,17 +338,17 @@ fn gate_token<T: Element>(
             .zip(qn[..n].chunks_exact(L))
         {
             for l in 0..L {
-                let (ki, hi) = (kc[l].to_f32() + kbc[l].to_f32(), hc[l].to_f32());
+                let (ki, hi) = (kc[l].to_f32() + kbc[l], hc[l].to_f32());
                 sk[l] += ki * ki;
                 sh[l] += hi * hi;
-                sd[l] += ki * knc[l].to_f32() * hi * qnc[l].to_f32();
+                sd[l] += ki * knc[l] * hi * qnc[l];
             }
         }
         for i in n..d {
-            let (ki, hi) = (k[i].to_f32() + kb[i].to_f32(), hb[i].to_f32());
+            let (ki, hi) = (k[i].to_f32() + kb[i], hb[i].to_f32());
             sk[0] += ki * ki;
             sh[0] += hi * hi;
-            sd[0] += ki * kn[i].to_f32() * hi * qn[i].to_f32();
+            sd[0] += ki * kn[i] * hi * qn[i];
         }
         let (sk, sh, sd) = (simd::reduce(sk), simd::reduce(sh), simd::reduce(sd));
         let s =
@@ -354,25 +371,25 @@ fn gate_token<T: Element>(
             .zip(vb[..n].chunks_exact(L))
         {
             for l in 0..L {
-                oc[l] = T::from_f32(af * (vc[l].to_f32() + vbc[l].to_f32()));
-                let w = oc[l].to_f32();
-                ss[l] += w * w;
+                oc[l] = T::from_f32(af * (vc[l].to_f32() + vbc[l]));
+                let x = oc[l].to_f32();
+                ss[l] += x * x;
             }
         }
         for i in n..d {
-            row[i] = T::from_f32(af * (v[i].to_f32() + vb[i].to_f32()));
-            let w = row[i].to_f32();
-            ss[0] += w * w;
+            row[i] = T::from_f32(af * (v[i].to_f32() + vb[i]));
+            let x = row[i].to_f32();
+            ss[0] += x * x;
         }
-        if !conv_norm.is_empty() {
+        if !w.conv_norm.is_empty() {
             let inv = 1.0 / libm::sqrtf(simd::reduce(ss) / d as f32 + CONV_NORM_EPS as f32);
-            let cn = &conv_norm[b * d..(b + 1) * d];
-            for ((o, vi), w) in normed_t[b * d..(b + 1) * d]
+            let cn = &w.conv_norm[b * d..(b + 1) * d];
+            for ((o, vi), c) in normed_t[b * d..(b + 1) * d]
                 .iter_mut()
                 .zip(row.iter())
                 .zip(cn)
             {
-                *o = T::from_f32(vi.to_f32() * inv * w.to_f32());
+                *o = T::from_f32(vi.to_f32() * inv * c);
             }
         }
     }
@@ -482,23 +499,15 @@ fn view<T: bytemuck::Pod>(v: &mut [u64], n: usize) -> &mut [T] {
 /// [`gate_token`] compiled for AVX2 + FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
 fn gate_token_avx2<T: Element>(
+    w: &GateWeights,
     p: &[T],
-    bias: &[T],
     h: &[T],
-    key_norm: &[T],
-    query_norm: &[T],
-    conv_norm: &[T],
-    m: usize,
-    d: usize,
     value_t: &mut [T],
     normed_t: &mut [T],
     alpha_t: &mut [T],
 ) {
-    gate_token(
-        p, bias, h, key_norm, query_norm, conv_norm, m, d, value_t, normed_t, alpha_t,
-    )
+    gate_token(w, p, h, value_t, normed_t, alpha_t)
 }
 
 /// The whole prefill: same contract and errors as `engram_core::reference::engram_prefill`
@@ -855,6 +864,34 @@ mod tests {
     #[test]
     fn the_fused_tail_matches_the_oracle_in_bf16() {
         check::<bf16>(1e-3);
+    }
+
+    /// No tokens: nothing to compute, on one thread too, and every state slot is zero.
+    #[test]
+    fn an_empty_batch_zeroes_the_state() {
+        let x = inputs::<f32>();
+        let mut state = vec![7.0f32; 2 * HIST * M * D];
+        let (mut out, mut alpha) = (Vec::new(), Vec::new());
+        gate_conv(
+            &x.proj[..0],
+            &x.bias,
+            &x.hidden[..0],
+            &x.key_norm,
+            &x.query_norm,
+            &x.conv_norm,
+            &x.conv_weight,
+            M,
+            D,
+            KERNEL,
+            DIL,
+            &[0, 0, 0],
+            &mut out,
+            &mut alpha,
+            Some(&mut state),
+            Parallelism::Sequential,
+        )
+        .unwrap();
+        assert!(state.iter().all(|&v| v == 0.0));
     }
 
     #[test]
