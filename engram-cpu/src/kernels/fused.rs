@@ -252,41 +252,60 @@ pub fn gate_conv<T: Element>(
 }
 
 /// The gate pass's per-layer vectors (the projection's bias, the key, query and convolution
-/// norms), widened to f32 once per call rather than once per token.
-struct GateWeights {
-    bias: Vec<f32>,
-    key_norm: Vec<f32>,
-    query_norm: Vec<f32>,
+/// norms) in element type `N`.
+#[derive(Clone, Copy)]
+struct GateVectors<'a, N> {
+    bias: &'a [N],
+    key_norm: &'a [N],
+    query_norm: &'a [N],
     /// Empty when the layer has no convolution.
-    conv_norm: Vec<f32>,
+    conv_norm: &'a [N],
     m: usize,
     d: usize,
 }
 
-impl GateWeights {
-    fn new<T: Element>(
-        bias: &[T],
-        key_norm: &[T],
-        query_norm: &[T],
-        conv_norm: &[T],
+/// The gate pass's per-layer vectors as the tokens read them: f16 ones widened to f32 once per
+/// call (each f16 widening costs several operations, and every token reads every vector), the
+/// others as they are (widening them costs one operation or none, and f32 copies would double
+/// the bytes each token reads).
+struct GateWeights<'a, T> {
+    own: GateVectors<'a, T>,
+    wide: Option<[Vec<f32>; 4]>,
+}
+
+impl<'a, T: Element> GateWeights<'a, T> {
+    fn new(
+        bias: &'a [T],
+        key_norm: &'a [T],
+        query_norm: &'a [T],
+        conv_norm: &'a [T],
         m: usize,
         d: usize,
     ) -> Self {
-        let wide = |v: &[T]| v.iter().map(|x| x.to_f32()).collect();
-        GateWeights {
-            bias: wide(bias),
-            key_norm: wide(key_norm),
-            query_norm: wide(query_norm),
-            conv_norm: wide(conv_norm),
+        let own = GateVectors {
+            bias,
+            key_norm,
+            query_norm,
+            conv_norm,
             m,
             d,
-        }
+        };
+        let widen = |v: &[T]| v.iter().map(|x| x.to_f32()).collect();
+        let wide = (T::DTYPE == engram_core::DType::F16).then(|| {
+            [
+                widen(bias),
+                widen(key_norm),
+                widen(query_norm),
+                widen(conv_norm),
+            ]
+        });
+        GateWeights { own, wide }
     }
 
     /// One token of the gate pass on AVX2 + FMA where `isa` has them: `p` its projection row,
     /// `h` its hidden row; writes its values, normed values (when there is a convolution norm)
     /// and gates.
-    fn token<T: Element>(
+    fn token(
         &self,
         isa: simd::Isa,
         p: &[T],
@@ -295,22 +314,48 @@ impl GateWeights {
         normed_t: &mut [T],
         alpha_t: &mut [T],
     ) {
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `detected()` found AVX2 and FMA (AVX-512 implies them) on this CPU, or,
-            // without std, the build targets them.
-            simd::Isa::Avx2Fma | simd::Isa::Avx512 => unsafe {
-                gate_token_avx2(self, p, h, value_t, normed_t, alpha_t)
-            },
-            _ => gate_token(self, p, h, value_t, normed_t, alpha_t),
+        match &self.wide {
+            Some([bias, key_norm, query_norm, conv_norm]) => {
+                let w = GateVectors {
+                    bias: &bias[..],
+                    key_norm: &key_norm[..],
+                    query_norm: &query_norm[..],
+                    conv_norm: &conv_norm[..],
+                    m: self.own.m,
+                    d: self.own.d,
+                };
+                gate_token_on(isa, &w, p, h, value_t, normed_t, alpha_t)
+            }
+            None => gate_token_on(isa, &self.own, p, h, value_t, normed_t, alpha_t),
         }
     }
 }
 
-/// One token of the gate pass (see [`GateWeights::token`]).
+/// [`gate_token`], compiled for AVX2 + FMA where `isa` has them.
+fn gate_token_on<T: Element, N: Element>(
+    isa: simd::Isa,
+    w: &GateVectors<'_, N>,
+    p: &[T],
+    h: &[T],
+    value_t: &mut [T],
+    normed_t: &mut [T],
+    alpha_t: &mut [T],
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `detected()` found AVX2 and FMA (AVX-512 implies them) on this CPU, or,
+        // without std, the build targets them.
+        simd::Isa::Avx2Fma | simd::Isa::Avx512 => unsafe {
+            gate_token_avx2(w, p, h, value_t, normed_t, alpha_t)
+        },
+        _ => gate_token(w, p, h, value_t, normed_t, alpha_t),
+    }
+}
+
+/// One token of the gate pass (see [`GateWeights::token`]); `N` is the vectors' element type.
 #[inline(always)]
-fn gate_token<T: Element>(
-    w: &GateWeights,
+fn gate_token<T: Element, N: Element>(
+    w: &GateVectors<'_, N>,
     p: &[T],
     h: &[T],
     value_t: &mut [T],
@@ -338,17 +383,17 @@ fn gate_token<T: Element>(
             .zip(qn[..n].chunks_exact(L))
         {
             for l in 0..L {
-                let (ki, hi) = (kc[l].to_f32() + kbc[l], hc[l].to_f32());
+                let (ki, hi) = (kc[l].to_f32() + kbc[l].to_f32(), hc[l].to_f32());
                 sk[l] += ki * ki;
                 sh[l] += hi * hi;
-                sd[l] += ki * knc[l] * hi * qnc[l];
+                sd[l] += ki * knc[l].to_f32() * hi * qnc[l].to_f32();
             }
         }
         for i in n..d {
-            let (ki, hi) = (k[i].to_f32() + kb[i], hb[i].to_f32());
+            let (ki, hi) = (k[i].to_f32() + kb[i].to_f32(), hb[i].to_f32());
             sk[0] += ki * ki;
             sh[0] += hi * hi;
-            sd[0] += ki * kn[i] * hi * qn[i];
+            sd[0] += ki * kn[i].to_f32() * hi * qn[i].to_f32();
         }
         let (sk, sh, sd) = (simd::reduce(sk), simd::reduce(sh), simd::reduce(sd));
         let s =
@@ -371,13 +416,13 @@ fn gate_token<T: Element>(
             .zip(vb[..n].chunks_exact(L))
         {
             for l in 0..L {
-                oc[l] = T::from_f32(af * (vc[l].to_f32() + vbc[l]));
+                oc[l] = T::from_f32(af * (vc[l].to_f32() + vbc[l].to_f32()));
                 let x = oc[l].to_f32();
                 ss[l] += x * x;
             }
         }
         for i in n..d {
-            row[i] = T::from_f32(af * (v[i].to_f32() + vb[i]));
+            row[i] = T::from_f32(af * (v[i].to_f32() + vb[i].to_f32()));
             let x = row[i].to_f32();
             ss[0] += x * x;
         }
@@ -389,7 +434,7 @@ fn gate_token<T: Element>(
                 .zip(row.iter())
                 .zip(cn)
             {
-                *o = T::from_f32(vi.to_f32() * inv * c);
+                *o = T::from_f32(vi.to_f32() * inv * c.to_f32());
             }
         }
     }
@@ -499,8 +544,8 @@ fn view<T: bytemuck::Pod>(v: &mut [u64], n: usize) -> &mut [T] {
 /// [`gate_token`] compiled for AVX2 + FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn gate_token_avx2<T: Element>(
-    w: &GateWeights,
+fn gate_token_avx2<T: Element, N: Element>(
+    w: &GateVectors<'_, N>,
     p: &[T],
     h: &[T],
     value_t: &mut [T],
