@@ -165,10 +165,7 @@ pub fn gate_conv<T: Element>(
     )?;
     let batch = PackedBatch::new(cu_seqlens, tokens)?;
     let hist = kernel.saturating_sub(1) * dil;
-    let mut start = vec![0usize; tokens];
-    for seq in batch.sequences() {
-        start[seq.clone()].fill(seq.start);
-    }
+    let reach = norm_gate::ConvReach::new(&batch, tokens, dil);
     // Where each token's normed row goes in the state, if anywhere; the slots before a short
     // sequence's start are zeroed here.
     let mut state_slot: Vec<usize> = Vec::new();
@@ -201,7 +198,9 @@ pub fn gate_conv<T: Element>(
         let mut value = vec![T::default(); md];
         let mut spare_alpha = vec![T::default(); m];
         let mut tap_rows = vec![NO_ROW; kernel];
-        let first = start[range.start].max(range.start.saturating_sub(hist));
+        let first = reach
+            .start(range.start)
+            .max(range.start.saturating_sub(hist));
         for t in first..range.end {
             let owned = t >= range.start;
             let slot = t % ring_rows;
@@ -234,13 +233,10 @@ pub fn gate_conv<T: Element>(
                     dst.copy_from_slice(&ring[slot * md..(slot + 1) * md]);
                 }
             }
-            for (k, r) in tap_rows.iter_mut().enumerate() {
-                let back = (kernel - 1 - k) * dil;
-                *r = if t >= start[t] + back {
-                    (t - back) % ring_rows
-                } else {
-                    NO_ROW
-                };
+            // The taps' tokens, as rows of the ring.
+            reach.taps(t, &mut tap_rows);
+            for r in tap_rows.iter_mut().filter(|r| **r != NO_ROW) {
+                *r %= ring_rows;
             }
             // SAFETY: token t's output row lies inside `out` (`tokens x md`, checked) and only
             // this chunk, which owns t, writes it.

@@ -165,26 +165,14 @@ pub fn short_conv<T: Element>(
         kernel,
         out.len(),
     )?;
-    let batch = PackedBatch::new(cu_seqlens, tokens)?;
-    let mut start = vec![0usize; tokens];
-    for seq in batch.sequences() {
-        start[seq.clone()].fill(seq.start);
-    }
+    let reach = ConvReach::new(&PackedBatch::new(cu_seqlens, tokens)?, tokens, dilation);
     let taps = conv_taps(weight, channels, kernel);
     let isa = super::simd::detected();
     let dst = super::hash::SharedRows(out.as_mut_ptr());
     par.for_chunks(tokens, 16, |range| {
         let mut rows = vec![NO_ROW; kernel];
         for t in range {
-            // Tap k reads token t - (kernel - 1 - k) dilation, if it lies in t's sequence.
-            for (k, r) in rows.iter_mut().enumerate() {
-                let back = (kernel - 1 - k) * dilation;
-                *r = if t >= start[t] + back {
-                    t - back
-                } else {
-                    NO_ROW
-                };
-            }
+            reach.taps(t, &mut rows);
             // SAFETY: token t's output row lies inside `out` (`tokens x channels`, checked) and
             // only this chunk, which owns t, writes it.
             let o =
@@ -198,6 +186,42 @@ pub fn short_conv<T: Element>(
 
 /// A tap with no input row (before the sequence's start).
 pub(crate) const NO_ROW: usize = usize::MAX;
+
+/// Which earlier tokens the causal convolution reads: each token's sequence start and the
+/// dilation.
+pub(crate) struct ConvReach {
+    start: Vec<usize>,
+    dilation: usize,
+}
+
+impl ConvReach {
+    pub(crate) fn new(batch: &PackedBatch<'_>, tokens: usize, dilation: usize) -> Self {
+        let mut start = vec![0usize; tokens];
+        for seq in batch.sequences() {
+            start[seq.clone()].fill(seq.start);
+        }
+        ConvReach { start, dilation }
+    }
+
+    /// The first token of token `t`'s sequence.
+    pub(crate) fn start(&self, t: usize) -> usize {
+        self.start[t]
+    }
+
+    /// Fills `rows` (one entry per tap, oldest first) with the token each tap of token `t`
+    /// reads, `t - (w - 1 - k) dilation`, or [`NO_ROW`] where that lies before `t`'s sequence.
+    pub(crate) fn taps(&self, t: usize, rows: &mut [usize]) {
+        let kernel = rows.len();
+        for (k, r) in rows.iter_mut().enumerate() {
+            let back = (kernel - 1 - k) * self.dilation;
+            *r = if t >= self.start[t] + back {
+                t - back
+            } else {
+                NO_ROW
+            };
+        }
+    }
+}
 
 /// The kernel `[C, w]` transposed to `[w, C]` and widened, so that each tap's inner loop runs
 /// over contiguous channels (vectorisable).
