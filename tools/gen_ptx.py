@@ -1,4 +1,4 @@
-"""Compiles engram-cuda/kernels/*.cu (with their shared header common.cuh) to PTX with NVRTC (no GPU and no CUDA install needed).
+"""Compiles engram-cuda/kernels/*.cu (with their shared headers common.cuh and grid.cuh) to PTX with NVRTC (no GPU and no CUDA install needed).
 
 Uses the pinned NVRTC of the PyPI wheel nvidia-cuda-nvrtc-cu12 and the headers of
 nvidia-cuda-runtime-cu12 (both 12.2.140: PTX ISA 8.2, loadable by drivers from 535 on).
@@ -65,7 +65,7 @@ def main():
     for cu in sorted(KERNELS.glob("*.cu")):
         opts = options(cu)
         header = f"// Generated from {cu.name} by tools/gen_ptx.py with NVRTC {major.value}.{minor.value}, options: {' '.join(opts)}\n"
-        # The shared header (common.cuh) is found beside the sources.
+        # The shared headers (common.cuh, grid.cuh) are found beside the sources.
         ptx = header + compile_ptx(nvrtc, cu.read_text(), cu.name, opts + ["-I" + include, "-I" + str(KERNELS)])
         out = cu.with_suffix(".ptx")
         if args.check:

@@ -1,13 +1,12 @@
 // Device helpers shared by the fast-path kernels (fused.cu) and the sm_90a projection
-// (hopper.cu): element conversions, grid-stride indices, the sequence of a token, 16-byte
-// asynchronous copies into shared memory and the swizzled layout of a projection tile. Included
+// (hopper.cu): element conversions (and, through grid.cuh, grid-stride indices and the sequence
+// of a token), 16-byte asynchronous copies into shared memory and the swizzled layout of a projection tile. Included
 // by those sources (tools/gen_ptx.py passes this directory to NVRTC); never compiled alone.
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 
-typedef unsigned int u32;
-typedef unsigned long long u64;
+#include "grid.cuh"
 
 __device__ __forceinline__ float widen(__half x) { return __half2float(x); }
 __device__ __forceinline__ float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
@@ -19,19 +18,6 @@ template <typename T> __device__ __forceinline__ float round_to(float x) { retur
 
 __device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-__device__ __forceinline__ u64 global_index() { return (u64)blockIdx.x * blockDim.x + threadIdx.x; }
-__device__ __forceinline__ u64 global_stride() { return (u64)gridDim.x * blockDim.x; }
-
-// The sequence of position t in a packed batch: the largest s with cu[s] <= t (empty sequences
-// share their start with the next one, and the largest such s is the non-empty one).
-__device__ __forceinline__ u32 sequence_of(const u32* cu, u32 seqs, u64 t) {
-    u32 lo = 0, hi = seqs - 1;
-    while (lo < hi) {
-        u32 mid = (lo + hi + 1) / 2;
-        if ((u64)cu[mid] <= t) lo = mid; else hi = mid - 1;
-    }
-    return lo;
-}
 
 // ---- tiles in shared memory ----------------------------------------------------------------------
 

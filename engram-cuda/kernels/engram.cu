@@ -7,8 +7,7 @@
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 
-typedef unsigned int u32;
-typedef unsigned long long u64;
+#include "grid.cuh"
 
 template <typename T> struct Acc { typedef float type; };
 template <> struct Acc<double> { typedef double type; };
@@ -27,19 +26,6 @@ template <> __device__ __forceinline__ __nv_bfloat16 narrow<__nv_bfloat16>(float
 __device__ __forceinline__ float sigmoid_acc(float x) { return 1.0f / (1.0f + expf(-x)); }
 __device__ __forceinline__ double sigmoid_acc(double x) { return 1.0 / (1.0 + exp(-x)); }
 
-__device__ __forceinline__ u64 global_index() { return (u64)blockIdx.x * blockDim.x + threadIdx.x; }
-__device__ __forceinline__ u64 global_stride() { return (u64)gridDim.x * blockDim.x; }
-
-// The sequence of position t in a packed batch: the largest s with cu[s] <= t (empty sequences
-// share their start with the next one, and the largest such s is the non-empty one).
-__device__ __forceinline__ u32 sequence_of(const u32* cu, u32 seqs, u64 t) {
-    u32 lo = 0, hi = seqs - 1;
-    while (lo < hi) {
-        u32 mid = (lo + hi + 1) / 2;
-        if ((u64)cu[mid] <= t) lo = mid; else hi = mid - 1;
-    }
-    return lo;
-}
 
 // Block-wide sum of up to three values; blockDim.x is a power of two <= 1024, shared memory
 // 3 * blockDim.x accumulators.

@@ -15,7 +15,8 @@
 //! - `kernels/hopper.cu` ([`HOPPER_CU`], [`HOPPER_PTX`]): the same projection on Hopper's
 //!   warpgroup tensor cores (`wgmma`, sm_90a), loaded on sm_90 devices only and taken there.
 //!
-//! Both fast-path sources include `kernels/common.cuh` ([`COMMON_CUH`]).
+//! Both fast-path sources include `kernels/common.cuh` ([`COMMON_CUH`]); every source includes
+//! `kernels/grid.cuh` ([`GRID_CUH`], grid-stride indices and the sequence of a token).
 //!
 //! Another runtime can load the same PTX and launch the kernels itself: each kernel's parameters,
 //! grid, block and shared memory are written above it in the source. A decode step can be
@@ -50,6 +51,10 @@ pub const HOPPER_PTX: &str = include_str!("../kernels/hopper.ptx");
 /// The device helpers [`FUSED_CU`] and [`HOPPER_CU`] include (`#include "common.cuh"`): a
 /// runtime that compiles those sources itself needs this beside them.
 pub const COMMON_CUH: &str = include_str!("../kernels/common.cuh");
+
+/// The grid and batch helpers every source includes (`#include "grid.cuh"`, directly or through
+/// [`COMMON_CUH`]): a runtime that compiles the sources itself needs this beside them too.
+pub const GRID_CUH: &str = include_str!("../kernels/grid.cuh");
 
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 mod projection;
@@ -170,6 +175,10 @@ mod tests {
             assert!(source.contains("#include \"common.cuh\""));
         }
         assert!(COMMON_CUH.contains("load_proj_stage"));
+        for source in [ENGRAM_CU, COMMON_CUH] {
+            assert!(source.contains("#include \"grid.cuh\""));
+        }
+        assert!(GRID_CUH.contains("sequence_of"));
     }
 
     #[test]

@@ -1,0 +1,22 @@
+// Grid and batch helpers shared by every kernel source (engram.cu directly, fused.cu and
+// hopper.cu through common.cuh): the integer types, grid-stride indices and the sequence of a
+// token in a packed batch. Included by those sources (tools/gen_ptx.py passes this directory to
+// NVRTC); never compiled alone.
+#pragma once
+
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+__device__ __forceinline__ u64 global_index() { return (u64)blockIdx.x * blockDim.x + threadIdx.x; }
+__device__ __forceinline__ u64 global_stride() { return (u64)gridDim.x * blockDim.x; }
+
+// The sequence of position t in a packed batch: the largest s with cu[s] <= t (empty sequences
+// share their start with the next one, and the largest such s is the non-empty one).
+__device__ __forceinline__ u32 sequence_of(const u32* cu, u32 seqs, u64 t) {
+    u32 lo = 0, hi = seqs - 1;
+    while (lo < hi) {
+        u32 mid = (lo + hi + 1) / 2;
+        if ((u64)cu[mid] <= t) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+}
