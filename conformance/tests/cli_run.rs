@@ -2,10 +2,12 @@
 
 #![allow(clippy::unwrap_used)] // a failing test is a panic with the reason
 
-use std::process::{Command, Output};
+mod support;
+
+use std::process::Output;
 
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_engram-conformance"))
+    support::command(env!("CARGO_BIN_EXE_engram-conformance"))
         .args(args)
         .output()
         .unwrap()

@@ -2,8 +2,9 @@
 
 #![allow(clippy::unwrap_used)] // a failing test is a panic with the reason
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use engram_conformance::golden::golden_dir;
 use engram_conformance::runner::{run_golden, RunnerError};
@@ -152,7 +153,7 @@ fn corrupt_and_mismatched_files_are_clear_errors() {
 #[test]
 fn cli_exit_status_follows_the_checks() {
     let bin = env!("CARGO_BIN_EXE_engram-conformance");
-    let ok = Command::new(bin)
+    let ok = support::command(bin)
         .args(["golden", "--backend", "cpu"])
         .args(golden_files())
         .output()
@@ -162,7 +163,7 @@ fn cli_exit_status_follows_the_checks() {
     assert!(text.contains("PASS"), "{text}");
     assert!(!text.contains("FAIL"), "{text}");
 
-    let bad = Command::new(bin)
+    let bad = support::command(bin)
         .args(["golden", "/nonexistent/x.safetensors"])
         .output()
         .unwrap();

@@ -3,10 +3,13 @@
 #![allow(clippy::unwrap_used)] // a failing test is a panic with the reason
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+#[path = "../../conformance/tests/support/mod.rs"]
+mod support;
+
+use std::process::Output;
 
 fn engram(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_engram"))
+    support::command(env!("CARGO_BIN_EXE_engram"))
         .args(args)
         .output()
         .expect("the engram binary runs")
