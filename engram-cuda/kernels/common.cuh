@@ -27,12 +27,14 @@ __device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(
 
 __device__ __forceinline__ u32 smem_addr(const void* p) { return (u32)__cvta_generic_to_shared(p); }
 
+#ifndef ENGRAM_CPU_DRIVER  // the CPU stand-in driver (../cpu-driver) copies at once instead
 // 16 bytes global -> shared, bypassing L1; fewer source bytes than 16 zero-fill the rest.
 __device__ __forceinline__ void cp_async16(u32 dst, const void* src, u32 src_bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+#endif
 
 // Byte offset of 16-byte chunk c (0..7) of row r in a tile of 128-byte rows, XOR-swizzled so that
 // the 8 rows one ldmatrix phase reads fall on 8 different groups of banks. On a 1024-byte aligned

@@ -101,6 +101,8 @@ extern "C" __global__ void gather_rows16(const uint4* table, u32 row_chunks, con
 #define PROJ_STAGES 3
 #define PROJ_THREADS 256
 
+// The CPU stand-in driver (../cpu-driver) gives ldmatrix and mma.sync their PTX meaning itself.
+#ifndef ENGRAM_CPU_DRIVER
 __device__ __forceinline__ void ldmatrix_x4(u32 (&r)[4], u32 addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -124,6 +126,7 @@ template <> struct Mma<__half> {
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
     }
 };
+#endif
 
 // proj_mma_*(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial, y):
 // y[t, n] = sum_k A[t, k] W[n, k] + bias[n], with A[t, k] the k-th element of token t's

@@ -29,6 +29,15 @@
 //! (`mma`, `mma-wide`, `wgmma`, `wgmma-wide`: mma.sync or wgmma, 128 x 128 or 128 x 256 output
 //! tiles; `wgmma-ws`: warp-specialised and persistent, 256 x 128 tiles); an unknown name, or
 //! wgmma on a device without it, makes [`CudaBackend::new`] fail.
+//!
+//! Without a GPU the backend can still run: `engram-cuda/cpu-driver` builds a stand-in for the
+//! driver library (`bash engram-cuda/cpu-driver/build.sh DIR` makes `DIR/libcuda.so.1`) that
+//! compiles `engram.cu` and `fused.cu` as C++ for the CPU and runs each launch block by block,
+//! every CUDA thread a fiber, with `ldmatrix`, `mma.sync` and the asynchronous copies given their
+//! PTX meaning. With `DIR` first in `LD_LIBRARY_PATH`, `cargo test -p engram-cuda --features
+//! cuda` runs the whole suite, the graph and hash tests through this crate's host code and
+//! kernels (CI does, with both `mma` tile widths); the sm_90a `wgmma` module, timings and the
+//! hardware's memory model are what only a GPU run checks.
 
 /// The CUDA C++ source of every kernel, with their launch contracts.
 pub const ENGRAM_CU: &str = include_str!("../kernels/engram.cu");

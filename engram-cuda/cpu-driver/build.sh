@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds the CPU stand-in for the CUDA driver (see driver.cpp) as OUT/libcuda.so.1 (and
+# OUT/libcuda.so), from the kernel sources in ../kernels. Needs a C++20 compiler (g++ or clang++).
+#
+#   bash engram-cuda/cpu-driver/build.sh OUT
+#   LD_LIBRARY_PATH=OUT cargo test -p engram-cuda --features cuda
+#
+# (building the crate needs a libcuda to link against, as without this stand-in: see .ci/run.)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:?usage: build.sh OUT}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+cxx=${CXX:-g++}
+# NVCC allows the type punning the sources do (16-byte loads read as 16-bit elements): so must we.
+flags=(-std=c++20 -O2 -fno-strict-aliasing -fPIC -pthread -w -I"$here" -I"$here/include" -I"$here/../kernels")
+objs=()
+pids=()
+# Each kernel source in its own translation unit (both define helpers of the same names), with
+# one registration per kernel its committed PTX lists.
+for src in engram fused; do
+    grep -oE '^\.visible \.entry [A-Za-z0-9_]+' "$here/../kernels/$src.ptx" | awk '{print "EMU_KERNEL(" $3 ")"}' \
+        > "$out/$src.entries"
+    printf '#include "cuda_lang.h"\n#include "%s.cu"\n#include "%s"\n' "$src" "$out/$src.entries" > "$out/$src.cpp"
+    "$cxx" "${flags[@]}" -c "$out/$src.cpp" -o "$out/$src.o" &
+    pids+=($!)
+    objs+=("$out/$src.o")
+done
+"$cxx" "${flags[@]}" -c "$here/driver.cpp" -o "$out/driver.o" &
+pids+=($!)
+for p in "${pids[@]}"; do wait "$p"; done
+"$cxx" -shared -pthread -Wl,-soname,libcuda.so.1 -o "$out/libcuda.so.1" "$out/driver.o" "${objs[@]}"
+ln -sf libcuda.so.1 "$out/libcuda.so"
+echo "built $out/libcuda.so.1 ($(cat "$out"/*.entries | wc -l) kernels)"

@@ -1,0 +1,213 @@
+// CUDA C++ as ordinary C++ for the CPU stand-in driver: the kernel sources (kernels/engram.cu,
+// kernels/fused.cu) are compiled by a host compiler after this header, so that the driver in
+// driver.cpp can run them. Every CUDA thread of a block is a fiber on the launching host thread;
+// __syncthreads and the warp-wide operations (shuffles, ldmatrix, mma.sync) are points where a
+// fiber waits for the others (see driver.cpp). Shared memory is thread_local storage of the host
+// thread, so blocks run one after another and concurrent launches from several host threads do
+// not meet.
+//
+// Only what the kernel sources use is here. The asynchronous copies, ldmatrix and mma.sync are
+// given their PTX meaning (the sources keep their inline PTX behind ENGRAM_CPU_DRIVER); the
+// Hopper module (wgmma) is not compiled, and the stand-in reports a compute capability of 8.0 so
+// that the backend does not ask for it.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "cuda_bf16.h"
+#include "cuda_fp16.h"
+
+#define ENGRAM_CPU_DRIVER 1
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__
+#define __launch_bounds__(...)
+// A block-scope thread_local is static: one copy per host thread, shared by the block's fibers.
+#define __shared__ thread_local
+#define __constant__ static
+#define __align__(n) __attribute__((aligned(n)))
+
+struct dim3 {
+    unsigned x = 1, y = 1, z = 1;
+};
+struct uint2 {
+    unsigned x, y;
+};
+struct __attribute__((aligned(16))) uint4 {
+    unsigned x, y, z, w;
+};
+struct __attribute__((aligned(8))) float2 {
+    float x, y;
+};
+struct __attribute__((aligned(16))) float4 {
+    float x, y, z, w;
+};
+inline float2 make_float2(float x, float y) { return {x, y}; }
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
+
+// The running fiber's indices (set by the driver each time it resumes a fiber).
+extern thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
+// The block's dynamic shared memory (every kernel names it smem).
+constexpr unsigned EMU_SMEM_BYTES = 232448;
+extern thread_local unsigned char smem[EMU_SMEM_BYTES] __attribute__((aligned(1024)));
+
+// Scheduling points, in driver.cpp.
+void __syncthreads();
+void emu_warp_sync();            // every live lane of the calling fiber's warp arrives
+unsigned long long* emu_lanes(); // 32 lanes x 8 words of exchange space for the calling warp
+inline unsigned emu_lane() { return (threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) & 31; }
+[[noreturn]] void emu_fail(const char* what);
+
+template <typename T> T __shfl_xor_sync(unsigned, T v, int lane_mask) {
+    static_assert(sizeof(T) <= 8, "one word per lane");
+    unsigned long long* lanes = emu_lanes();
+    const unsigned lane = emu_lane();
+    std::memcpy(&lanes[lane * 8], &v, sizeof(T));
+    emu_warp_sync();
+    T r;
+    std::memcpy(&r, &lanes[((lane ^ (unsigned)lane_mask) & 31) * 8], sizeof(T));
+    emu_warp_sync();
+    return r;
+}
+
+template <typename T> inline T __ldg(const T* p) { return *p; }
+
+// One launch runs on one host thread, so the atomics need no more than plain read-modify-write.
+inline unsigned long long atomicMin(unsigned long long* p, unsigned long long v) {
+    const unsigned long long old = *p;
+    if (v < old) *p = v;
+    return old;
+}
+inline unsigned atomicMin(unsigned* p, unsigned v) {
+    const unsigned old = *p;
+    if (v < old) *p = v;
+    return old;
+}
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+    const unsigned long long old = *p;
+    *p = old + v;
+    return old;
+}
+inline float atomicAdd(float* p, float v) {
+    const float old = *p;
+    *p = old + v;
+    return old;
+}
+
+inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
+    return (unsigned long long)(((unsigned __int128)a * b) >> 64);
+}
+inline unsigned __umulhi(unsigned a, unsigned b) { return (unsigned)(((unsigned long long)a * b) >> 32); }
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
+inline float __expf(float x) { return std::exp(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+template <typename A, typename B> inline auto min(A a, B b) { return b < a ? b : a; }
+template <typename A, typename B> inline auto max(A a, B b) { return a < b ? b : a; }
+
+// ---- asynchronous copies, ldmatrix and mma.sync with their PTX meaning ---------------------------
+
+typedef unsigned int u32;
+
+inline u32 __cvta_generic_to_shared(const void* p) {
+    const std::ptrdiff_t off = (const unsigned char*)p - smem;
+    if (off < 0 || off >= (std::ptrdiff_t)EMU_SMEM_BYTES) emu_fail("a shared address outside the dynamic shared memory");
+    return (u32)off;
+}
+
+// cp.async.cg.shared.global [dst], [src], 16, src_bytes: the copy is done at once, which is one
+// of the orders the hardware may take (nothing reads the stage before the wait and the barrier).
+inline void cp_async16(u32 dst, const void* src, u32 src_bytes) {
+    if (dst + 16 > EMU_SMEM_BYTES || src_bytes > 16) emu_fail("cp.async out of range");
+    if (src_bytes) std::memcpy(smem + dst, src, src_bytes);
+    std::memset(smem + dst + src_bytes, 0, 16 - src_bytes);
+}
+inline void cp_async_commit() {}
+template <int N> inline void cp_async_wait() {}
+
+// ldmatrix.sync.aligned.m8n8.x4.shared.b16: lanes 8j..8j+7 give the row addresses of matrix j;
+// lane l receives in r[j] elements 2 (l % 4) and 2 (l % 4) + 1 of row l / 4 of matrix j.
+inline void ldmatrix_x4(u32 (&r)[4], u32 addr) {
+    unsigned long long* lanes = emu_lanes();
+    const unsigned lane = emu_lane();
+    lanes[lane * 8] = addr;
+    emu_warp_sync();
+    for (unsigned j = 0; j < 4; ++j) {
+        const u32 row = (u32)lanes[(8 * j + lane / 4) * 8];
+        if (row + 16 > EMU_SMEM_BYTES) emu_fail("ldmatrix out of range");
+        std::memcpy(&r[j], smem + row + (lane % 4) * 4, 4);
+    }
+    emu_warp_sync();
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32, fragments as the PTX ISA lays
+// them out (g = lane / 4, t = lane % 4): A's registers hold rows g, g + 8, g, g + 8 at columns
+// 2t (+1), 2t (+1), 2t + 8 (+1), 2t + 8 (+1); B's two hold rows 2t (+1) and 2t + 8 (+1) of column
+// g; C and D hold rows g, g, g + 8, g + 8 at columns 2t, 2t + 1.
+template <typename T> struct Mma {
+    static void run(float (&c)[4], const u32 (&a)[4], u32 b0, u32 b1) {
+        unsigned long long* lanes = emu_lanes();
+        const unsigned lane = emu_lane();
+        for (unsigned i = 0; i < 4; ++i) lanes[lane * 8 + i] = a[i];
+        lanes[lane * 8 + 4] = b0;
+        lanes[lane * 8 + 5] = b1;
+        emu_warp_sync();
+        auto half_of = [](unsigned long long word, unsigned k) {
+            T x;
+            const unsigned short bits = (unsigned short)(word >> (16 * (k & 1)));
+            std::memcpy(&x, &bits, 2);
+            return widen_emu(x);
+        };
+        auto a_at = [&](unsigned r, unsigned k) {
+            const unsigned src = (r % 8) * 4 + (k % 8) / 2, reg = (r >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
+            return half_of(lanes[src * 8 + reg], k);
+        };
+        auto b_at = [&](unsigned k, unsigned n) {
+            const unsigned src = n * 4 + (k % 8) / 2, reg = k >= 8 ? 1 : 0;
+            return half_of(lanes[src * 8 + 4 + reg], k);
+        };
+        const unsigned g = lane / 4, t = lane % 4;
+        float d[4];
+        for (unsigned i = 0; i < 4; ++i) {
+            const unsigned r = g + (i >= 2 ? 8 : 0), n = 2 * t + (i & 1);
+            float acc = c[i];
+            for (unsigned k = 0; k < 16; ++k) acc += a_at(r, k) * b_at(k, n);
+            d[i] = acc;
+        }
+        emu_warp_sync();
+        for (unsigned i = 0; i < 4; ++i) c[i] = d[i];
+    }
+};
+
+// ---- the kernels the driver can launch -----------------------------------------------------------
+
+// A kernel with its arguments bound, and what binds them from cuLaunchKernel's parameter array.
+using EmuBound = std::function<void()>;
+using EmuBinder = std::function<EmuBound(void**)>;
+void emu_register(const char* name, EmuBinder bind);
+
+// Registers kernel `f` under `name`: a launch copies each argument from the parameter array as
+// the kernel's own parameter type.
+template <typename... A> struct EmuKernel {
+    EmuKernel(const char* name, void (*f)(A...)) {
+        emu_register(name, [f](void** p) { return bind(f, p, std::index_sequence_for<A...>{}); });
+    }
+    template <std::size_t... I> static EmuBound bind(void (*f)(A...), void** p, std::index_sequence<I...>) {
+        std::tuple<std::decay_t<A>...> args{*static_cast<std::decay_t<A>*>(p[I])...};
+        (void)p;
+        return [f, args]() { std::apply(f, args); };
+    }
+};
+#define EMU_KERNEL(name) static EmuKernel emu_kernel_##name(#name, &name);

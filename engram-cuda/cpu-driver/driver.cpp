@@ -1,0 +1,430 @@
+// A stand-in for the CUDA driver library (libcuda.so.1) that runs this project's kernels on the
+// CPU: the entry points the engram-cuda crate calls (through cust), with device memory in host
+// memory, every stream synchronous, graphs recorded at capture and replayed, and each kernel
+// launch run by a scheduler of fibers. Built by build.sh with the kernel sources compiled as C++
+// (cuda_lang.h); a test run with it in LD_LIBRARY_PATH exercises the backend's host code, launch
+// contracts and kernels (the mma.sync projection included, the sm_90a wgmma module excepted)
+// without a GPU. It is a functional model, not a timing one, and not a memory checker beyond what
+// the host's own faults and the deadlock check below catch.
+//
+// Scheduling: a launch runs its blocks one after another on the calling host thread; each CUDA
+// thread of a block is a fiber (ucontext) that runs until it reaches __syncthreads, a warp-wide
+// operation or its end. A warp's operation completes when every live lane of the warp has reached
+// it; __syncthreads when every live thread of the block has. If neither can complete while
+// threads remain, the block has deadlocked (a barrier not all threads reach): the launch fails.
+#include <ucontext.h>
+#include <sys/mman.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cuda_lang.h"
+
+thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
+thread_local unsigned char smem[EMU_SMEM_BYTES] __attribute__((aligned(1024)));
+
+// ---- CUDA driver API types and codes (the values of cuda.h) --------------------------------------
+
+typedef int CUresult;
+typedef int CUdevice;
+typedef unsigned long long CUdeviceptr;
+enum : CUresult {
+    CUDA_SUCCESS = 0,
+    CUDA_ERROR_INVALID_VALUE = 1,
+    CUDA_ERROR_OUT_OF_MEMORY = 2,
+    CUDA_ERROR_INVALID_DEVICE = 101,
+    CUDA_ERROR_INVALID_HANDLE = 400,
+    CUDA_ERROR_NOT_FOUND = 500,
+    CUDA_ERROR_LAUNCH_FAILED = 719,
+    CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED = 900,
+    CUDA_ERROR_STREAM_CAPTURE_INVALIDATED = 901,
+    CUDA_ERROR_NOT_SUPPORTED = 801,
+};
+
+// ---- fibers --------------------------------------------------------------------------------------
+
+namespace {
+
+enum class At { Running, Warp, Block, Done };
+
+struct Fiber {
+    ucontext_t ctx;
+    At at = At::Running;
+    dim3 tid;
+};
+
+constexpr size_t STACK_BYTES = 256 * 1024;
+
+struct Block {
+    std::vector<Fiber> fibers;
+    std::vector<void*> stacks;
+    std::vector<unsigned long long> lanes;  // per warp: 32 lanes x 8 words
+    ucontext_t main;
+    size_t current = 0;
+    const std::function<void()>* body = nullptr;
+    const char* failure = nullptr;
+
+    ~Block() {
+        for (void* s : stacks) munmap(s, STACK_BYTES);
+    }
+};
+
+thread_local Block* running = nullptr;
+
+Fiber& current_fiber() { return running->fibers[running->current]; }
+
+void wait_at(At at) {
+    Fiber& f = current_fiber();
+    f.at = at;
+    swapcontext(&f.ctx, &running->main);
+    threadIdx = current_fiber().tid;
+}
+
+void fiber_entry() {
+    (*running->body)();
+    Fiber& f = current_fiber();
+    f.at = At::Done;
+    swapcontext(&f.ctx, &running->main);
+}
+
+// Runs one block of the launch (blockIdx set by the caller); false with b.failure set on deadlock.
+bool run_block(Block& b, const std::function<void()>& body) {
+    const size_t n = b.fibers.size();
+    b.body = &body;
+    for (size_t i = 0; i < n; ++i) {
+        Fiber& f = b.fibers[i];
+        f.at = At::Running;
+        getcontext(&f.ctx);
+        f.ctx.uc_stack.ss_sp = b.stacks[i];
+        f.ctx.uc_stack.ss_size = STACK_BYTES;
+        f.ctx.uc_link = nullptr;
+        makecontext(&f.ctx, fiber_entry, 0);
+    }
+    const size_t warps = (n + 31) / 32;
+    for (;;) {
+        for (size_t i = 0; i < n; ++i) {
+            if (b.fibers[i].at != At::Running) continue;
+            b.current = i;
+            threadIdx = b.fibers[i].tid;
+            swapcontext(&b.main, &b.fibers[i].ctx);
+            if (b.failure) return false;
+        }
+        bool released = false;
+        for (size_t w = 0; w < warps; ++w) {
+            size_t live = 0, waiting = 0;
+            for (size_t i = w * 32; i < std::min(n, w * 32 + 32); ++i) {
+                live += b.fibers[i].at != At::Done;
+                waiting += b.fibers[i].at == At::Warp;
+            }
+            if (waiting > 0 && waiting == live) {
+                for (size_t i = w * 32; i < std::min(n, w * 32 + 32); ++i)
+                    if (b.fibers[i].at == At::Warp) b.fibers[i].at = At::Running;
+                released = true;
+            }
+        }
+        if (released) continue;
+        size_t live = 0, waiting = 0;
+        for (const Fiber& f : b.fibers) {
+            live += f.at != At::Done;
+            waiting += f.at == At::Block;
+        }
+        if (live == 0) return true;
+        if (waiting == live) {
+            for (Fiber& f : b.fibers) f.at = At::Running;
+            continue;
+        }
+        b.failure = "deadlock: some threads wait at __syncthreads while others of the block wait at a warp-wide "
+                    "operation their warp cannot complete";
+        return false;
+    }
+}
+
+}  // namespace
+
+void __syncthreads() { wait_at(At::Block); }
+void emu_warp_sync() { wait_at(At::Warp); }
+unsigned long long* emu_lanes() { return &running->lanes[(running->current / 32) * 32 * 8]; }
+void emu_fail(const char* what) {
+    std::fprintf(stderr, "engram cpu driver: %s (block %u,%u,%u thread %u,%u,%u)\n", what, blockIdx.x, blockIdx.y,
+                 blockIdx.z, threadIdx.x, threadIdx.y, threadIdx.z);
+    std::abort();
+}
+
+// ---- kernels -------------------------------------------------------------------------------------
+
+namespace {
+
+using Bound = EmuBound;
+using Binder = EmuBinder;
+
+std::map<std::string, Binder>& registry() {
+    static std::map<std::string, Binder> r;
+    return r;
+}
+
+struct Function {
+    std::string name;
+    const Binder* bind;
+};
+
+CUresult run_grid(const Bound& kernel, dim3 grid, dim3 block, unsigned shared) {
+    const size_t threads = (size_t)block.x * block.y * block.z;
+    if (threads == 0 || threads > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0 || shared > EMU_SMEM_BYTES)
+        return CUDA_ERROR_INVALID_VALUE;
+    Block b;
+    b.fibers.resize(threads);
+    b.lanes.assign(((threads + 31) / 32) * 32 * 8, 0);
+    for (size_t i = 0; i < threads; ++i) {
+        void* s = mmap(nullptr, STACK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (s == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
+        b.stacks.push_back(s);
+        b.fibers[i].tid = dim3{(unsigned)(i % block.x), (unsigned)(i / block.x % block.y),
+                               (unsigned)(i / ((size_t)block.x * block.y))};
+    }
+    Block* outer = running;
+    running = &b;
+    blockDim = block;
+    gridDim = grid;
+    bool ok = true;
+    for (unsigned z = 0; z < grid.z && ok; ++z)
+        for (unsigned y = 0; y < grid.y && ok; ++y)
+            for (unsigned x = 0; x < grid.x && ok; ++x) {
+                blockIdx = dim3{x, y, z};
+                // Shared memory starts each block with what the last one left: poison it, as a
+                // kernel must not read shared memory it has not written.
+                std::memset(smem, 0xff, shared);
+                ok = run_block(b, kernel);
+            }
+    running = outer;
+    if (!ok) {
+        std::fprintf(stderr, "engram cpu driver: launch failed: %s (block %u,%u,%u)\n", b.failure, blockIdx.x,
+                     blockIdx.y, blockIdx.z);
+        return CUDA_ERROR_LAUNCH_FAILED;
+    }
+    return CUDA_SUCCESS;
+}
+
+// ---- streams and graphs --------------------------------------------------------------------------
+
+struct Graph {
+    std::vector<std::function<CUresult()>> steps;
+};
+
+struct Stream {
+    Graph* capture = nullptr;  // the graph being captured, if any
+};
+
+// Runs `step` now, or records it when `stream` is being captured.
+CUresult on_stream(void* stream, std::function<CUresult()> step) {
+    Stream* s = static_cast<Stream*>(stream);
+    if (s && s->capture) {
+        s->capture->steps.push_back(std::move(step));
+        return CUDA_SUCCESS;
+    }
+    return step();
+}
+
+bool capturing(void* stream) { return stream && static_cast<Stream*>(stream)->capture; }
+
+std::mutex allocations_lock;
+std::map<CUdeviceptr, size_t>& allocations() {
+    static std::map<CUdeviceptr, size_t> a;
+    return a;
+}
+
+int attribute(int attrib) {
+    switch (attrib) {
+    case 1: return 1024;          // max threads per block
+    case 2: return 1024;          // max block dim x
+    case 3: return 1024;          // max block dim y
+    case 4: return 64;            // max block dim z
+    case 5: return 2147483647;    // max grid dim x
+    case 6: return 65535;         // max grid dim y
+    case 7: return 65535;         // max grid dim z
+    case 8: return 49152;         // shared memory per block
+    case 10: return 32;           // warp size
+    case 16: {                    // multiprocessors: ENGRAM_CPU_DRIVER_SMS, else an H100's 132
+        const char* v = std::getenv("ENGRAM_CPU_DRIVER_SMS");
+        const int n = v ? std::atoi(v) : 0;
+        return n > 0 ? n : 132;
+    }
+    case 75: return 8;            // compute capability major
+    case 76: return 0;            // compute capability minor
+    case 97: return (int)EMU_SMEM_BYTES;  // shared memory per block, opt-in
+    default: return 0;
+    }
+}
+
+}  // namespace
+
+void emu_register(const char* name, Binder bind) { registry()[name] = std::move(bind); }
+
+// ---- the driver API ------------------------------------------------------------------------------
+
+extern "C" {
+
+CUresult cuInit(unsigned) { return CUDA_SUCCESS; }
+
+CUresult cuGetErrorString(CUresult e, const char** s) {
+    switch (e) {
+    case CUDA_SUCCESS: *s = "no error"; break;
+    case CUDA_ERROR_INVALID_VALUE: *s = "invalid argument"; break;
+    case CUDA_ERROR_OUT_OF_MEMORY: *s = "out of memory"; break;
+    case CUDA_ERROR_INVALID_DEVICE: *s = "invalid device ordinal"; break;
+    case CUDA_ERROR_INVALID_HANDLE: *s = "invalid resource handle"; break;
+    case CUDA_ERROR_NOT_FOUND: *s = "named symbol not found"; break;
+    case CUDA_ERROR_LAUNCH_FAILED: *s = "unspecified launch failure"; break;
+    case CUDA_ERROR_NOT_SUPPORTED: *s = "operation not supported"; break;
+    case CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED: *s = "operation not permitted when stream is capturing"; break;
+    default: *s = "unknown error"; return CUDA_ERROR_INVALID_VALUE;
+    }
+    return CUDA_SUCCESS;
+}
+
+CUresult cuDeviceGet(CUdevice* d, int ordinal) {
+    if (ordinal != 0) return CUDA_ERROR_INVALID_DEVICE;
+    *d = 0;
+    return CUDA_SUCCESS;
+}
+CUresult cuDeviceGetName(char* name, int len, CUdevice) {
+    if (len <= 0) return CUDA_ERROR_INVALID_VALUE;
+    std::snprintf(name, (size_t)len, "engram CPU stand-in driver (no GPU; functional model of sm_80)");
+    return CUDA_SUCCESS;
+}
+CUresult cuDeviceGetAttribute(int* v, int attrib, CUdevice) {
+    *v = attribute(attrib);
+    return CUDA_SUCCESS;
+}
+
+CUresult cuDevicePrimaryCtxRetain(void** ctx, CUdevice) {
+    static int context;
+    *ctx = &context;
+    return CUDA_SUCCESS;
+}
+CUresult cuDevicePrimaryCtxRelease_v2(CUdevice) { return CUDA_SUCCESS; }
+CUresult cuDevicePrimaryCtxSetFlags_v2(CUdevice, unsigned) { return CUDA_SUCCESS; }
+CUresult cuCtxSetCurrent(void*) { return CUDA_SUCCESS; }
+
+CUresult cuModuleLoadDataEx(void** module, const void* image, unsigned, void*, void**) {
+    if (!image) return CUDA_ERROR_INVALID_VALUE;
+    static int loaded;
+    *module = &loaded;
+    return CUDA_SUCCESS;
+}
+CUresult cuModuleUnload(void*) { return CUDA_SUCCESS; }
+CUresult cuModuleGetFunction(void** f, void*, const char* name) {
+    auto it = registry().find(name);
+    if (it == registry().end()) return CUDA_ERROR_NOT_FOUND;
+    *f = new Function{name, &it->second};
+    return CUDA_SUCCESS;
+}
+CUresult cuFuncSetAttribute(void*, int attrib, int value) {
+    if (attrib == 8 && value > (int)EMU_SMEM_BYTES) return CUDA_ERROR_INVALID_VALUE;  // max dynamic shared memory
+    return CUDA_SUCCESS;
+}
+
+CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                        unsigned shared, void* stream, void** params, void** extra) {
+    if (!f || extra) return CUDA_ERROR_INVALID_VALUE;
+    const Function* fn = static_cast<Function*>(f);
+    // The arguments are copied now, as the driver does: the caller's array may be gone at replay.
+    Bound kernel = (*fn->bind)(params);
+    const dim3 grid{gx, gy, gz}, block{bx, by, bz};
+    static const bool trace = std::getenv("ENGRAM_CPU_DRIVER_TRACE") != nullptr;
+    if (trace)
+        std::fprintf(stderr, "engram cpu driver: %s %s grid (%u, %u, %u) block (%u, %u, %u) shared %u\n",
+                     capturing(stream) ? "capture" : "launch", fn->name.c_str(), gx, gy, gz, bx, by, bz, shared);
+    return on_stream(stream, [kernel, grid, block, shared]() { return run_grid(kernel, grid, block, shared); });
+}
+
+CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
+    const size_t rounded = (std::max<size_t>(bytes, 1) + 255) / 256 * 256;
+    void* m = std::aligned_alloc(256, rounded);
+    if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
+    // Fresh device memory holds whatever was there: all ones (NaN as floats) shows a read of
+    // memory no one wrote.
+    std::memset(m, 0xff, rounded);
+    *p = (CUdeviceptr)m;
+    std::lock_guard<std::mutex> g(allocations_lock);
+    allocations()[*p] = rounded;
+    return CUDA_SUCCESS;
+}
+CUresult cuMemFree_v2(CUdeviceptr p) {
+    {
+        std::lock_guard<std::mutex> g(allocations_lock);
+        if (allocations().erase(p) == 0) return CUDA_ERROR_INVALID_VALUE;
+    }
+    std::free((void*)p);
+    return CUDA_SUCCESS;
+}
+CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t n) {
+    std::memcpy((void*)dst, src, n);
+    return CUDA_SUCCESS;
+}
+CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t n) {
+    std::memcpy(dst, (const void*)src, n);
+    return CUDA_SUCCESS;
+}
+CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, void* stream) {
+    return on_stream(stream, [dst, src, n]() {
+        std::memmove((void*)dst, (const void*)src, n);
+        return CUDA_SUCCESS;
+    });
+}
+CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
+    std::memset((void*)dst, v, n);
+    return CUDA_SUCCESS;
+}
+
+CUresult cuStreamCreateWithPriority(void** stream, unsigned, int) {
+    *stream = new Stream;
+    return CUDA_SUCCESS;
+}
+CUresult cuStreamDestroy_v2(void* stream) {
+    Stream* s = static_cast<Stream*>(stream);
+    if (!s) return CUDA_ERROR_INVALID_HANDLE;
+    delete s->capture;
+    delete s;
+    return CUDA_SUCCESS;
+}
+CUresult cuStreamSynchronize(void* stream) {
+    return capturing(stream) ? CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED : CUDA_SUCCESS;
+}
+CUresult cuStreamBeginCapture_v2(void* stream, int) {
+    Stream* s = static_cast<Stream*>(stream);
+    if (!s || s->capture) return CUDA_ERROR_INVALID_VALUE;
+    s->capture = new Graph;
+    return CUDA_SUCCESS;
+}
+CUresult cuStreamEndCapture(void* stream, void** graph) {
+    Stream* s = static_cast<Stream*>(stream);
+    if (!s || !s->capture) return CUDA_ERROR_INVALID_VALUE;
+    *graph = s->capture;
+    s->capture = nullptr;
+    return CUDA_SUCCESS;
+}
+CUresult cuGraphInstantiateWithFlags(void** exec, void* graph, unsigned long long) {
+    if (!graph) return CUDA_ERROR_INVALID_VALUE;
+    *exec = new Graph(*static_cast<Graph*>(graph));
+    return CUDA_SUCCESS;
+}
+CUresult cuGraphLaunch(void* exec, void* stream) {
+    if (!exec) return CUDA_ERROR_INVALID_VALUE;
+    if (capturing(stream)) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    for (auto& step : static_cast<Graph*>(exec)->steps)
+        if (CUresult r = step()) return r;
+    return CUDA_SUCCESS;
+}
+CUresult cuGraphDestroy(void* graph) {
+    delete static_cast<Graph*>(graph);
+    return CUDA_SUCCESS;
+}
+CUresult cuGraphExecDestroy(void* exec) {
+    delete static_cast<Graph*>(exec);
+    return CUDA_SUCCESS;
+}
+
+}  // extern "C"
