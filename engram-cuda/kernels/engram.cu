@@ -76,11 +76,7 @@ extern "C" __global__ void compress_ids(const u32* lookup, const u32* raw, u64 n
 // One thread per sequence, grid-stride.
 extern "C" __global__ void push_ids(u32* history, const u32* ids, u64 seqs, u32 keep, const u64* status) {
     if (status && *status != ~0ull) return;
-    for (u64 s = global_index(); s < seqs; s += global_stride()) {
-        u32* h = history + s * keep;
-        for (u32 i = 0; i + 1 < keep; ++i) h[i] = h[i + 1];
-        if (keep > 0) h[keep - 1] = ids[s];
-    }
+    push_history(history, ids, seqs, keep);
 }
 
 // capture_ids(ids, cu, seqs, keep, pad, state): state[s*keep + i] = id at end - keep + i, or pad

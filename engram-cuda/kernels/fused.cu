@@ -370,15 +370,18 @@ __device__ void capture_conv_scaled_impl(const T* proj, const float* nscale, con
 }
 
 // conv_decode_scaled(proj, alpha, nscale, conv_norm, conv_w, seqs, m, d, kernel, dil, conv,
-// status|null, history, out): one decode step of the convolution for every sequence (history
-// [seqs, L, m d], L = (kernel-1) dil, oldest first), advancing the history by this step's normed
-// value. conv == 0: out = value and the history is untouched. Nothing is written when status
-// holds an error (anything but all ones). Grid-stride over seqs * m * d.
+// status|null, history, ids_history, ids, keep, out): one decode step of the convolution for
+// every sequence (history [seqs, L, m d], L = (kernel-1) dil, oldest first), advancing the
+// history by this step's normed value, and the step's end: each sequence's id history
+// [seqs, keep] advanced by its id in ids (push_ids). conv == 0: out = value and the convolution
+// history is untouched. Nothing is written when status holds an error (anything but all ones).
+// Grid-stride over seqs * m * d (at least seqs threads).
 template <typename T>
 __device__ void conv_decode_scaled_impl(const T* proj, const T* alpha, const float* nscale, const T* cn, const T* cw,
                                         u64 seqs, u32 m, u32 d, u32 kernel, u32 dil, u32 conv, const u64* status,
-                                        T* history, T* out) {
+                                        T* history, u32* ids_history, const u32* ids, u32 keep, T* out) {
     if (status && *status != ~0ull) return;
+    push_history(ids_history, ids, seqs, keep);
     const u64 md = (u64)m * d, len = (u64)(kernel - 1) * dil;
     for (u64 i = global_index(); i < seqs * md; i += global_stride()) {
         const u64 s = i / md;
@@ -618,15 +621,16 @@ __device__ void conv_out_vec_impl(const T* proj, const T* alpha, const float* ns
 }
 
 // conv_decode_vec{4,8}_*(proj, alpha, nscale, conv_norm, conv_w, seqs, m, d, kernel, dil, conv,
-// status|null, history, out): conv_decode_scaled for eight channels of one branch per thread
-// with 16-byte loads and stores (kernel at most 4 or 8). Requirements (host-checked): d a
-// multiple of 8, proj, out, history, conv_norm and conv_w 16-byte aligned. Grid-stride over
-// seqs * m * d / 8, any block.
+// status|null, history, ids_history, ids, keep, out): conv_decode_scaled for eight channels of
+// one branch per thread with 16-byte loads and stores (kernel at most 4 or 8). Requirements
+// (host-checked): d a multiple of 8, proj, out, history, conv_norm and conv_w 16-byte aligned. Grid-stride over
+// seqs * m * d / 8 (at least seqs threads), any block.
 template <typename T, int KMAX>
 __device__ void conv_decode_vec_impl(const T* proj, const T* alpha, const float* nscale, const T* cn, const T* cw,
                                      u64 seqs, u32 m, u32 d, u32 kernel, u32 dil, u32 conv, const u64* status,
-                                     T* history, T* out) {
+                                     T* history, u32* ids_history, const u32* ids, u32 keep, T* out) {
     if (status && *status != ~0ull) return;
+    push_history(ids_history, ids, seqs, keep);
     const u64 md = (u64)m * d, len = (u64)(kernel - 1) * dil, chunks = md / 8;
     for (u64 x = global_index(); x < seqs * chunks; x += global_stride()) {
         const u64 s = x / chunks;
@@ -710,13 +714,17 @@ __device__ void conv_decode_vec_impl(const T* proj, const T* alpha, const float*
     }                                                                                                                 \
     extern "C" __global__ void conv_decode_vec4_##NAME(const T* proj, const T* alpha, const float* nscale,            \
                                                        const T* cn, const T* cw, u64 seqs, u32 m, u32 d, u32 kernel,  \
-                                                       u32 dil, u32 conv, const u64* status, T* history, T* out) {    \
-        conv_decode_vec_impl<T, 4>(proj, alpha, nscale, cn, cw, seqs, m, d, kernel, dil, conv, status, history, out); \
+                                                       u32 dil, u32 conv, const u64* status, T* history,              \
+                                                       u32* ids_history, const u32* ids, u32 keep, T* out) {          \
+        conv_decode_vec_impl<T, 4>(proj, alpha, nscale, cn, cw, seqs, m, d, kernel, dil, conv, status, history,       \
+                                   ids_history, ids, keep, out);                                                      \
     }                                                                                                                 \
     extern "C" __global__ void conv_decode_vec8_##NAME(const T* proj, const T* alpha, const float* nscale,            \
                                                        const T* cn, const T* cw, u64 seqs, u32 m, u32 d, u32 kernel,  \
-                                                       u32 dil, u32 conv, const u64* status, T* history, T* out) {    \
-        conv_decode_vec_impl<T, 8>(proj, alpha, nscale, cn, cw, seqs, m, d, kernel, dil, conv, status, history, out); \
+                                                       u32 dil, u32 conv, const u64* status, T* history,              \
+                                                       u32* ids_history, const u32* ids, u32 keep, T* out) {          \
+        conv_decode_vec_impl<T, 8>(proj, alpha, nscale, cn, cw, seqs, m, d, kernel, dil, conv, status, history,       \
+                                   ids_history, ids, keep, out);                                                      \
     }                                                                                                                 \
     extern "C" __global__ void capture_conv_scaled_##NAME(const T* proj, const float* nscale, const T* cn,            \
                                                           const u32* cu, u64 seqs, u32 m, u32 d, u32 hist, T* state) { \
@@ -725,8 +733,10 @@ __device__ void conv_decode_vec_impl(const T* proj, const T* alpha, const float*
     extern "C" __global__ void conv_decode_scaled_##NAME(const T* proj, const T* alpha, const float* nscale,          \
                                                          const T* cn, const T* cw, u64 seqs, u32 m, u32 d,            \
                                                          u32 kernel, u32 dil, u32 conv, const u64* status,            \
-                                                         T* history, T* out) {                                        \
-        conv_decode_scaled_impl<T>(proj, alpha, nscale, cn, cw, seqs, m, d, kernel, dil, conv, status, history, out); \
+                                                         T* history, u32* ids_history, const u32* ids, u32 keep,      \
+                                                         T* out) {                                                    \
+        conv_decode_scaled_impl<T>(proj, alpha, nscale, cn, cw, seqs, m, d, kernel, dil, conv, status, history,       \
+                                   ids_history, ids, keep, out);                                                      \
     }
 
 FUSED_INSTANTIATE(bf16, __nv_bfloat16)

@@ -1,6 +1,6 @@
 // Grid and batch helpers shared by every kernel source (engram.cu directly, fused.cu and
-// hopper.cu through common.cuh): the integer types, grid-stride indices and the sequence of a
-// token in a packed batch. Included by those sources (tools/gen_ptx.py passes this directory to
+// hopper.cu through common.cuh): the integer types, grid-stride indices, the sequence of a
+// token in a packed batch and the decode state's id history. Included by those sources (tools/gen_ptx.py passes this directory to
 // NVRTC); never compiled alone.
 #pragma once
 
@@ -19,4 +19,16 @@ __device__ __forceinline__ u32 sequence_of(const u32* cu, u32 seqs, u64 t) {
         if ((u64)cu[mid] <= t) lo = mid; else hi = mid - 1;
     }
     return lo;
+}
+
+// Each sequence's id history (keep ids, oldest first) shifts left by one and ends with its new
+// id: one thread per sequence, grid-stride. push_ids does only this; the fast decode's
+// convolution kernel does it too, in the same launch (nothing in a step reads the history after
+// the hash).
+__device__ __forceinline__ void push_history(u32* history, const u32* ids, u64 seqs, u32 keep) {
+    for (u64 s = global_index(); s < seqs; s += global_stride()) {
+        u32* h = history + s * keep;
+        for (u32 i = 0; i + 1 < keep; ++i) h[i] = h[i + 1];
+        if (keep > 0) h[keep - 1] = ids[s];
+    }
 }

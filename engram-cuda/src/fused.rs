@@ -1,7 +1,8 @@
 //! The fast path of the layer (`kernels/fused.cu`): cached hash parameters, a reusable device
-//! workspace, and the prefill and decode of 16-bit layers as five launches on the backend's
-//! stream: hash (reciprocal modulo), projection on tensor cores with the rows gathered into
-//! shared memory, gate scales, then value + convolution + SiLU.
+//! workspace, and the prefill and decode of 16-bit layers as four or five launches on the
+//! backend's stream: hash (reciprocal modulo), projection on tensor cores with the rows gathered
+//! into shared memory (plus the split-K reduction when a small batch splits it), gate scales, then
+//! value + convolution + SiLU (in decode, which also advances the id history).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -727,10 +728,14 @@ impl CudaBackend {
         )?;
         self.project_and_gate(layer, seqs, hidden, &params, &s)?;
         let mut args = Self::conv_args(layer, seqs, &s)?.to_vec();
+        // The convolution kernel also advances the id history (no launch of its own).
         args.extend([
             Arg::U32(u32::from(c.short_conv)),
             Arg::U64(status),
             ptr(&state.conv),
+            ptr(&state.ids),
+            ptr(ids),
+            Arg::U32(u32_of("id history", c.max_ngram_size - 1)?),
             ptr(out),
         ]);
         let aligned = out.device_ptr() % 16 == 0
@@ -743,14 +748,13 @@ impl CudaBackend {
                 &format!("conv_decode_vec{width}_{t}"),
                 (seqs * m * d / 8) as u64,
                 &args,
-            )?;
+            )
         } else {
             self.launch_n(
                 &format!("conv_decode_scaled_{t}"),
                 (seqs * m * d) as u64,
                 &args,
-            )?;
+            )
         }
-        self.launch_push_ids(&state.ids, ids, c.max_ngram_size - 1, status)
     }
 }
