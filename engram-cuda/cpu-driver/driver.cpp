@@ -58,18 +58,34 @@ struct Fiber {
 
 constexpr size_t STACK_BYTES = 256 * 1024;
 
+// The fiber stacks of this host thread, kept from launch to launch (mapped once each, unmapped
+// when the thread ends).
+struct Stacks {
+    std::vector<void*> mapped;
+
+    // At least n stacks; false if the memory cannot be mapped.
+    bool reserve(size_t n) {
+        while (mapped.size() < n) {
+            void* s = mmap(nullptr, STACK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                           -1, 0);
+            if (s == MAP_FAILED) return false;
+            mapped.push_back(s);
+        }
+        return true;
+    }
+    ~Stacks() {
+        for (void* s : mapped) munmap(s, STACK_BYTES);
+    }
+};
+thread_local Stacks stacks;
+
 struct Block {
     std::vector<Fiber> fibers;
-    std::vector<void*> stacks;
     std::vector<unsigned long long> lanes;  // per warp: 32 lanes x 8 words
     ucontext_t main;
     size_t current = 0;
     const std::function<void()>* body = nullptr;
     const char* failure = nullptr;
-
-    ~Block() {
-        for (void* s : stacks) munmap(s, STACK_BYTES);
-    }
 };
 
 thread_local Block* running = nullptr;
@@ -98,7 +114,7 @@ bool run_block(Block& b, const std::function<void()>& body) {
         Fiber& f = b.fibers[i];
         f.at = At::Running;
         getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = b.stacks[i];
+        f.ctx.uc_stack.ss_sp = stacks.mapped[i];
         f.ctx.uc_stack.ss_size = STACK_BYTES;
         f.ctx.uc_link = nullptr;
         makecontext(&f.ctx, fiber_entry, 0);
@@ -158,33 +174,33 @@ void emu_fail(const char* what) {
 namespace {
 
 using Bound = EmuBound;
-using Binder = EmuBinder;
 
-std::map<std::string, Binder>& registry() {
-    static std::map<std::string, Binder> r;
-    return r;
-}
-
+// A kernel the driver can launch: what cuModuleGetFunction hands out, one per name for the
+// library's lifetime (the map's nodes do not move).
 struct Function {
     std::string name;
-    const Binder* bind;
+    EmuBinder bind;
 };
+
+std::map<std::string, Function>& registry() {
+    static std::map<std::string, Function> r;
+    return r;
+}
 
 CUresult run_grid(const Bound& kernel, dim3 grid, dim3 block, unsigned shared) {
     const size_t threads = (size_t)block.x * block.y * block.z;
     if (threads == 0 || threads > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0 || shared > EMU_SMEM_BYTES)
         return CUDA_ERROR_INVALID_VALUE;
+    // A launch from inside a kernel would reuse the running block's stacks.
+    if (running) return CUDA_ERROR_NOT_SUPPORTED;
+    if (!stacks.reserve(threads)) return CUDA_ERROR_OUT_OF_MEMORY;
     Block b;
     b.fibers.resize(threads);
     b.lanes.assign(((threads + 31) / 32) * 32 * 8, 0);
     for (size_t i = 0; i < threads; ++i) {
-        void* s = mmap(nullptr, STACK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (s == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
-        b.stacks.push_back(s);
         b.fibers[i].tid = dim3{(unsigned)(i % block.x), (unsigned)(i / block.x % block.y),
                                (unsigned)(i / ((size_t)block.x * block.y))};
     }
-    Block* outer = running;
     running = &b;
     blockDim = block;
     gridDim = grid;
@@ -198,7 +214,7 @@ CUresult run_grid(const Bound& kernel, dim3 grid, dim3 block, unsigned shared) {
                 std::memset(smem, 0xff, shared);
                 ok = run_block(b, kernel);
             }
-    running = outer;
+    running = nullptr;
     if (!ok) {
         std::fprintf(stderr, "engram cpu driver: launch failed: %s (block %u,%u,%u)\n", b.failure, blockIdx.x,
                      blockIdx.y, blockIdx.z);
@@ -260,7 +276,7 @@ int attribute(int attrib) {
 
 }  // namespace
 
-void emu_register(const char* name, Binder bind) { registry()[name] = std::move(bind); }
+void emu_register(const char* name, EmuBinder bind) { registry()[name] = Function{name, std::move(bind)}; }
 
 // ---- the driver API ------------------------------------------------------------------------------
 
@@ -318,7 +334,7 @@ CUresult cuModuleUnload(void*) { return CUDA_SUCCESS; }
 CUresult cuModuleGetFunction(void** f, void*, const char* name) {
     auto it = registry().find(name);
     if (it == registry().end()) return CUDA_ERROR_NOT_FOUND;
-    *f = new Function{name, &it->second};
+    *f = &it->second;
     return CUDA_SUCCESS;
 }
 CUresult cuFuncSetAttribute(void*, int attrib, int value) {
@@ -331,7 +347,7 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
     if (!f || extra) return CUDA_ERROR_INVALID_VALUE;
     const Function* fn = static_cast<Function*>(f);
     // The arguments are copied now, as the driver does: the caller's array may be gone at replay.
-    Bound kernel = (*fn->bind)(params);
+    Bound kernel = fn->bind(params);
     const dim3 grid{gx, gy, gz}, block{bx, by, bz};
     static const bool trace = std::getenv("ENGRAM_CPU_DRIVER_TRACE") != nullptr;
     if (trace)

@@ -1,8 +1,7 @@
 // The 16-bit float type of CUDA's cuda_fp16.h for the CPU stand-in driver (see ../cuda_lang.h):
 // the storage type and the conversions the kernel sources use, rounding to nearest even.
 #pragma once
-#include <cstdint>
-#include <cstring>
+#include "float_bits.h"
 
 struct __half {
     unsigned short bits;
@@ -26,14 +25,11 @@ inline float __half2float(__half h) {
         }
         out = sign | (e << 23) | ((m & 0x3ffu) << 13);
     }
-    float f;
-    std::memcpy(&f, &out, 4);
-    return f;
+    return emu_f32_from_bits(out);
 }
 
 inline __half __float2half_rn(float f) {
-    uint32_t x;
-    std::memcpy(&x, &f, 4);
+    const uint32_t x = emu_f32_bits(f);
     const uint32_t sign = (x >> 16) & 0x8000u, abs = x & 0x7fffffffu;
     unsigned short bits;
     if (abs > 0x7f800000u) {
