@@ -530,6 +530,25 @@ fn gate_into_out<T: Element>(
     )
 }
 
+/// The lengths the prefill and the decode both check: `hidden` and `out` `[count, M d]`, `gates`
+/// (when given) `[count, M]`.
+#[cfg(feature = "std")]
+fn check_layer_io<T>(
+    hidden: &[T],
+    out: &[T],
+    gates: Option<&[T]>,
+    count: usize,
+    m: usize,
+    d: usize,
+) -> Result<()> {
+    check::len("hidden", hidden.len(), count * m * d)?;
+    check::len("output", out.len(), count * m * d)?;
+    if let Some(g) = gates {
+        check::len("gates", g.len(), count * m)?;
+    }
+    Ok(())
+}
+
 #[cfg(feature = "std")]
 /// The first `n` elements of a scratch buffer as `T` (element sizes 2, 4, 8 divide its 8-byte
 /// words and its 8-byte alignment suits them).
@@ -569,11 +588,7 @@ pub fn engram_prefill<T: Element>(
     let c = layer.config;
     let (m, d, tokens) = (c.hc_mult, c.hidden_size, ids.len());
     let batch = PackedBatch::new(cu_seqlens, tokens)?;
-    check::len("hidden", hidden.len(), tokens * m * d)?;
-    check::len("output", out.len(), tokens * m * d)?;
-    if let Some(g) = &gates {
-        check::len("gates", g.len(), tokens * m)?;
-    }
+    check_layer_io(hidden, out, gates.as_deref(), tokens, m, d)?;
     let keep = c.max_ngram_size - 1;
     let hist = if c.short_conv {
         conv_history_len(c.kernel_size, c.max_ngram_size)
@@ -614,10 +629,7 @@ pub fn engram_prefill<T: Element>(
     )?;
     let proj = view::<T>(proj_b, n_proj);
     project_rows(&layer, rows, view::<T>(e_b, n_e), proj, par)?;
-    let alpha = match gates {
-        Some(g) => g,
-        None => view::<T>(alpha_b, tokens * m),
-    };
+    let alpha = gates.unwrap_or_else(|| view::<T>(alpha_b, tokens * m));
     let (state_ids, state_conv) = match state {
         Some((si, sc)) => (Some(si), Some(sc)),
         None => (None, None),
@@ -682,11 +694,7 @@ pub fn engram_decode<T: Element>(
     let (m, d, seqs) = (c.hc_mult, c.hidden_size, ids.len());
     let (state_ids, state_conv) = state;
     let keep = c.max_ngram_size - 1;
-    check::len("hidden", hidden.len(), seqs * m * d)?;
-    check::len("output", out.len(), seqs * m * d)?;
-    if let Some(g) = &gates {
-        check::len("gates", g.len(), seqs * m)?;
-    }
+    check_layer_io(hidden, out, gates.as_deref(), seqs, m, d)?;
     check::len("state ids", state_ids.len(), seqs * keep)?;
     if c.short_conv {
         let hist = conv_history_len(c.kernel_size, c.max_ngram_size);
@@ -719,10 +727,7 @@ pub fn engram_decode<T: Element>(
     )?;
     let proj = view::<T>(proj_b, n_proj);
     project_rows(&layer, rows, view::<T>(e_b, n_e), proj, par)?;
-    let alpha = match gates {
-        Some(g) => g,
-        None => view::<T>(alpha_b, seqs * m),
-    };
+    let alpha = gates.unwrap_or_else(|| view::<T>(alpha_b, seqs * m));
     if c.short_conv {
         let (value, normed) = (view::<T>(value_b, n_val), view::<T>(normed_b, n_val));
         gate_value_norm(
