@@ -2,18 +2,28 @@
 # Builds the CPU stand-in for the CUDA driver (see driver.cpp) as OUT/libcuda.so.1 (and
 # OUT/libcuda.so), from the kernel sources in ../kernels. Needs a C++20 compiler (g++ or clang++).
 #
-#   bash engram-cuda/cpu-driver/build.sh OUT
+#   bash engram-cuda/cpu-driver/build.sh OUT [--asan]
 #   LD_LIBRARY_PATH=OUT cargo test -p engram-cuda --features cuda
+#
+# --asan builds it with the address sanitizer, a memory check of every kernel access to device
+# memory (each allocation exactly its size); the test binary then needs the sanitizer's runtime
+# first: LD_PRELOAD=$(g++ -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0.
 #
 # (building the crate needs a libcuda to link against, as without this stand-in: see .ci/run.)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-out=${1:?usage: build.sh OUT}
+out=${1:?usage: build.sh OUT [--asan]}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 cxx=${CXX:-g++}
 # NVCC allows the type punning the sources do (16-byte loads read as 16-bit elements): so must we.
 flags=(-std=c++20 -O2 -fno-strict-aliasing -fPIC -pthread -w -I"$here" -I"$here/include" -I"$here/../kernels")
+link=()
+case "${2:-}" in "" | --asan) ;; *) echo "unknown option ${2}" >&2; exit 2 ;; esac
+if [ "${2:-}" = "--asan" ]; then
+    flags+=(-O1 -g -fsanitize=address -fno-omit-frame-pointer)
+    link+=(-fsanitize=address)
+fi
 objs=()
 pids=()
 # Each kernel source in its own translation unit (both define helpers of the same names), with
@@ -29,6 +39,6 @@ done
 "$cxx" "${flags[@]}" -c "$here/driver.cpp" -o "$out/driver.o" &
 pids+=($!)
 for p in "${pids[@]}"; do wait "$p"; done
-"$cxx" -shared -pthread -Wl,-soname,libcuda.so.1 -o "$out/libcuda.so.1" "$out/driver.o" "${objs[@]}"
+"$cxx" -shared -pthread "${link[@]}" -Wl,-soname,libcuda.so.1 -o "$out/libcuda.so.1" "$out/driver.o" "${objs[@]}"
 ln -sf libcuda.so.1 "$out/libcuda.so"
 echo "built $out/libcuda.so.1 ($(cat "$out"/*.entries | wc -l) kernels)"

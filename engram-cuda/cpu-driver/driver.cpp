@@ -357,15 +357,16 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
 }
 
 CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
-    const size_t rounded = (std::max<size_t>(bytes, 1) + 255) / 256 * 256;
-    void* m = std::aligned_alloc(256, rounded);
-    if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
+    // 256-byte aligned as the driver's are, but exactly `bytes` long, so that an address-sanitizer
+    // build (build.sh --asan) reports any access past the end.
+    void* m = nullptr;
+    if (posix_memalign(&m, 256, std::max<size_t>(bytes, 1)) != 0) return CUDA_ERROR_OUT_OF_MEMORY;
     // Fresh device memory holds whatever was there: all ones (NaN as floats) shows a read of
     // memory no one wrote.
-    std::memset(m, 0xff, rounded);
+    std::memset(m, 0xff, bytes);
     *p = (CUdeviceptr)m;
     std::lock_guard<std::mutex> g(allocations_lock);
-    allocations()[*p] = rounded;
+    allocations()[*p] = bytes;
     return CUDA_SUCCESS;
 }
 CUresult cuMemFree_v2(CUdeviceptr p) {

@@ -36,8 +36,10 @@
 //! every CUDA thread a fiber, with `ldmatrix`, `mma.sync` and the asynchronous copies given their
 //! PTX meaning. With `DIR` first in `LD_LIBRARY_PATH`, `cargo test -p engram-cuda --features
 //! cuda` runs the whole suite, the graph and hash tests through this crate's host code and
-//! kernels (CI does, with both `mma` tile widths); the sm_90a `wgmma` module, timings and the
-//! hardware's memory model are what only a GPU run checks.
+//! kernels (CI does, with both `mma` tile widths). Built with `--asan`, it also stops at any
+//! kernel access past the end of a device allocation, naming the source line (CI runs the suite
+//! so too). The sm_90a `wgmma` module, timings and the hardware's memory model are what only a
+//! GPU run checks.
 
 /// The CUDA C++ source of every kernel, with their launch contracts.
 pub const ENGRAM_CU: &str = include_str!("../kernels/engram.cu");
