@@ -4,8 +4,8 @@
 // launch run by a scheduler of fibers. Built by build.sh with the kernel sources compiled as C++
 // (cuda_lang.h); a test run with it in LD_LIBRARY_PATH exercises the backend's host code, launch
 // contracts and kernels (the mma.sync projection included, the sm_90a wgmma module excepted)
-// without a GPU. It is a functional model, not a timing one, and not a memory checker beyond what
-// the host's own faults and the deadlock check below catch.
+// without a GPU. It is a functional model, not a timing one; built with --asan (build.sh) it is a
+// memory checker too, every device allocation exactly its size.
 //
 // Scheduling: a launch runs its blocks one after another on the calling host thread; each CUDA
 // thread of a block is a fiber (ucontext) that runs until it reaches __syncthreads, a warp-wide
