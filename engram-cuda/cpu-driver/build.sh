@@ -26,9 +26,9 @@ if [ "${2:-}" = "--asan" ]; then
 fi
 objs=()
 pids=()
-# Each kernel source in its own translation unit (both define helpers of the same names), with
+# Each kernel source in its own translation unit (they define helpers of the same names), with
 # one registration per kernel its committed PTX lists.
-for src in engram fused; do
+for src in engram fused hopper; do
     grep -oE '^\.visible \.entry [A-Za-z0-9_]+' "$here/../kernels/$src.ptx" | awk '{print "EMU_KERNEL(" $3 ")"}' \
         > "$out/$src.entries"
     printf '#include "cuda_lang.h"\n#include "%s.cu"\n#include "%s"\n' "$src" "$out/$src.entries" > "$out/$src.cpp"

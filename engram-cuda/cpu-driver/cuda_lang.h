@@ -1,15 +1,14 @@
 // CUDA C++ as ordinary C++ for the CPU stand-in driver: the kernel sources (kernels/engram.cu,
-// kernels/fused.cu) are compiled by a host compiler after this header, so that the driver in
+// kernels/fused.cu, kernels/hopper.cu) are compiled by a host compiler after this header, so that the driver in
 // driver.cpp can run them. Every CUDA thread of a block is a fiber on the launching host thread;
 // __syncthreads and the warp-wide operations (shuffles, ldmatrix, mma.sync) are points where a
 // fiber waits for the others (see driver.cpp). Shared memory is thread_local storage of the host
 // thread, so blocks run one after another and concurrent launches from several host threads do
 // not meet.
 //
-// Only what the kernel sources use is here. The asynchronous copies, ldmatrix and mma.sync are
-// given their PTX meaning (the sources keep their inline PTX behind ENGRAM_CPU_DRIVER); the
-// Hopper module (wgmma) is not compiled, and the stand-in reports a compute capability of 8.0 so
-// that the backend does not ask for it.
+// Only what the kernel sources use is here. The asynchronous copies, ldmatrix, mma.sync, wgmma
+// and mbarriers are given their PTX meaning (the sources keep their inline PTX behind
+// ENGRAM_CPU_DRIVER).
 #pragma once
 
 #include <algorithm>
@@ -22,6 +21,8 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <deque>
+#include <vector>
 
 #include "cuda_bf16.h"
 #include "cuda_fp16.h"
@@ -66,6 +67,8 @@ extern thread_local unsigned char smem[EMU_SMEM_BYTES] __attribute__((aligned(10
 // Scheduling points, in driver.cpp.
 void __syncthreads();
 void emu_warp_sync();            // every live lane of the calling fiber's warp arrives
+void emu_spin();                 // the calling fiber waits for another to change something
+inline void __syncwarp(unsigned = 0xffffffffu) { emu_warp_sync(); }
 unsigned long long* emu_lanes(); // 32 lanes x 8 words of exchange space for the calling warp
 inline unsigned emu_lane() { return (threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) & 31; }
 [[noreturn]] void emu_fail(const char* what);
@@ -190,6 +193,122 @@ template <typename T> struct Mma {
         for (unsigned i = 0; i < 4; ++i) c[i] = d[i];
     }
 };
+
+// ---- wgmma and mbarriers (sm_90a, kernels/hopper.cu) ---------------------------------------------
+
+// Element (row, k) of a wgmma operand in shared memory, by its matrix descriptor: a K-major tile
+// of 128-byte rows with the 128-byte swizzle (the only layout hopper.cu uses; any other is
+// refused), 8-row groups `stride` bytes apart, the start address >> 4 in bits 0-13. The swizzle
+// is a function of the address, as on the hardware: 16-byte chunk bits 4-6 XOR bits 7-9, so a
+// tile that does not start on a 1024-byte boundary reads the wrong elements here too.
+template <typename T> inline float emu_wgmma_operand(unsigned long long desc, unsigned row, unsigned k) {
+    if ((desc >> 62) != 1) emu_fail("wgmma: a descriptor without the 128-byte swizzle (not modelled)");
+    if ((desc >> 49) & 7) emu_fail("wgmma: a descriptor with a base offset (not modelled)");
+    const unsigned start = (unsigned)(desc & 0x3FFF) << 4, stride = (unsigned)((desc >> 32) & 0x3FFF) << 4;
+    const unsigned addr = start + (row / 8) * stride + (row % 8) * 128 + 2 * k;
+    const unsigned at = addr ^ (((addr >> 7) & 7) << 4);
+    if (at + 2 > EMU_SMEM_BYTES) emu_fail("wgmma operand out of range");
+    T x;
+    std::memcpy(&x, smem + at, 2);
+    return widen_emu(x);
+}
+
+// wgmma.mma_async.sync.aligned.m64n128k16.f32.T.T d, desc_a, desc_b, 1, 1, 1, 0, 0 for the
+// calling thread, warp w (of its warpgroup) and lane l: d[4 j + e] += row 16 w + l / 4 + 8 (e / 2)
+// of A times column 8 j + 2 (l % 4) + e % 2 of B (a row of the B tile), over k = 0..15.
+template <typename T>
+inline void emu_wgmma_m64n128k16(float* d, unsigned long long desc_a, unsigned long long desc_b) {
+    const unsigned linear = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    const unsigned warp = (linear / 32) % 4, lane = linear % 32;
+    float a[2][16];
+    for (unsigned h = 0; h < 2; ++h)
+        for (unsigned k = 0; k < 16; ++k) a[h][k] = emu_wgmma_operand<T>(desc_a, 16 * warp + lane / 4 + 8 * h, k);
+    for (unsigned j = 0; j < 16; ++j)
+        for (unsigned c = 0; c < 2; ++c) {
+            const unsigned col = 8 * j + 2 * (lane % 4) + c;
+            float b[16];
+            for (unsigned k = 0; k < 16; ++k) b[k] = emu_wgmma_operand<T>(desc_b, col, k);
+            for (unsigned h = 0; h < 2; ++h) {
+                float sum = 0.0f;
+                for (unsigned k = 0; k < 16; ++k) sum += a[h][k] * b[k];
+                d[4 * j + 2 * h + c] += sum;
+            }
+        }
+}
+
+// One wgmma a thread issued, run when its group is waited for: the latest moment the hardware
+// may read the operands and write the accumulators, so a kernel that refills a stage, or reads
+// its accumulators, before the wait sees it go wrong here.
+struct EmuWgmma {
+    float* d;
+    unsigned long long desc_a, desc_b;
+    void (*run)(float*, unsigned long long, unsigned long long);
+};
+// The calling thread's wgmmas: issued since its last commit, and the committed groups, oldest
+// first (in driver.cpp; a thread that ends with any left fails the launch).
+struct EmuAsync {
+    std::vector<EmuWgmma> issued;
+    std::deque<std::vector<EmuWgmma>> groups;
+};
+EmuAsync& emu_async();
+
+template <typename T> struct Wgmma {
+    static void run(float (&d)[64], unsigned long long desc_a, unsigned long long desc_b) {
+        emu_async().issued.push_back(EmuWgmma{d, desc_a, desc_b, &emu_wgmma_m64n128k16<T>});
+    }
+};
+inline void wgmma_fence() {}
+inline void wgmma_commit() {
+    EmuAsync& a = emu_async();
+    a.groups.push_back(std::move(a.issued));
+    a.issued.clear();
+}
+template <int N> inline void wgmma_wait() {
+    EmuAsync& a = emu_async();
+    while (a.groups.size() > (size_t)N) {
+        for (const EmuWgmma& w : a.groups.front()) w.run(w.d, w.desc_a, w.desc_b);
+        a.groups.pop_front();
+    }
+}
+// The copies land at once and the wgmmas run at their wait: no proxy to order.
+inline void fence_async_shared() {}
+inline void fence_accumulators(float (&)[64]) {}
+
+// An mbarrier's 8 bytes of shared memory: the phase count, and the arrivals a phase expects and
+// has still to receive. Counts are 1..65534 here (the hardware allows up to 2^20 - 1), so that
+// fresh shared memory (all ones) reads as a barrier never initialised.
+struct EmuMbarrier {
+    unsigned phase;
+    unsigned short expected, pending;
+};
+// Incremented by every mbarrier initialisation and arrival of this host thread: the driver's
+// deadlock check (spinning threads with no arrival in between wait forever).
+extern thread_local unsigned long long emu_mbarrier_events;
+inline EmuMbarrier& emu_mbarrier(u32 bar) {
+    if (bar % 8 || bar + 8 > EMU_SMEM_BYTES) emu_fail("mbarrier address misaligned or out of range");
+    return *reinterpret_cast<EmuMbarrier*>(smem + bar);
+}
+inline void mbar_init(u32 bar, u32 count) {
+    if (count == 0 || count >= 0xffff) emu_fail("mbarrier count outside 1..65534 (not modelled)");
+    emu_mbarrier(bar) = EmuMbarrier{0, (unsigned short)count, (unsigned short)count};
+    ++emu_mbarrier_events;
+}
+inline void mbar_arrive(u32 bar) {
+    EmuMbarrier& b = emu_mbarrier(bar);
+    if (b.expected == 0xffff || b.pending == 0 || b.pending > b.expected) emu_fail("arrival on an mbarrier never initialised");
+    if (--b.pending == 0) {
+        ++b.phase;
+        b.pending = b.expected;
+    }
+    ++emu_mbarrier_events;
+}
+// cp.async.mbarrier.arrive.noinc: an arrival once this thread's copies have landed, which here
+// is at once.
+inline void mbar_arrive_on_copies(u32 bar) { mbar_arrive(bar); }
+// mbarrier.try_wait.parity in a loop: returns once the phase of that parity has completed.
+inline void mbar_wait(u32 bar, u32 parity) {
+    while ((emu_mbarrier(bar).phase & 1) == (parity & 1)) emu_spin();
+}
 
 // ---- the kernels the driver can launch -----------------------------------------------------------
 

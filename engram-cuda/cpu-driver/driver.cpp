@@ -3,15 +3,18 @@
 // memory, every stream synchronous, graphs recorded at capture and replayed, and each kernel
 // launch run by a scheduler of fibers. Built by build.sh with the kernel sources compiled as C++
 // (cuda_lang.h); a test run with it in LD_LIBRARY_PATH exercises the backend's host code, launch
-// contracts and kernels (the mma.sync projection included, the sm_90a wgmma module excepted)
-// without a GPU. It is a functional model, not a timing one; built with --asan (build.sh) it is a
+// contracts and kernels (the mma.sync projections and the sm_90a wgmma ones alike) without a
+// GPU. It reports an sm_90 device (ENGRAM_CPU_DRIVER_SM=80, say, for another: the backend then
+// keeps to the mma.sync kernels). It is a functional model, not a timing one; built with --asan (build.sh) it is a
 // memory checker too, every device allocation exactly its size.
 //
 // Scheduling: a launch runs its blocks one after another on the calling host thread; each CUDA
 // thread of a block is a fiber (ucontext) that runs until it reaches __syncthreads, a warp-wide
-// operation or its end. A warp's operation completes when every live lane of the warp has reached
-// it; __syncthreads when every live thread of the block has. If neither can complete while
-// threads remain, the block has deadlocked (a barrier not all threads reach): the launch fails.
+// operation, a failed mbarrier wait or its end. A warp's operation completes when every live lane
+// of the warp has reached it; __syncthreads when every live thread of the block has; a thread
+// spinning on an mbarrier tries again each round. If a round ends with no thread having moved on
+// (only failed waits, no mbarrier arrival) and no barrier can complete, the block has deadlocked
+// (a barrier not all threads reach, a phase no one completes): the launch fails.
 #include <ucontext.h>
 #include <sys/mman.h>
 
@@ -48,12 +51,13 @@ enum : CUresult {
 
 namespace {
 
-enum class At { Running, Warp, Block, Done };
+enum class At { Running, Warp, Block, Spin, Done };
 
 struct Fiber {
     ucontext_t ctx;
     At at = At::Running;
     dim3 tid;
+    EmuAsync async;  // its wgmmas in flight
 };
 
 constexpr size_t STACK_BYTES = 256 * 1024;
@@ -102,6 +106,8 @@ void wait_at(At at) {
 void fiber_entry() {
     (*running->body)();
     Fiber& f = current_fiber();
+    if (!f.async.issued.empty() || !f.async.groups.empty())
+        emu_fail("a thread ended with wgmmas not waited for (wgmma.wait_group 0 missing)");
     f.at = At::Done;
     swapcontext(&f.ctx, &running->main);
 }
@@ -113,6 +119,7 @@ bool run_block(Block& b, const std::function<void()>& body) {
     for (size_t i = 0; i < n; ++i) {
         Fiber& f = b.fibers[i];
         f.at = At::Running;
+        f.async = EmuAsync{};
         getcontext(&f.ctx);
         f.ctx.uc_stack.ss_sp = stacks.mapped[i];
         f.ctx.uc_stack.ss_size = STACK_BYTES;
@@ -121,13 +128,20 @@ bool run_block(Block& b, const std::function<void()>& body) {
     }
     const size_t warps = (n + 31) / 32;
     for (;;) {
+        // Whether any thread got further this round than a failed mbarrier wait.
+        bool moved = false;
+        const unsigned long long events = emu_mbarrier_events;
         for (size_t i = 0; i < n; ++i) {
-            if (b.fibers[i].at != At::Running) continue;
+            const At was = b.fibers[i].at;
+            if (was != At::Running && was != At::Spin) continue;
             b.current = i;
             threadIdx = b.fibers[i].tid;
+            b.fibers[i].at = At::Running;
             swapcontext(&b.main, &b.fibers[i].ctx);
             if (b.failure) return false;
+            moved |= was != At::Spin || b.fibers[i].at != At::Spin;
         }
+        moved |= emu_mbarrier_events != events;
         bool released = false;
         for (size_t w = 0; w < warps; ++w) {
             size_t live = 0, waiting = 0;
@@ -152,8 +166,9 @@ bool run_block(Block& b, const std::function<void()>& body) {
             for (Fiber& f : b.fibers) f.at = At::Running;
             continue;
         }
-        b.failure = "deadlock: some threads wait at __syncthreads while others of the block wait at a warp-wide "
-                    "operation their warp cannot complete";
+        if (moved) continue;
+        b.failure = "deadlock: the block's threads wait at __syncthreads, at warp-wide operations their warps "
+                    "cannot complete, or on mbarrier phases no thread will complete";
         return false;
     }
 }
@@ -162,6 +177,9 @@ bool run_block(Block& b, const std::function<void()>& body) {
 
 void __syncthreads() { wait_at(At::Block); }
 void emu_warp_sync() { wait_at(At::Warp); }
+void emu_spin() { wait_at(At::Spin); }
+EmuAsync& emu_async() { return current_fiber().async; }
+thread_local unsigned long long emu_mbarrier_events = 0;
 unsigned long long* emu_lanes() { return &running->lanes[(running->current / 32) * 32 * 8]; }
 void emu_fail(const char* what) {
     std::fprintf(stderr, "engram cpu driver: %s (block %u,%u,%u thread %u,%u,%u)\n", what, blockIdx.x, blockIdx.y,
@@ -251,6 +269,14 @@ std::map<CUdeviceptr, size_t>& allocations() {
     return a;
 }
 
+// The compute capability reported, as 10 major + minor: ENGRAM_CPU_DRIVER_SM, else 90 (the
+// backend then loads the sm_90a module and may take the wgmma projections).
+int sm() {
+    const char* v = std::getenv("ENGRAM_CPU_DRIVER_SM");
+    const int n = v ? std::atoi(v) : 0;
+    return n >= 10 ? n : 90;
+}
+
 int attribute(int attrib) {
     switch (attrib) {
     case 1: return 1024;          // max threads per block
@@ -267,8 +293,8 @@ int attribute(int attrib) {
         const int n = v ? std::atoi(v) : 0;
         return n > 0 ? n : 132;
     }
-    case 75: return 8;            // compute capability major
-    case 76: return 0;            // compute capability minor
+    case 75: return sm() / 10;    // compute capability major
+    case 76: return sm() % 10;    // compute capability minor
     case 97: return (int)EMU_SMEM_BYTES;  // shared memory per block, opt-in
     default: return 0;
     }
@@ -307,7 +333,7 @@ CUresult cuDeviceGet(CUdevice* d, int ordinal) {
 }
 CUresult cuDeviceGetName(char* name, int len, CUdevice) {
     if (len <= 0) return CUDA_ERROR_INVALID_VALUE;
-    std::snprintf(name, (size_t)len, "engram CPU stand-in driver (no GPU; functional model of sm_80)");
+    std::snprintf(name, (size_t)len, "engram CPU stand-in driver (no GPU; functional model of sm_%d)", sm());
     return CUDA_SUCCESS;
 }
 CUresult cuDeviceGetAttribute(int* v, int attrib, CUdevice) {

@@ -16,6 +16,7 @@ __device__ __forceinline__ u64 tile_descriptor(u32 addr) {
     return (u64)((addr & 0x3FFFF) >> 4) | ((u64)1 << 16) | ((u64)(1024 >> 4) << 32) | ((u64)1 << 62);
 }
 
+#ifndef ENGRAM_CPU_DRIVER  // the CPU stand-in driver (../cpu-driver) gives these their PTX meaning in C++
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N> __device__ __forceinline__ void wgmma_wait() {
@@ -49,6 +50,7 @@ template <typename T> struct Wgmma;
     };
 WGMMA_M64N128K16(__nv_bfloat16, "bf16")
 WGMMA_M64N128K16(__half, "f16")
+#endif
 
 // Two adjacent outputs as one 4-byte store.
 __device__ __forceinline__ u32 bits(__half x) { return __half_as_ushort(x); }
@@ -75,13 +77,13 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
     static_assert(STAGES >= 3, "at least one stage loading");
     constexpr u32 NB = BN / 128, AHEAD = STAGES - 2;
     constexpr u32 A_BYTES = PROJ_BM * PROJ_BK * 2, STAGE_BYTES = (PROJ_BM + BN) * PROJ_BK * 2;
-    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    extern __shared__ __align__(1024) unsigned char smem[];
     // Swizzled tiles must start on 1024-byte boundaries.
-    const u32 raw = smem_addr(smem_raw), base = (raw + 1023) & ~1023u;
-    unsigned char* smem = smem_raw + (base - raw);
+    const u32 raw = smem_addr(smem), base = (raw + 1023) & ~1023u;
+    unsigned char* aligned = smem + (base - raw);
     const u32 tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
     const u32 n0 = blockIdx.x * BN, m0 = blockIdx.y * PROJ_BM;
-    u32* row_table = reinterpret_cast<u32*>(smem + STAGES * STAGE_BYTES);
+    u32* row_table = reinterpret_cast<u32*>(aligned + STAGES * STAGE_BYTES);
     if (gather) {
         fill_row_table<PROJ_BM, WG_THREADS>(row_table, offsets, rows, heads, m0, tokens, threadIdx.x);
         __syncthreads();
@@ -158,6 +160,7 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
 
 // ---- warp-specialised, persistent --------------------------------------------------------------
 
+#ifndef ENGRAM_CPU_DRIVER  // as the wgmma helpers above
 // mbarrier helpers (shared::cta addresses).
 __device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
@@ -180,6 +183,7 @@ __device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
                      : "memory");
     } while (!done);
 }
+#endif
 
 #define WS_THREADS 384
 #define WS_BM 256
@@ -214,8 +218,8 @@ __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offset
                                    u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,
                                    float* partial, T* y) {
     constexpr u32 A_BYTES = WS_BM * PROJ_BK * 2, STAGE_BYTES = (WS_BM + WS_BN) * PROJ_BK * 2;
-    extern __shared__ __align__(1024) unsigned char smem_raw[];
-    const u32 raw = smem_addr(smem_raw), base = (raw + 1023) & ~1023u;
+    extern __shared__ __align__(1024) unsigned char smem[];
+    const u32 raw = smem_addr(smem), base = (raw + 1023) & ~1023u;
     const u32 bars = base + WS_STAGES * STAGE_BYTES;  // full[s] at 8 s, empty[s] at 32 + 8 s
     const u32 tid = threadIdx.x, wg = tid >> 7;
     const u32 n_tiles = (N + WS_BN - 1) / WS_BN, m_tiles = (tokens + WS_BM - 1) / WS_BM;

@@ -32,14 +32,15 @@
 //!
 //! Without a GPU the backend can still run: `engram-cuda/cpu-driver` builds a stand-in for the
 //! driver library (`bash engram-cuda/cpu-driver/build.sh DIR` makes `DIR/libcuda.so.1`) that
-//! compiles `engram.cu` and `fused.cu` as C++ for the CPU and runs each launch block by block,
-//! every CUDA thread a fiber, with `ldmatrix`, `mma.sync` and the asynchronous copies given their
-//! PTX meaning. With `DIR` first in `LD_LIBRARY_PATH`, `cargo test -p engram-cuda --features
-//! cuda` runs the whole suite, the graph and hash tests through this crate's host code and
-//! kernels (CI does, with both `mma` tile widths). Built with `--asan`, it also stops at any
-//! kernel access past the end of a device allocation, naming the source line (CI runs the suite
-//! so too). The sm_90a `wgmma` module, timings and the hardware's memory model are what only a
-//! GPU run checks.
+//! compiles `engram.cu`, `fused.cu` and `hopper.cu` as C++ for the CPU and runs each launch block
+//! by block, every CUDA thread a fiber, with `ldmatrix`, `mma.sync`, `wgmma` (run at its wait),
+//! mbarriers and the asynchronous copies given their PTX meaning. It reports an sm_90 device
+//! (`ENGRAM_CPU_DRIVER_SM=80` for one without the sm_90a module). With `DIR` first in
+//! `LD_LIBRARY_PATH`, `cargo test -p engram-cuda --features cuda` runs the whole suite, the graph
+//! and hash tests through this crate's host code and kernels (CI does, with each projection
+//! kernel). Built with `--asan`, it also stops at any kernel access past the end of a device
+//! allocation, naming the source line (CI runs the suite so too). Timings and the hardware's
+//! memory model are what only a GPU run checks.
 
 /// The CUDA C++ source of every kernel, with their launch contracts.
 pub const ENGRAM_CU: &str = include_str!("../kernels/engram.cu");

@@ -51,4 +51,6 @@ inline __half __float2half_rn(float f) {
     return __half{bits};
 }
 
+inline unsigned short __half_as_ushort(__half h) { return h.bits; }
+
 inline float widen_emu(__half h) { return __half2float(h); }
