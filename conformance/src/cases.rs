@@ -244,6 +244,24 @@ pub fn engram_shapes() -> Vec<EngramShape> {
             &[129, 5],
             Random,
         ),
+        // More k than a projection pipeline has stages (6 k-tiles of 64, the last partial;
+        // heads of 40 elements end inside k-tiles) and two output tiles, the second partial: a
+        // device's pipelined projection wraps its ring of stages. 220 tokens are too many to
+        // split k; the decode step's 2 tokens are split into shares of k and reduced.
+        s(
+            "deep_k",
+            engram_config(4, 3, 2, 48, 40, 4, true),
+            &[150, 70],
+            Random,
+        ),
+        // The same layer on 60 tokens: few enough output tiles that a device with many
+        // multiprocessors (CUDA) splits k, each share of more than one k-tile.
+        s(
+            "deep_k_split",
+            engram_config(4, 3, 2, 48, 40, 4, true),
+            &[40, 20],
+            Random,
+        ),
         EngramShape {
             name: "rows_at_ends",
             rows_at_ends: true,
@@ -675,6 +693,8 @@ pub fn engram_shapes_of(family: Family) -> Vec<EngramShape> {
         "tensor_tiles",
         "tensor_tiles_no_conv",
         "tensor_tiles_k3",
+        "deep_k",
+        "deep_k_split",
     ];
     match family {
         Family::Hash | Family::EngramPrefill => engram_shapes_named(PREFILL),
@@ -713,6 +733,8 @@ pub fn engram_shapes_of(family: Family) -> Vec<EngramShape> {
             "tensor_tiles",
             "tensor_tiles_no_conv",
             "tensor_tiles_k3",
+            "deep_k",
+            "deep_k_split",
         ]),
         _ => Vec::new(),
     }
