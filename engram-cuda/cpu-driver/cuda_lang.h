@@ -73,19 +73,29 @@ unsigned long long* emu_lanes(); // 32 lanes x 8 words of exchange space for the
 inline unsigned emu_lane() { return (threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) & 31; }
 [[noreturn]] void emu_fail(const char* what);
 
-template <typename T> T __shfl_xor_sync(unsigned, T v, int lane_mask) {
+// Every lane of the warp gives v and receives the value of lane source(its lane).
+template <typename T, typename F> T emu_shuffle(T v, F source) {
     static_assert(sizeof(T) <= 8, "one word per lane");
     unsigned long long* lanes = emu_lanes();
     const unsigned lane = emu_lane();
     std::memcpy(&lanes[lane * 8], &v, sizeof(T));
     emu_warp_sync();
     T r;
-    std::memcpy(&r, &lanes[((lane ^ (unsigned)lane_mask) & 31) * 8], sizeof(T));
+    std::memcpy(&r, &lanes[(source(lane) & 31) * 8], sizeof(T));
     emu_warp_sync();
     return r;
 }
+template <typename T> T __shfl_xor_sync(unsigned, T v, int lane_mask) {
+    return emu_shuffle(v, [&](unsigned lane) { return lane ^ (unsigned)lane_mask; });
+}
+template <typename T> T __shfl_sync(unsigned, T v, int src_lane) {
+    return emu_shuffle(v, [&](unsigned) { return (unsigned)src_lane; });
+}
 
 template <typename T> inline T __ldg(const T* p) { return *p; }
+template <typename T> inline T __ldcg(const T* p) { return *p; }
+// Blocks run one after another on one host thread: every write is seen by the next block.
+inline void __threadfence() {}
 
 // One launch runs on one host thread, so the atomics need no more than plain read-modify-write.
 inline unsigned long long atomicMin(unsigned long long* p, unsigned long long v) {
@@ -96,6 +106,11 @@ inline unsigned long long atomicMin(unsigned long long* p, unsigned long long v)
 inline unsigned atomicMin(unsigned* p, unsigned v) {
     const unsigned old = *p;
     if (v < old) *p = v;
+    return old;
+}
+inline unsigned atomicAdd(unsigned* p, unsigned v) {
+    const unsigned old = *p;
+    *p = old + v;
     return old;
 }
 inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {

@@ -84,3 +84,52 @@ __device__ __forceinline__ void load_proj_stage(u32 a_base, u32 b_base, u32 k0, 
         cp_async16(b_base + dst + i * ROWS * 128, ok ? w_row + (u64)i * ROWS * K : w, ok ? 16 : 0);
     }
 }
+
+// ---- split-K: the last share of a tile sums them all ---------------------------------------------
+
+// Threads per warp-owned region of a projection tile: every projection kernel has 8 warps that
+// compute outputs, and counters[tile * PROJ_WARPS + warp] counts the shares of k of one warp's
+// region that have been written (0 between launches: the last share resets it).
+#define PROJ_WARPS 8
+
+// Called by a whole warp once its lanes have written their f32 partial sums of one share of k:
+// true, on every lane, for the warp that completes the count of `splits` shares (which must then
+// sum them, reduce_split_region), false for the others. The fence before the count makes this
+// warp's partial sums visible to the last warp; the one after it orders the last warp's reads.
+__device__ __forceinline__ bool last_split(u32* counter, u32 splits) {
+    __threadfence();
+    __syncwarp();
+    u32 before = 0;
+    if ((threadIdx.x & 31) == 0) before = atomicAdd(counter, 1u);
+    before = __shfl_sync(0xffffffffu, before, 0);
+    if (before + 1 != splits) return false;
+    __threadfence();
+    // Every share has arrived: no one else touches the counter in this launch.
+    if ((threadIdx.x & 31) == 0) *counter = 0;
+    return true;
+}
+
+// The outputs of a split projection in rows r0..r0 + rows - 1, columns c0..c0 + cols - 1 (cols
+// even) that lie inside the layer, summed by the 32 lanes of the warp that called last_split:
+// the bias, then the f32 partial sums of every share in order (a fixed order, whichever share
+// finished last), rounded to T. partial is [splits, tokens, N], read through L2 (other
+// multiprocessors wrote it); consecutive lanes take consecutive pairs of a row.
+template <typename T>
+__device__ __noinline__ void reduce_split_region(const float* partial, const T* bias, u32 tokens, u32 N, u32 splits,
+                                                 u32 r0, u32 rows, u32 c0, u32 cols, T* y) {
+    const u32 pairs = cols / 2;
+#pragma unroll 1
+    for (u32 i = threadIdx.x & 31; i < rows * pairs; i += 32) {
+        const u32 row = r0 + i / pairs, col = c0 + 2 * (i % pairs);
+        if (row >= tokens || col >= N) continue;
+        float a0 = bias ? widen(bias[col]) : 0.0f, a1 = bias ? widen(bias[col + 1]) : 0.0f;
+#pragma unroll 1
+        for (u32 z = 0; z < splits; ++z) {
+            const float2 p = __ldcg(reinterpret_cast<const float2*>(partial + ((u64)z * tokens + row) * N + col));
+            a0 += p.x;
+            a1 += p.y;
+        }
+        y[(u64)row * N + col] = narrow<T>(a0);
+        y[(u64)row * N + col + 1] = narrow<T>(a1);
+    }
+}

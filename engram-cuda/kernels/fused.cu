@@ -128,12 +128,35 @@ template <> struct Mma<__half> {
 };
 #endif
 
-// proj_mma_*(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial, y):
+// f(row, col, v0, v1) for each pair of adjacent outputs a lane holds in proj_mma_impl's
+// accumulators (mma.sync C layout, warp tile at wm, wn), those inside the layer only.
+template <int NI, typename F>
+__device__ __forceinline__ void mma_each_pair(const float (&acc)[4][NI][4], u32 m0, u32 n0, u32 wm, u32 wn, u32 lane,
+                                              u32 tokens, u32 N, F&& f) {
+#pragma unroll
+    for (u32 mi = 0; mi < 4; ++mi)
+#pragma unroll
+        for (u32 ni = 0; ni < NI; ++ni) {
+            const u32 col = n0 + wn + ni * 8 + (lane & 3) * 2;
+            if (col >= N) continue;
+#pragma unroll
+            for (u32 half = 0; half < 2; ++half) {
+                const u32 row = m0 + wm + mi * 16 + (lane >> 2) + half * 8;
+                if (row >= tokens) continue;
+                f(row, col, acc[mi][ni][2 * half], acc[mi][ni][2 * half + 1]);
+            }
+        }
+}
+
+// proj_mma_*(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial, counters,
+// y):
 // y[t, n] = sum_k A[t, k] W[n, k] + bias[n], with A[t, k] the k-th element of token t's
 // concatenated rows, table[(offsets[h] + rows[t H + h]) d_head + k - h d_head], h = k / d_head
 // (gather != 0), or x[t K + k] (gather == 0; `table` is then x). With splits > 1 block z sums
 // only its share of the k-tiles and writes f32 partial sums, without the bias, to
-// partial[(z tokens + t) N + n] (proj_reduce_* finishes). Requirements (host-checked): K and
+// partial[(z tokens + t) N + n]; the last share of each warp's region to finish (counted in
+// counters[tile * 8 + warp], tile = blockIdx.y gridDim.x + blockIdx.x, which must be 0 at the
+// launch and are 0 after it) writes y from them all (common.cuh). Requirements (host-checked): K and
 // d_head multiples of 8, N even, table/x and w 16-byte aligned, rows in range, every global row
 // offsets[h] + rows[..] below 2^32.
 // Two tile widths: proj_mma_* (128 x 128 outputs per block, 64 x 32 per warp) and proj_mma_wide_*
@@ -142,7 +165,8 @@ template <> struct Mma<__half> {
 // table; 0 without gather); needs the function's dynamic shared memory limit raised to that.
 template <typename T, int BN>
 __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,
-                              const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial, T* y) {
+                              const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial,
+                              u32* counters, T* y) {
     extern __shared__ __align__(128) unsigned char smem[];
     const u32 tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     // 8 warps: 2 along the tokens, 4 along the outputs; each owns 64 x BN/4 of the tile.
@@ -211,40 +235,20 @@ __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, co
     }
     cp_async_wait<0>();
 
-#pragma unroll
-    for (u32 mi = 0; mi < 4; ++mi)
-#pragma unroll
-        for (u32 ni = 0; ni < NI; ++ni) {
-            const u32 col = n0 + wn + ni * 8 + (lane & 3) * 2;
-            if (col >= N) continue;
-            const float b0 = (bias && splits == 1) ? widen(bias[col]) : 0.0f;
-            const float b1 = (bias && splits == 1) ? widen(bias[col + 1]) : 0.0f;
-#pragma unroll
-            for (u32 half = 0; half < 2; ++half) {
-                const u32 row = m0 + wm + mi * 16 + (lane >> 2) + half * 8;
-                if (row >= tokens) continue;
-                if (splits == 1) {
-                    T* dst = y + (u64)row * N + col;
-                    dst[0] = narrow<T>(acc[mi][ni][2 * half] + b0);
-                    dst[1] = narrow<T>(acc[mi][ni][2 * half + 1] + b1);
-                } else {
-                    float2* dst = reinterpret_cast<float2*>(partial + ((u64)blockIdx.z * tokens + row) * N + col);
-                    *dst = make_float2(acc[mi][ni][2 * half], acc[mi][ni][2 * half + 1]);
-                }
-            }
-        }
-}
-
-// proj_reduce_*(partial, bias|null, tokens, N, splits, y): y[t, n] = sum_z partial[(z tokens + t) N
-// + n] + bias[n], the splits summed in order. Grid-stride over tokens * N, any block.
-template <typename T>
-__device__ void proj_reduce_impl(const float* partial, const T* bias, u64 tokens, u32 N, u32 splits, T* y) {
-    const u64 total = tokens * N;
-    for (u64 i = global_index(); i < total; i += global_stride()) {
-        float acc = bias ? widen(bias[i % N]) : 0.0f;
-        for (u32 z = 0; z < splits; ++z) acc += partial[z * total + i];
-        y[i] = narrow<T>(acc);
+    if (splits == 1) {
+        mma_each_pair<NI>(acc, m0, n0, wm, wn, lane, tokens, N, [&](u32 row, u32 col, float v0, float v1) {
+            T* dst = y + (u64)row * N + col;
+            dst[0] = narrow<T>(v0 + (bias ? widen(bias[col]) : 0.0f));
+            dst[1] = narrow<T>(v1 + (bias ? widen(bias[col + 1]) : 0.0f));
+        });
+        return;
     }
+    mma_each_pair<NI>(acc, m0, n0, wm, wn, lane, tokens, N, [&](u32 row, u32 col, float v0, float v1) {
+        *reinterpret_cast<float2*>(partial + ((u64)blockIdx.z * tokens + row) * N + col) = make_float2(v0, v1);
+    });
+    const u32 tile = blockIdx.y * gridDim.x + blockIdx.x;
+    if (last_split(counters + tile * PROJ_WARPS + warp, splits))
+        reduce_split_region(partial, bias, tokens, N, splits, m0 + wm, 64, n0 + wn, WN, y);
 }
 
 // ---- the gate and the convolution's norm --------------------------------------------------------
@@ -676,17 +680,17 @@ __device__ void conv_decode_vec_impl(const T* proj, const T* alpha, const float*
 #define FUSED_INSTANTIATE(NAME, T)                                                                                    \
     extern "C" __global__ void __launch_bounds__(PROJ_THREADS, 2)                                                     \
         proj_mma_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,       \
-                        const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial, T* y) {      \
-        proj_mma_impl<T, 128>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial, y); \
+                        const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial,              \
+                        u32* counters, T* y) {                                                                        \
+        proj_mma_impl<T, 128>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial,    \
+                              counters, y);                                                                           \
     }                                                                                                                 \
     extern "C" __global__ void __launch_bounds__(PROJ_THREADS, 1)                                                     \
         proj_mma_wide_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,  \
-                             const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial, T* y) { \
-        proj_mma_impl<T, 256>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial, y); \
-    }                                                                                                                 \
-    extern "C" __global__ void proj_reduce_##NAME(const float* partial, const T* bias, u64 tokens, u32 N, u32 splits, \
-                                                  T* y) {                                                             \
-        proj_reduce_impl<T>(partial, bias, tokens, N, splits, y);                                                     \
+                             const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial,         \
+                             u32* counters, T* y) {                                                                   \
+        proj_mma_impl<T, 256>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial,    \
+                              counters, y);                                                                           \
     }                                                                                                                 \
     extern "C" __global__ void gate_scales_##NAME(const T* proj, const T* hidden, const T* kn, const T* qn, u64 tokens, \
                                                   u32 m, u32 d, u32 with_norm, T* alpha, float* nscale) {             \

@@ -59,10 +59,32 @@ template <typename T> __device__ __forceinline__ u32 pack2(float lo, float hi) {
     return bits(narrow<T>(lo)) | (bits(narrow<T>(hi)) << 16);
 }
 
-// proj_wgmma_*(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial, y):
-// proj_mma_* (fused.cu) computed by wgmma: 128 tokens x BN outputs per block, two warpgroups of
+// f(row, col, v0, v1) for each pair of adjacent outputs a lane holds in NB wgmma accumulators
+// (the m64n128 layout above; accumulator b starts at row0 + b row_step, col0 + b col_step), those
+// inside the layer only.
+template <int NB, typename F>
+__device__ __forceinline__ void wgmma_each_pair(const float (&acc)[NB][64], u32 row0, u32 row_step, u32 col0,
+                                                u32 col_step, u32 lane, u32 tokens, u32 N, F&& f) {
+#pragma unroll
+    for (u32 b = 0; b < NB; ++b)
+#pragma unroll
+        for (u32 j = 0; j < 16; ++j) {
+            const u32 col = col0 + b * col_step + j * 8 + (lane & 3) * 2;
+            if (col >= N) continue;
+#pragma unroll
+            for (u32 half = 0; half < 2; ++half) {
+                const u32 row = row0 + b * row_step + (lane >> 2) + half * 8;
+                if (row >= tokens) continue;
+                f(row, col, acc[b][4 * j + 2 * half], acc[b][4 * j + 2 * half + 1]);
+            }
+        }
+}
+
+// proj_wgmma_*(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial,
+// counters, y): proj_mma_* (fused.cu) computed by wgmma: 128 tokens x BN outputs per block, two warpgroups of
 // 64 tokens each, STAGES k-tiles of 64 through cp.async (the loads run STAGES - 2 k-tiles ahead
-// while one k-tile's wgmma group is still running). Same requirements as proj_mma_*.
+// while one k-tile's wgmma group is still running). Same requirements and split-K counters
+// (warp = 4 warpgroup + warp in it) as proj_mma_*.
 // proj_wgmma_*: BN = 128, 3 stages, two blocks per multiprocessor (the measured fastest on an
 // H100, benches/NOTES.md); proj_wgmma_wide_*: BN = 256, 4 stages, one block. Grid (ceil(N/BN),
 // ceil(tokens/128), splits), block 256, dynamic shared memory 1024 (alignment slack) + STAGES
@@ -71,7 +93,7 @@ template <typename T> __device__ __forceinline__ u32 pack2(float lo, float hi) {
 template <typename T, int BN, int STAGES>
 __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads,
                                 u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,
-                                float* partial, T* y) {
+                                float* partial, u32* counters, T* y) {
     // One wgmma group stays in flight behind the one just issued; the loads run AHEAD k-tiles
     // in front of it, in the stages neither group reads.
     static_assert(STAGES >= 3, "at least one stage loading");
@@ -136,26 +158,20 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
     for (u32 b = 0; b < NB; ++b) fence_accumulators(acc[b]);
     cp_async_wait<0>();
 
-#pragma unroll
-    for (u32 b = 0; b < NB; ++b)
-#pragma unroll
-        for (u32 j = 0; j < 16; ++j) {
-            const u32 col = n0 + b * 128 + j * 8 + (lane & 3) * 2;
-            if (col >= N) continue;
-            const float b0 = (bias && splits == 1) ? widen(bias[col]) : 0.0f;
-            const float b1 = (bias && splits == 1) ? widen(bias[col + 1]) : 0.0f;
-#pragma unroll
-            for (u32 half = 0; half < 2; ++half) {
-                const u32 row = m0 + wg * 64 + warp * 16 + (lane >> 2) + half * 8;
-                if (row >= tokens) continue;
-                const float v0 = acc[b][4 * j + 2 * half], v1 = acc[b][4 * j + 2 * half + 1];
-                if (splits == 1) {
-                    *reinterpret_cast<u32*>(y + (u64)row * N + col) = pack2<T>(v0 + b0, v1 + b1);
-                } else {
-                    *reinterpret_cast<float2*>(partial + ((u64)blockIdx.z * tokens + row) * N + col) = make_float2(v0, v1);
-                }
-            }
-        }
+    const u32 row0 = m0 + wg * 64 + warp * 16;
+    if (splits == 1) {
+        wgmma_each_pair<NB>(acc, row0, 0, n0, 128, lane, tokens, N, [&](u32 row, u32 col, float v0, float v1) {
+            const float b0 = bias ? widen(bias[col]) : 0.0f, b1 = bias ? widen(bias[col + 1]) : 0.0f;
+            *reinterpret_cast<u32*>(y + (u64)row * N + col) = pack2<T>(v0 + b0, v1 + b1);
+        });
+        return;
+    }
+    wgmma_each_pair<NB>(acc, row0, 0, n0, 128, lane, tokens, N, [&](u32 row, u32 col, float v0, float v1) {
+        *reinterpret_cast<float2*>(partial + ((u64)blockIdx.z * tokens + row) * N + col) = make_float2(v0, v1);
+    });
+    const u32 tile = blockIdx.y * gridDim.x + blockIdx.x;
+    if (last_split(counters + tile * PROJ_WARPS + wg * 4 + warp, splits))
+        reduce_split_region(partial, bias, tokens, N, splits, row0, 16, n0, BN, y);
 }
 
 // ---- warp-specialised, persistent --------------------------------------------------------------
@@ -202,21 +218,22 @@ __device__ __forceinline__ WsTile ws_tile(u32 index, u32 n_tiles, u32 m_tiles, u
 }
 
 // proj_wgmma_ws_*(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,
-// partial, y): proj_mma_* (fused.cu) with 256 tokens x 128 outputs per tile, warp-specialised and
+// partial, counters, y): proj_mma_* (fused.cu) with 256 tokens x 128 outputs per tile, warp-specialised and
 // persistent. Warpgroup 0 issues every cp.async of the block's tiles into a ring of 4 stages, each
 // thread's copies arriving on that stage's `full` mbarrier as they land (the producer never
 // waits on its own copies, only on a free stage); warpgroups 1 and 2
 // (128 tokens each, two m64n128k16 per k16 step) wait on `full`, issue wgmma, and release the
 // stage on its `empty` mbarrier once their wgmma has read it; at the end of a tile they write it
 // out while the producer already loads the next. Tiles are numbered with the outputs fastest
-// (then tokens, then splits) and block b takes tiles b, b + gridDim.x, ... Same requirements as
-// proj_mma_* (the global rows offsets[h] + rows[..] may exceed 2^32 here). Grid (min(tiles,
+// (then tokens, then splits) and block b takes tiles b, b + gridDim.x, ...; a split tile's
+// counters are counters[(tile mod (output tiles x token tiles)) * 8 + consumer warp]. Same
+// requirements as proj_mma_* (the global rows offsets[h] + rows[..] may exceed 2^32 here). Grid (min(tiles,
 // multiprocessors)), block 384, dynamic shared memory 1024 + 4 (256 + 128) 128 + 64 bytes, the
 // function's limit raised to that.
 template <typename T>
 __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads,
                                    u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,
-                                   float* partial, T* y) {
+                                   float* partial, u32* counters, T* y) {
     constexpr u32 A_BYTES = WS_BM * PROJ_BK * 2, STAGE_BYTES = (WS_BM + WS_BN) * PROJ_BK * 2;
     extern __shared__ __align__(1024) unsigned char smem[];
     const u32 raw = smem_addr(smem), base = (raw + 1023) & ~1023u;
@@ -332,48 +349,49 @@ __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offset
         __syncwarp();
         if (lane == 0) mbar_arrive(bars + 32 + 8 * ((it - 1) % WS_STAGES));
         held = false;
-#pragma unroll
-        for (u32 b = 0; b < 2; ++b)
-#pragma unroll
-            for (u32 j = 0; j < 16; ++j) {
-                const u32 col = tl.n0 + j * 8 + (lane & 3) * 2;
-                if (col >= N) continue;
-                const float b0 = (bias && splits == 1) ? widen(bias[col]) : 0.0f;
-                const float b1 = (bias && splits == 1) ? widen(bias[col + 1]) : 0.0f;
-#pragma unroll
-                for (u32 half = 0; half < 2; ++half) {
-                    const u32 row = tl.m0 + cg * 128 + b * 64 + warp * 16 + (lane >> 2) + half * 8;
-                    if (row >= tokens) continue;
-                    const float v0 = acc[b][4 * j + 2 * half], v1 = acc[b][4 * j + 2 * half + 1];
-                    if (splits == 1) {
-                        *reinterpret_cast<u32*>(y + (u64)row * N + col) = pack2<T>(v0 + b0, v1 + b1);
-                    } else {
-                        const u32 z = tl.kt_begin / ((ktiles + splits - 1) / splits);
-                        *reinterpret_cast<float2*>(partial + ((u64)z * tokens + row) * N + col) = make_float2(v0, v1);
-                    }
-                }
-            }
+        // Accumulator b holds rows row0 + 64 b .. + 15 of the tile.
+        const u32 row0 = tl.m0 + cg * 128 + warp * 16;
+        if (splits == 1) {
+            wgmma_each_pair<2>(acc, row0, 64, tl.n0, 0, lane, tokens, N, [&](u32 row, u32 col, float v0, float v1) {
+                const float b0 = bias ? widen(bias[col]) : 0.0f, b1 = bias ? widen(bias[col + 1]) : 0.0f;
+                *reinterpret_cast<u32*>(y + (u64)row * N + col) = pack2<T>(v0 + b0, v1 + b1);
+            });
+            continue;
+        }
+        const u32 z = tl.kt_begin / ((ktiles + splits - 1) / splits);
+        wgmma_each_pair<2>(acc, row0, 64, tl.n0, 0, lane, tokens, N, [&](u32 row, u32 col, float v0, float v1) {
+            *reinterpret_cast<float2*>(partial + ((u64)z * tokens + row) * N + col) = make_float2(v0, v1);
+        });
+        // The tile's outputs and tokens, whichever share of k: its counters.
+        const u32 region = tile % (n_tiles * m_tiles);
+        if (last_split(counters + region * PROJ_WARPS + cg * 4 + warp, splits)) {
+            reduce_split_region(partial, bias, tokens, N, splits, row0, 16, tl.n0, WS_BN, y);
+            reduce_split_region(partial, bias, tokens, N, splits, row0 + 64, 16, tl.n0, WS_BN, y);
+        }
     }
 }
 
 #define HOPPER_INSTANTIATE(NAME, T)                                                                                   \
     extern "C" __global__ void __launch_bounds__(WG_THREADS, 2)                                                       \
         proj_wgmma_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,     \
-                          const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial, T* y) {    \
-        proj_wgmma_impl<T, 128, 3>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,    \
-                                      partial, y);                                                                    \
+                          const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial,            \
+                          u32* counters, T* y) {                                                                      \
+        proj_wgmma_impl<T, 128, 3>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,        \
+                                   partial, counters, y);                                                             \
     }                                                                                                                 \
     extern "C" __global__ void __launch_bounds__(WG_THREADS, 1)                                                       \
         proj_wgmma_wide_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads,            \
                                u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,           \
-                               float* partial, T* y) {                                                                \
-        proj_wgmma_impl<T, 256, 4>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,    \
-                                      partial, y);                                                                    \
+                               float* partial, u32* counters, T* y) {                                                 \
+        proj_wgmma_impl<T, 256, 4>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,        \
+                                   partial, counters, y);                                                             \
     }                                                                                                                 \
     extern "C" __global__ void __launch_bounds__(WS_THREADS, 1)                                                       \
         proj_wgmma_ws_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,  \
-                             const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial, T* y) { \
-        proj_wgmma_ws_impl<T>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial, y); \
+                             const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial,         \
+                             u32* counters, T* y) {                                                                   \
+        proj_wgmma_ws_impl<T>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial,    \
+                              counters, y);                                                                           \
     }
 
 HOPPER_INSTANTIATE(bf16, __nv_bfloat16)

@@ -1,8 +1,9 @@
 //! The fast path of the layer (`kernels/fused.cu`): cached hash parameters, a reusable device
-//! workspace, and the prefill and decode of 16-bit layers as four or five launches on the
-//! backend's stream: hash (reciprocal modulo), projection on tensor cores with the rows gathered
-//! into shared memory (plus the split-K reduction when a small batch splits it), gate scales, then
-//! value + convolution + SiLU (in decode, which also advances the id history).
+//! workspace, and the prefill and decode of 16-bit layers as four launches on the backend's
+//! stream: hash (reciprocal modulo), projection on tensor cores with the rows gathered into
+//! shared memory (for a small batch split into shares of k, the last share of each tile summing
+//! them), gate scales, then value + convolution + SiLU (in decode, which also advances the id
+//! history).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,7 +17,7 @@ use engram_core::{
 };
 
 use crate::device::{cuda_err, ptr, suffix, u32_of, Arg, CudaBackend, CudaBuffer, MAX_BLOCKS};
-use crate::projection::{Projection, K_TILE, TOKENS_PER_BLOCK};
+use crate::projection::{Projection, K_TILE, PROJ_WARPS, TOKENS_PER_BLOCK};
 use crate::reciprocal::Reciprocal;
 use crate::BACKEND_NAME;
 
@@ -131,6 +132,9 @@ impl Carve {
 
 /// The temporaries of one fast-path call, as device addresses.
 struct Scratch {
+    /// The split projection's counters (`proj_*` kernels' launch contract), at the start of
+    /// every scratch so that each call finds them as the last left them: zero.
+    counters: u64,
     rows: u64,
     proj: u64,
     alpha: u64,
@@ -359,23 +363,10 @@ impl CudaBackend {
                 Arg::U32(u32_of("projection outputs", n)?),
                 Arg::U32(u32_of("splits", s.splits)?),
                 Arg::U64(s.partial),
+                Arg::U64(s.counters),
                 Arg::U64(s.proj),
             ],
         )?;
-        if s.splits > 1 {
-            self.launch_n(
-                &format!("proj_reduce_{t}"),
-                (tokens * n) as u64,
-                &[
-                    Arg::U64(s.partial),
-                    ptr(&layer.proj_bias),
-                    Arg::U64(tokens as u64),
-                    Arg::U32(u32_of("projection outputs", n)?),
-                    Arg::U32(u32_of("splits", s.splits)?),
-                    Arg::U64(s.proj),
-                ],
-            )?;
-        }
         let aligned = |b: &CudaBuffer<T>| b.device_ptr() % 16 == 0;
         let vec = d % 8 == 0
             && m <= GATE_VEC_MAX_M
@@ -513,12 +504,20 @@ impl CudaBackend {
         }
     }
 
+    /// Bytes of the split projection's counters: one u32 per warp of each tile, and a split
+    /// projection has fewer tiles than multiprocessors ([`Self::proj_splits`]). The same for
+    /// every call, so that they stay where the last call left them (zero).
+    fn counter_bytes(&self) -> usize {
+        self.multiprocessors * PROJ_WARPS * 4
+    }
+
     /// The sizes of one call's temporaries for `tokens` tokens, in carve order.
     fn scratch_sizes<T: Element>(
+        &self,
         layer: &DeviceEngramLayer<Self, T>,
         tokens: usize,
         splits: usize,
-    ) -> [usize; 5] {
+    ) -> [usize; 6] {
         let c = &layer.config;
         let (m, d) = (c.hc_mult, c.hidden_size);
         let size = std::mem::size_of::<T>();
@@ -528,6 +527,7 @@ impl CudaBackend {
             0
         };
         [
+            self.counter_bytes(),
             tokens * c.num_heads() * 4,
             tokens * (m + 1) * d * size,
             tokens * m * size,
@@ -538,16 +538,19 @@ impl CudaBackend {
 
     /// Carves one call's temporaries; `gates` (when given) receives alpha.
     fn scratch<T: Element>(
+        &self,
         layer: &DeviceEngramLayer<Self, T>,
         tokens: usize,
         splits: usize,
         base: u64,
         gates: Option<u64>,
     ) -> Scratch {
-        let [rows, proj, alpha, nscale, partial] = Self::scratch_sizes(layer, tokens, splits);
+        let [counters, rows, proj, alpha, nscale, partial] =
+            self.scratch_sizes(layer, tokens, splits);
         let mut carve = Carve { next: 0 };
         let at = |c: &mut Carve, bytes| base + c.take(bytes) as u64;
         Scratch {
+            counters: at(&mut carve, counters),
             rows: at(&mut carve, rows),
             proj: at(&mut carve, proj),
             alpha: gates.unwrap_or(at(&mut carve, alpha)),
@@ -559,11 +562,12 @@ impl CudaBackend {
 
     /// Bytes of [`Self::scratch`].
     fn scratch_bytes<T: Element>(
+        &self,
         layer: &DeviceEngramLayer<Self, T>,
         tokens: usize,
         splits: usize,
     ) -> usize {
-        Self::scratch_sizes(layer, tokens, splits)
+        self.scratch_sizes(layer, tokens, splits)
             .iter()
             .map(|b| b.div_ceil(256) * 256)
             .sum()
@@ -603,8 +607,8 @@ impl CudaBackend {
         let t = suffix(T::DTYPE)?;
         let params = self.hash_params(&layer.hash)?;
         let splits = self.proj_splits(layer, tokens);
-        self.with_workspace(Self::scratch_bytes(layer, tokens, splits), |base| {
-            let s = Self::scratch(layer, tokens, splits, base, gates);
+        self.with_workspace(self.scratch_bytes(layer, tokens, splits), |base| {
+            let s = self.scratch(layer, tokens, splits, base, gates);
             self.launch_hash(
                 &layer.hash,
                 &params,
@@ -678,7 +682,7 @@ impl CudaBackend {
         )?;
         self.check_window_ids(ids, &state.ids, layer.compressed_vocab)?;
         let splits = self.proj_splits(layer, seqs);
-        self.with_workspace(Self::scratch_bytes(layer, seqs, splits), |base| {
+        self.with_workspace(self.scratch_bytes(layer, seqs, splits), |base| {
             self.enqueue_decode(layer, ids, hidden, state, out, gates, 0, base)
         })?;
         Ok(true)
@@ -690,7 +694,7 @@ impl CudaBackend {
         layer: &DeviceEngramLayer<Self, T>,
         seqs: usize,
     ) -> usize {
-        Self::scratch_bytes(layer, seqs, self.proj_splits(layer, seqs))
+        self.scratch_bytes(layer, seqs, self.proj_splits(layer, seqs))
     }
 
     /// The launches of one decode step on the fast path (shapes checked and the layer fitting),
@@ -715,7 +719,7 @@ impl CudaBackend {
         let t = suffix(T::DTYPE)?;
         let params = self.hash_params(&layer.hash)?;
         let splits = self.proj_splits(layer, seqs);
-        let s = Self::scratch(layer, seqs, splits, base, gates);
+        let s = self.scratch(layer, seqs, splits, base, gates);
         self.launch_hash_decode(
             &layer.hash,
             &params,

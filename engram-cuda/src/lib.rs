@@ -112,7 +112,6 @@ pub const FUSED_KERNELS: &[&str] = &[
     "first_id_at_or_above2",
     "gather_rows16",
     "proj_mma_",
-    "proj_reduce_",
     "gate_scales_",
     "conv_out_",
     "capture_conv_scaled_",

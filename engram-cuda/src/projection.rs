@@ -17,6 +17,9 @@ pub(crate) const TOKENS_PER_BLOCK: usize = 128;
 pub(crate) const K_TILE: usize = 64;
 /// Threads per projection block (every kernel).
 pub(crate) const THREADS: u32 = 256;
+/// Warps of a projection block that compute outputs (every kernel): a split projection counts
+/// the shares of k of each one's region of a tile (`PROJ_WARPS` in `kernels/common.cuh`).
+pub(crate) const PROJ_WARPS: usize = 8;
 
 /// One of the projection kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
