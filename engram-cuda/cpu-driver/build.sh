@@ -5,6 +5,10 @@
 #   bash engram-cuda/cpu-driver/build.sh OUT [--asan]
 #   LD_LIBRARY_PATH=OUT cargo test -p engram-cuda --features cuda
 #
+# At run time: ENGRAM_CPU_DRIVER_SM (compute capability reported, 90 by default; 80 keeps the
+# backend off the sm_90a module), ENGRAM_CPU_DRIVER_SMS (multiprocessors, 132),
+# ENGRAM_CPU_DRIVER_ORDER=reverse (blocks last to first), ENGRAM_CPU_DRIVER_TRACE=1 (each launch).
+#
 # --asan builds it with the address sanitizer, a memory check of every kernel access to device
 # memory (each allocation exactly its size); the test binary then needs the sanitizer's runtime
 # first: LD_PRELOAD=$(g++ -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0.

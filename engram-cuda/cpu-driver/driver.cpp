@@ -8,7 +8,8 @@
 // keeps to the mma.sync kernels). It is a functional model, not a timing one; built with --asan (build.sh) it is a
 // memory checker too, every device allocation exactly its size.
 //
-// Scheduling: a launch runs its blocks one after another on the calling host thread; each CUDA
+// Scheduling: a launch runs its blocks one after another on the calling host thread (in launch
+// order, or last to first with ENGRAM_CPU_DRIVER_ORDER=reverse); each CUDA
 // thread of a block is a fiber (ucontext) that runs until it reaches __syncthreads, a warp-wide
 // operation, a failed mbarrier wait or its end. A warp's operation completes when every live lane
 // of the warp has reached it; __syncthreads when every live thread of the block has; a thread
@@ -222,16 +223,23 @@ CUresult run_grid(const Bound& kernel, dim3 grid, dim3 block, unsigned shared) {
     running = &b;
     blockDim = block;
     gridDim = grid;
+    // Blocks in launch order, or last to first with ENGRAM_CPU_DRIVER_ORDER=reverse: the
+    // hardware promises no order, so a kernel's result must not depend on it.
+    static const bool reverse = [] {
+        const char* v = std::getenv("ENGRAM_CPU_DRIVER_ORDER");
+        return v && std::string(v) == "reverse";
+    }();
+    const unsigned long long blocks = (unsigned long long)grid.x * grid.y * grid.z;
     bool ok = true;
-    for (unsigned z = 0; z < grid.z && ok; ++z)
-        for (unsigned y = 0; y < grid.y && ok; ++y)
-            for (unsigned x = 0; x < grid.x && ok; ++x) {
-                blockIdx = dim3{x, y, z};
-                // Shared memory starts each block with what the last one left: poison it, as a
-                // kernel must not read shared memory it has not written.
-                std::memset(smem, 0xff, shared);
-                ok = run_block(b, kernel);
-            }
+    for (unsigned long long i = 0; i < blocks && ok; ++i) {
+        const unsigned long long at = reverse ? blocks - 1 - i : i;
+        blockIdx = dim3{(unsigned)(at % grid.x), (unsigned)(at / grid.x % grid.y),
+                        (unsigned)(at / ((unsigned long long)grid.x * grid.y))};
+        // Shared memory starts each block with what the last one left: poison it, as a kernel
+        // must not read shared memory it has not written.
+        std::memset(smem, 0xff, shared);
+        ok = run_block(b, kernel);
+    }
     running = nullptr;
     if (!ok) {
         std::fprintf(stderr, "engram cpu driver: launch failed: %s (block %u,%u,%u)\n", b.failure, blockIdx.x,
