@@ -262,6 +262,29 @@ pub fn engram_shapes() -> Vec<EngramShape> {
             &[40, 20],
             Random,
         ),
+        // A hidden size of 20 (not whole 16-byte rows) with 16-byte table rows: a device's fast
+        // path keeps its tensor-core projection but takes its scalar gate and convolution.
+        s(
+            "tiles_hidden20",
+            engram_config(3, 2, 2, 20, 8, 4, true),
+            &[130, 3],
+            Random,
+        ),
+        // A convolution of 6 taps on whole 16-byte rows: the fast path's 8-tap vector kernels.
+        s(
+            "tiles_kernel6",
+            engram_config(3, 2, 2, 24, 8, 6, true),
+            &[131, 2],
+            Random,
+        ),
+        // A hidden size of 520: 65 chunks of 8 channels, more than one warp's worth, so that a
+        // device's block-wide gate sums add up more than one warp (and 13 output tiles).
+        s(
+            "wide_hidden",
+            engram_config(3, 2, 2, 520, 8, 4, true),
+            &[4, 2],
+            Random,
+        ),
         EngramShape {
             name: "rows_at_ends",
             rows_at_ends: true,
@@ -695,6 +718,9 @@ pub fn engram_shapes_of(family: Family) -> Vec<EngramShape> {
         "tensor_tiles_k3",
         "deep_k",
         "deep_k_split",
+        "tiles_hidden20",
+        "tiles_kernel6",
+        "wide_hidden",
     ];
     match family {
         Family::Hash | Family::EngramPrefill => engram_shapes_named(PREFILL),
@@ -735,6 +761,9 @@ pub fn engram_shapes_of(family: Family) -> Vec<EngramShape> {
             "tensor_tiles_k3",
             "deep_k",
             "deep_k_split",
+            "tiles_hidden20",
+            "tiles_kernel6",
+            "wide_hidden",
         ]),
         _ => Vec::new(),
     }
