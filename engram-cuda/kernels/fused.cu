@@ -435,6 +435,54 @@ __device__ __forceinline__ float warp_sum(float x) {
 #define GATE_VEC_THREADS 128
 #define GATE_VEC_MAX_M 16
 
+// This thread's share (chunks tid, tid + GATE_VEC_THREADS, ...) of one branch's gate sums over
+// its d / 8 chunks of 8 channels: sk = |k|^2, sq = |h|^2, sd = sum k kn h qn (k the branch's key
+// row of the projection, h its hidden row, kn and qn the norms' weights).
+template <typename T>
+__device__ __forceinline__ void gate_partial_sums(const T* k, const T* h, const T* kn, const T* qn, u32 chunks,
+                                                  float& sk, float& sq, float& sd) {
+    sk = 0.0f, sq = 0.0f, sd = 0.0f;
+    for (u32 i = threadIdx.x; i < chunks; i += GATE_VEC_THREADS) {
+        float kx[8], hx[8], a[8], q[8];
+        load8(k + i * 8, kx);
+        load8(h + i * 8, hx);
+        load8(kn + i * 8, a);
+        load8(qn + i * 8, q);
+#pragma unroll
+        for (u32 e = 0; e < 8; ++e) {
+            sk += kx[e] * kx[e];
+            sq += hx[e] * hx[e];
+            sd += kx[e] * a[e] * hx[e] * q[e];
+        }
+    }
+}
+
+// This thread's share of |v|^2 over the value row's chunks (as gate_partial_sums).
+template <typename T> __device__ __forceinline__ float value_partial_sum(const T* v, u32 chunks) {
+    float sv = 0.0f;
+    for (u32 i = threadIdx.x; i < chunks; i += GATE_VEC_THREADS) {
+        float x[8];
+        load8(v + i * 8, x);
+#pragma unroll
+        for (u32 e = 0; e < 8; ++e) sv += x[e] * x[e];
+    }
+    return sv;
+}
+
+// The gate from a branch's sums over d (the oracle's formula), rounded to T.
+template <typename T> __device__ __forceinline__ float gate_alpha(float sk, float sq, float sd, u32 d) {
+    const float eps = 1.1920928955078125e-07f, inv_d = 1.0f / (float)d, inv_sqrt_d = rsqrtf((float)d);
+    const float s = rsqrtf(sk * inv_d + eps) * rsqrtf(sq * inv_d + eps) * sd * inv_sqrt_d;
+    const float sign = s > 0.0f ? 1.0f : (s < 0.0f ? -1.0f : 0.0f);
+    return round_to<T>(sigmoidf(sign * sqrtf(fmaxf(fabsf(s), 1e-6f))));
+}
+
+// The scale that makes the convolution's RMSNorm of the gated value alpha v a product:
+// alpha / sqrt(alpha^2 mean(v^2) + 1e-5), from v2 = |v|^2.
+__device__ __forceinline__ float norm_scale(float a, float v2, u32 d) {
+    return a * rsqrtf(a * a * v2 * (1.0f / (float)d) + 1e-5f);
+}
+
 // gate_scales_vec(...): gate_scales with 16-byte loads and one block-wide exchange per token.
 // Requirements (host-checked): d a multiple of 8, m <= 16, proj/hidden/kn/qn 16-byte aligned.
 // One block of 128 threads per token (grid-stride), no dynamic shared memory.
@@ -443,34 +491,14 @@ __device__ void gate_scales_vec_impl(const T* proj, const T* hidden, const T* kn
                                      u32 with_norm, T* alpha, float* nscale) {
     __shared__ float sh[GATE_VEC_THREADS / 32][3 * GATE_VEC_MAX_M + 1];
     const u32 tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, chunks = d / 8;
-    const float eps = 1.1920928955078125e-07f, inv_d = 1.0f / (float)d, inv_sqrt_d = rsqrtf((float)d);
     for (u64 t = blockIdx.x; t < tokens; t += gridDim.x) {
         const T* p = proj + t * (u64)(m + 1) * d;
-        float sv = 0.0f;
-        if (with_norm)
-            for (u32 i = tid; i < chunks; i += GATE_VEC_THREADS) {
-                float x[8];
-                load8(p + (u64)m * d + i * 8, x);
-#pragma unroll
-                for (u32 e = 0; e < 8; ++e) sv += x[e] * x[e];
-            }
-        sv = warp_sum(sv);
+        const float sv = warp_sum(with_norm ? value_partial_sum(p + (u64)m * d, chunks) : 0.0f);
         if (lane == 0) sh[warp][3 * m] = sv;
         for (u32 b = 0; b < m; ++b) {
-            float sk = 0.0f, sq = 0.0f, sd = 0.0f;
-            for (u32 i = tid; i < chunks; i += GATE_VEC_THREADS) {
-                float k[8], h[8], a[8], q[8];
-                load8(p + (u64)b * d + i * 8, k);
-                load8(hidden + (t * m + b) * d + i * 8, h);
-                load8(kn + (u64)b * d + i * 8, a);
-                load8(qn + (u64)b * d + i * 8, q);
-#pragma unroll
-                for (u32 e = 0; e < 8; ++e) {
-                    sk += k[e] * k[e];
-                    sq += h[e] * h[e];
-                    sd += k[e] * a[e] * h[e] * q[e];
-                }
-            }
+            float sk, sq, sd;
+            gate_partial_sums(p + (u64)b * d, hidden + (t * m + b) * d, kn + (u64)b * d, qn + (u64)b * d, chunks, sk,
+                              sq, sd);
             sk = warp_sum(sk);
             sq = warp_sum(sq);
             sd = warp_sum(sd);
@@ -491,11 +519,9 @@ __device__ void gate_scales_vec_impl(const T* proj, const T* hidden, const T* kn
                 sd += sh[w][3 * b + 2];
                 v2 += sh[w][3 * m];
             }
-            const float s = rsqrtf(sk * inv_d + eps) * rsqrtf(sq * inv_d + eps) * sd * inv_sqrt_d;
-            const float sign = s > 0.0f ? 1.0f : (s < 0.0f ? -1.0f : 0.0f);
-            const float a = round_to<T>(sigmoidf(sign * sqrtf(fmaxf(fabsf(s), 1e-6f))));
+            const float a = gate_alpha<T>(sk, sq, sd, d);
             alpha[t * m + b] = narrow<T>(a);
-            if (with_norm) nscale[t * m + b] = a * rsqrtf(a * a * v2 * inv_d + 1e-5f);
+            if (with_norm) nscale[t * m + b] = norm_scale(a, v2, d);
         }
         __syncthreads();
     }
@@ -624,56 +650,104 @@ __device__ void conv_out_vec_impl(const T* proj, const T* alpha, const float* ns
     }
 }
 
-// conv_decode_vec{4,8}_*(proj, alpha, nscale, conv_norm, conv_w, seqs, m, d, kernel, dil, conv,
-// status|null, history, ids_history, ids, keep, out): conv_decode_scaled for eight channels of
-// one branch per thread with 16-byte loads and stores (kernel at most 4 or 8). Requirements
-// (host-checked): d a multiple of 8, proj, out, history, conv_norm and conv_w 16-byte aligned. Grid-stride over
-// seqs * m * d / 8 (at least seqs threads), any block.
+// One decode step of the value, convolution and SiLU for eight channels c0.. (branch b, channel
+// ch0.. of it) of sequence s, the branch's gate a and norm scale sc given: out gets
+// a v + conv(...) SiLU(conv(...)), the convolution history shifts by one and ends with this
+// step's normed value (conv != 0; `kernel` taps at most KMAX, `dil` apart).
 template <typename T, int KMAX>
-__device__ void conv_decode_vec_impl(const T* proj, const T* alpha, const float* nscale, const T* cn, const T* cw,
-                                     u64 seqs, u32 m, u32 d, u32 kernel, u32 dil, u32 conv, const u64* status,
-                                     T* history, u32* ids_history, const u32* ids, u32 keep, T* out) {
+__device__ __forceinline__ void conv_decode_chunk(const T* proj, float a, float sc, const T* cn, const T* cw, u64 s,
+                                                  u32 c0, u32 ch0, u32 m, u32 d, u32 kernel, u32 dil, u32 conv,
+                                                  T* history, T* out) {
+    const u64 md = (u64)m * d, len = (u64)(kernel - 1) * dil;
+    float v[8], o[8];
+    load8(proj + s * (md + d) + md + ch0, v);
+#pragma unroll
+    for (u32 e = 0; e < 8; ++e) o[e] = round_to<T>(a * v[e]);
+    if (conv) {
+        float nw[8], normed[8], acc[8], w[8][KMAX];
+        load8(cn + c0, nw);
+        load_taps<T, KMAX>(cw, c0, kernel, w);
+#pragma unroll
+        for (u32 e = 0; e < 8; ++e) {
+            normed[e] = round_to<T>(sc * v[e] * nw[e]);
+            acc[e] = 0.0f;
+#pragma unroll
+            for (u32 k = 0; k < KMAX; ++k)
+                if (k + 1 == kernel) acc[e] = w[e][k] * normed[e];
+        }
+        T* h = history + s * len * md;
+#pragma unroll
+        for (u32 k = 0; k + 1 < KMAX; ++k) {
+            if (k + 1 >= kernel) break;
+            const u64 back = (u64)(kernel - 1 - k) * dil;
+            float x8[8];
+            load8(h + (len - back) * md + c0, x8);
+#pragma unroll
+            for (u32 e = 0; e < 8; ++e) acc[e] += w[e][k] * x8[e];
+        }
+#pragma unroll
+        for (u32 e = 0; e < 8; ++e) o[e] = o[e] + acc[e] * sigmoidf(acc[e]);
+        for (u64 j = 0; j + 1 < len; ++j)
+            *reinterpret_cast<uint4*>(h + j * md + c0) = *reinterpret_cast<const uint4*>(h + (j + 1) * md + c0);
+        if (len > 0) store8(h + (len - 1) * md + c0, normed);
+    }
+    store8(out + s * md + c0, o);
+}
+
+// gate_conv_decode_vec{4,8}_*(proj, hidden, key_norm, query_norm, conv_norm, conv_w, seqs, m, d,
+// kernel, dil, conv, status|null, history, ids_history, ids, keep, alpha, out): the rest of a
+// decode step after the projection in one launch: gate_scales_vec, then conv_decode_scaled with
+// 16-byte loads (kernel at most 4 or 8), and the id history advanced (push_history). Block x
+// (grid-stride over seqs * m) takes branch b = x % m of sequence s = x / m: its gate, summed
+// exactly as gate_scales_vec sums it, goes to alpha[s m + b] and scales the convolution of the
+// branch's d channels. With status, a step whose ids were bad (*status != ~0) writes nothing.
+// Requirements (host-checked): d a multiple of 8; proj, hidden, the norms, conv_w, history and
+// out 16-byte aligned. Block GATE_VEC_THREADS (128) threads, no dynamic shared memory.
+template <typename T, int KMAX>
+__device__ void gate_conv_decode_vec_impl(const T* proj, const T* hidden, const T* kn, const T* qn, const T* cn,
+                                          const T* cw, u64 seqs, u32 m, u32 d, u32 kernel, u32 dil, u32 conv,
+                                          const u64* status, T* history, u32* ids_history, const u32* ids, u32 keep,
+                                          T* alpha, T* out) {
     if (status && *status != ~0ull) return;
     push_history(ids_history, ids, seqs, keep);
-    const u64 md = (u64)m * d, len = (u64)(kernel - 1) * dil, chunks = md / 8;
-    for (u64 x = global_index(); x < seqs * chunks; x += global_stride()) {
-        const u64 s = x / chunks;
-        const u32 c0 = (u32)(x - s * chunks) * 8, b = c0 / d, ch0 = c0 - b * d;
-        float v[8], o[8];
-        load8(proj + s * (md + d) + md + ch0, v);
-        const float a = widen(alpha[s * m + b]);
-#pragma unroll
-        for (u32 e = 0; e < 8; ++e) o[e] = round_to<T>(a * v[e]);
-        if (conv) {
-            float nw[8], normed[8], acc[8], w[8][KMAX];
-            load8(cn + c0, nw);
-            load_taps<T, KMAX>(cw, c0, kernel, w);
-            const float sc = nscale[s * m + b];
-#pragma unroll
-            for (u32 e = 0; e < 8; ++e) {
-                normed[e] = round_to<T>(sc * v[e] * nw[e]);
-                acc[e] = 0.0f;
-#pragma unroll
-                for (u32 k = 0; k < KMAX; ++k)
-                    if (k + 1 == kernel) acc[e] = w[e][k] * normed[e];
-            }
-            T* h = history + s * len * md;
-#pragma unroll
-            for (u32 k = 0; k + 1 < KMAX; ++k) {
-                if (k + 1 >= kernel) break;
-                const u64 back = (u64)(kernel - 1 - k) * dil;
-                float x8[8];
-                load8(h + (len - back) * md + c0, x8);
-#pragma unroll
-                for (u32 e = 0; e < 8; ++e) acc[e] += w[e][k] * x8[e];
-            }
-#pragma unroll
-            for (u32 e = 0; e < 8; ++e) o[e] = o[e] + acc[e] * sigmoidf(acc[e]);
-            for (u64 j = 0; j + 1 < len; ++j)
-                *reinterpret_cast<uint4*>(h + j * md + c0) = *reinterpret_cast<const uint4*>(h + (j + 1) * md + c0);
-            if (len > 0) store8(h + (len - 1) * md + c0, normed);
+    __shared__ float sh[GATE_VEC_THREADS / 32][4];
+    const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31, chunks = d / 8;
+    const u64 md = (u64)m * d;
+    for (u64 x = blockIdx.x; x < seqs * m; x += gridDim.x) {
+        const u64 s = x / m;
+        const u32 b = (u32)(x - s * m);
+        const T* p = proj + s * (md + d);
+        float sk, sq, sd;
+        gate_partial_sums(p + (u64)b * d, hidden + (s * m + b) * d, kn + (u64)b * d, qn + (u64)b * d, chunks, sk, sq,
+                          sd);
+        const float sv = warp_sum(conv ? value_partial_sum(p + md, chunks) : 0.0f);
+        sk = warp_sum(sk);
+        sq = warp_sum(sq);
+        sd = warp_sum(sd);
+        if (lane == 0) {
+            sh[warp][0] = sk;
+            sh[warp][1] = sq;
+            sh[warp][2] = sd;
+            sh[warp][3] = sv;
         }
-        store8(out + s * md + c0, o);
+        __syncthreads();
+        // Every thread adds up the warps' sums in gate_scales_vec's order.
+        sk = 0.0f, sq = 0.0f, sd = 0.0f;
+        float v2 = 0.0f;
+#pragma unroll
+        for (u32 w = 0; w < GATE_VEC_THREADS / 32; ++w) {
+            sk += sh[w][0];
+            sq += sh[w][1];
+            sd += sh[w][2];
+            v2 += sh[w][3];
+        }
+        const float a = gate_alpha<T>(sk, sq, sd, d), sc = conv ? norm_scale(a, v2, d) : 0.0f;
+        if (threadIdx.x == 0) alpha[x] = narrow<T>(a);
+        for (u32 i = threadIdx.x; i < chunks; i += GATE_VEC_THREADS)
+            conv_decode_chunk<T, KMAX>(proj, a, sc, cn, cw, s, b * d + i * 8, i * 8, m, d, kernel, dil, conv, history,
+                                       out);
+        // sh is read again for the next branch.
+        __syncthreads();
     }
 }
 
@@ -716,19 +790,21 @@ __device__ void conv_decode_vec_impl(const T* proj, const T* alpha, const float*
                                                     const u32* cu, u32 seqs, u32 conv, T* out) {                      \
         conv_out_vec_impl<T, 8>(proj, alpha, nscale, cn, cw, tokens, m, d, kernel, dil, cu, seqs, conv, out);         \
     }                                                                                                                 \
-    extern "C" __global__ void conv_decode_vec4_##NAME(const T* proj, const T* alpha, const float* nscale,            \
-                                                       const T* cn, const T* cw, u64 seqs, u32 m, u32 d, u32 kernel,  \
-                                                       u32 dil, u32 conv, const u64* status, T* history,              \
-                                                       u32* ids_history, const u32* ids, u32 keep, T* out) {          \
-        conv_decode_vec_impl<T, 4>(proj, alpha, nscale, cn, cw, seqs, m, d, kernel, dil, conv, status, history,       \
-                                   ids_history, ids, keep, out);                                                      \
+    extern "C" __global__ void __launch_bounds__(GATE_VEC_THREADS)                                                    \
+        gate_conv_decode_vec4_##NAME(const T* proj, const T* hidden, const T* kn, const T* qn, const T* cn,           \
+                                     const T* cw, u64 seqs, u32 m, u32 d, u32 kernel, u32 dil, u32 conv,              \
+                                     const u64* status, T* history, u32* ids_history, const u32* ids, u32 keep,       \
+                                     T* alpha, T* out) {                                                              \
+        gate_conv_decode_vec_impl<T, 4>(proj, hidden, kn, qn, cn, cw, seqs, m, d, kernel, dil, conv, status, history, \
+                                        ids_history, ids, keep, alpha, out);                                          \
     }                                                                                                                 \
-    extern "C" __global__ void conv_decode_vec8_##NAME(const T* proj, const T* alpha, const float* nscale,            \
-                                                       const T* cn, const T* cw, u64 seqs, u32 m, u32 d, u32 kernel,  \
-                                                       u32 dil, u32 conv, const u64* status, T* history,              \
-                                                       u32* ids_history, const u32* ids, u32 keep, T* out) {          \
-        conv_decode_vec_impl<T, 8>(proj, alpha, nscale, cn, cw, seqs, m, d, kernel, dil, conv, status, history,       \
-                                   ids_history, ids, keep, out);                                                      \
+    extern "C" __global__ void __launch_bounds__(GATE_VEC_THREADS)                                                    \
+        gate_conv_decode_vec8_##NAME(const T* proj, const T* hidden, const T* kn, const T* qn, const T* cn,           \
+                                     const T* cw, u64 seqs, u32 m, u32 d, u32 kernel, u32 dil, u32 conv,              \
+                                     const u64* status, T* history, u32* ids_history, const u32* ids, u32 keep,       \
+                                     T* alpha, T* out) {                                                              \
+        gate_conv_decode_vec_impl<T, 8>(proj, hidden, kn, qn, cn, cw, seqs, m, d, kernel, dil, conv, status, history, \
+                                        ids_history, ids, keep, alpha, out);                                          \
     }                                                                                                                 \
     extern "C" __global__ void capture_conv_scaled_##NAME(const T* proj, const float* nscale, const T* cn,            \
                                                           const u32* cu, u64 seqs, u32 m, u32 d, u32 hist, T* state) { \

@@ -324,19 +324,17 @@ impl CudaBackend {
             && layer.hash.total_rows() <= u64::from(u32::MAX)
     }
 
-    /// Projection, gate scales and the value/convolution of `tokens` tokens whose rows are in
-    /// `s.rows`: the launches shared by prefill and decode, up to the convolution.
-    fn project_and_gate<T: Element>(
+    /// The stacked projection of `tokens` tokens whose rows are in `s.rows`, into `s.proj`
+    /// (split into shares of k when `s.splits` > 1, the last share of each tile summing them).
+    fn launch_projection<T: Element>(
         &self,
         layer: &DeviceEngramLayer<Self, T>,
         tokens: usize,
-        hidden: &CudaBuffer<T>,
         p: &HashParams,
         s: &Scratch,
     ) -> Result<()> {
         let c = &layer.config;
-        let (m, d) = (c.hc_mult, c.hidden_size);
-        let n = (m + 1) * d;
+        let n = (c.hc_mult + 1) * c.hidden_size;
         let t = suffix(T::DTYPE)?;
         let projection = self.projection_for(layer);
         let [x, y, z] = projection.grid(n, tokens, s.splits, self.multiprocessors);
@@ -366,7 +364,22 @@ impl CudaBackend {
                 Arg::U64(s.counters),
                 Arg::U64(s.proj),
             ],
-        )?;
+        )
+    }
+
+    /// The gate scales of `tokens` tokens from the projection in `s.proj` (`gate_scales`, or
+    /// `gate_scales_vec` when rows are whole 16-byte chunks): alpha into `s.alpha`, and with a
+    /// convolution the norm scales into `s.nscale`.
+    fn launch_gate<T: Element>(
+        &self,
+        layer: &DeviceEngramLayer<Self, T>,
+        tokens: usize,
+        hidden: &CudaBuffer<T>,
+        s: &Scratch,
+    ) -> Result<()> {
+        let c = &layer.config;
+        let (m, d) = (c.hc_mult, c.hidden_size);
+        let t = suffix(T::DTYPE)?;
         let aligned = |b: &CudaBuffer<T>| b.device_ptr() % 16 == 0;
         let vec = d % 8 == 0
             && m <= GATE_VEC_MAX_M
@@ -618,7 +631,8 @@ impl CudaBackend {
                 cu_seqlens,
                 s.rows,
             )?;
-            self.project_and_gate(layer, tokens, hidden, &params, &s)?;
+            self.launch_projection(layer, tokens, &params, &s)?;
+            self.launch_gate(layer, tokens, hidden, &s)?;
             self.launch_conv_out(layer, tokens, cu_seqlens, &s, out)?;
             if let Some(state) = state {
                 let keep = c.max_ngram_size - 1;
@@ -730,35 +744,66 @@ impl CudaBackend {
             status,
             s.rows,
         )?;
-        self.project_and_gate(layer, seqs, hidden, &params, &s)?;
-        let mut args = Self::conv_args(layer, seqs, &s)?.to_vec();
-        // The convolution kernel also advances the id history (no launch of its own).
-        args.extend([
-            Arg::U32(u32::from(c.short_conv)),
+        self.launch_projection(layer, seqs, &params, &s)?;
+        // Both ends of the step's history advance in its last launch (nothing in a step reads
+        // the id history after the hash).
+        let history = [
             Arg::U64(status),
             ptr(&state.conv),
             ptr(&state.ids),
             ptr(ids),
             Arg::U32(u32_of("id history", c.max_ngram_size - 1)?),
-            ptr(out),
-        ]);
-        let aligned = out.device_ptr() % 16 == 0
-            && state.conv.device_ptr() % 16 == 0
-            && layer.conv_norm.device_ptr() % 16 == 0
-            && layer.conv_weight.device_ptr() % 16 == 0;
-        if d % 8 == 0 && c.kernel_size <= 8 && aligned {
+        ];
+        let aligned = |b: &CudaBuffer<T>| b.device_ptr() % 16 == 0;
+        let vec = d % 8 == 0
+            && c.kernel_size <= 8
+            && [
+                hidden,
+                &*out,
+                &state.conv,
+                &layer.key_norm,
+                &layer.query_norm,
+                &layer.conv_norm,
+                &layer.conv_weight,
+            ]
+            .into_iter()
+            .all(aligned);
+        if vec {
+            // Gate, value, convolution and SiLU in one launch, a block per sequence and branch.
             let width = if c.kernel_size <= 4 { 4 } else { 8 };
-            self.launch_n(
-                &format!("conv_decode_vec{width}_{t}"),
-                (seqs * m * d / 8) as u64,
+            let mut args = vec![
+                Arg::U64(s.proj),
+                ptr(hidden),
+                ptr(&layer.key_norm),
+                ptr(&layer.query_norm),
+                ptr(&layer.conv_norm),
+                ptr(&layer.conv_weight),
+                Arg::U64(seqs as u64),
+                Arg::U32(u32_of("m", m)?),
+                Arg::U32(u32_of("d", d)?),
+                Arg::U32(u32_of("kernel", c.kernel_size)?),
+                Arg::U32(u32_of("dilation", c.max_ngram_size)?),
+                Arg::U32(u32::from(c.short_conv)),
+            ];
+            args.extend(history);
+            args.extend([Arg::U64(s.alpha), ptr(out)]);
+            return self.launch(
+                &format!("gate_conv_decode_vec{width}_{t}"),
+                (seqs * m).min(MAX_BLOCKS as usize) as u32,
+                GATE_VEC_THREADS,
+                0,
                 &args,
-            )
-        } else {
-            self.launch_n(
-                &format!("conv_decode_scaled_{t}"),
-                (seqs * m * d) as u64,
-                &args,
-            )
+            );
         }
+        self.launch_gate(layer, seqs, hidden, &s)?;
+        let mut args = Self::conv_args(layer, seqs, &s)?.to_vec();
+        args.push(Arg::U32(u32::from(c.short_conv)));
+        args.extend(history);
+        args.push(ptr(out));
+        self.launch_n(
+            &format!("conv_decode_scaled_{t}"),
+            (seqs * m * d) as u64,
+            &args,
+        )
     }
 }

@@ -116,6 +116,7 @@ pub const FUSED_KERNELS: &[&str] = &[
     "conv_out_",
     "capture_conv_scaled_",
     "conv_decode_",
+    "gate_conv_decode_",
 ];
 
 /// The kernels of the sm_90a module, by per-dtype prefix.
