@@ -6,8 +6,8 @@
 // thread, so blocks run one after another and concurrent launches from several host threads do
 // not meet.
 //
-// Only what the kernel sources use is here. The asynchronous copies, ldmatrix, mma.sync, wgmma
-// and mbarriers are given their PTX meaning (the sources keep their inline PTX behind
+// Only what the kernel sources use is here. The asynchronous copies (landing at their wait),
+// ldmatrix, mma.sync, wgmma (run at its wait) and mbarriers are given their PTX meaning (the sources keep their inline PTX behind
 // ENGRAM_CPU_DRIVER).
 #pragma once
 
@@ -145,15 +145,70 @@ inline u32 __cvta_generic_to_shared(const void* p) {
     return (u32)off;
 }
 
-// cp.async.cg.shared.global [dst], [src], 16, src_bytes: the copy is done at once, which is one
-// of the orders the hardware may take (nothing reads the stage before the wait and the barrier).
+// ---- work a thread has in flight: asynchronous copies and wgmma ----------------------------------
+
+// A cp.async a thread issued, made when its group is waited for (or an mbarrier arrival waits
+// for it): the latest moment the hardware may land it, so a kernel that reads a stage before its
+// wait reads what was there before (fresh shared memory is all ones: NaN).
+struct EmuCopy {
+    u32 dst;
+    const void* src;
+    u32 src_bytes;
+    void land() const {
+        if (src_bytes) std::memcpy(smem + dst, src, src_bytes);
+        std::memset(smem + dst + src_bytes, 0, 16 - src_bytes);
+    }
+};
+// One wgmma a thread issued, run when its group is waited for: the latest moment the hardware
+// may read the operands and write the accumulators, so a kernel that refills a stage, or reads
+// its accumulators, before the wait sees it go wrong here.
+struct EmuWgmma {
+    float* d;
+    unsigned long long desc_a, desc_b;
+    void (*run)(float*, unsigned long long, unsigned long long);
+};
+// Work issued since the last commit and the committed groups, oldest first.
+template <typename W> struct EmuGroups {
+    std::vector<W> issued;
+    std::deque<std::vector<W>> groups;
+    void commit() {
+        groups.push_back(std::move(issued));
+        issued.clear();
+    }
+    // Completes every committed group but the newest n.
+    template <typename F> void wait(size_t n, F complete) {
+        while (groups.size() > n) {
+            for (const W& w : groups.front()) complete(w);
+            groups.pop_front();
+        }
+    }
+    bool empty() const { return issued.empty() && groups.empty(); }
+};
+// The calling fiber's work in flight (in driver.cpp; a thread that ends with wgmmas not waited
+// for fails the launch).
+struct EmuAsync {
+    EmuGroups<EmuCopy> copies;
+    EmuGroups<EmuWgmma> wgmmas;
+};
+EmuAsync& emu_async();
+
+// cp.async.cg.shared.global [dst], [src], 16, src_bytes (fewer source bytes than 16 zero-fill
+// the rest), cp.async.commit_group and cp.async.wait_group N.
 inline void cp_async16(u32 dst, const void* src, u32 src_bytes) {
     if (dst + 16 > EMU_SMEM_BYTES || src_bytes > 16) emu_fail("cp.async out of range");
-    if (src_bytes) std::memcpy(smem + dst, src, src_bytes);
-    std::memset(smem + dst + src_bytes, 0, 16 - src_bytes);
+    emu_async().copies.issued.push_back(EmuCopy{dst, src, src_bytes});
 }
-inline void cp_async_commit() {}
-template <int N> inline void cp_async_wait() {}
+inline void cp_async_commit() { emu_async().copies.commit(); }
+template <int N> inline void cp_async_wait() {
+    emu_async().copies.wait(N, [](const EmuCopy& c) { c.land(); });
+}
+// Every copy the calling thread issued lands (committed or not), as before an mbarrier arrival
+// that waits for them.
+inline void emu_land_copies() {
+    EmuGroups<EmuCopy>& c = emu_async().copies;
+    c.commit();
+    c.wait(0, [](const EmuCopy& x) { x.land(); });
+}
 
 // ldmatrix.sync.aligned.m8n8.x4.shared.b16: lanes 8j..8j+7 give the row addresses of matrix j;
 // lane l receives in r[j] elements 2 (l % 4) and 2 (l % 4) + 1 of row l / 4 of matrix j.
@@ -251,41 +306,17 @@ inline void emu_wgmma_m64n128k16(float* d, unsigned long long desc_a, unsigned l
         }
 }
 
-// One wgmma a thread issued, run when its group is waited for: the latest moment the hardware
-// may read the operands and write the accumulators, so a kernel that refills a stage, or reads
-// its accumulators, before the wait sees it go wrong here.
-struct EmuWgmma {
-    float* d;
-    unsigned long long desc_a, desc_b;
-    void (*run)(float*, unsigned long long, unsigned long long);
-};
-// The calling thread's wgmmas: issued since its last commit, and the committed groups, oldest
-// first (in driver.cpp; a thread that ends with any left fails the launch).
-struct EmuAsync {
-    std::vector<EmuWgmma> issued;
-    std::deque<std::vector<EmuWgmma>> groups;
-};
-EmuAsync& emu_async();
-
 template <typename T> struct Wgmma {
     static void run(float (&d)[64], unsigned long long desc_a, unsigned long long desc_b) {
-        emu_async().issued.push_back(EmuWgmma{d, desc_a, desc_b, &emu_wgmma_m64n128k16<T>});
+        emu_async().wgmmas.issued.push_back(EmuWgmma{d, desc_a, desc_b, &emu_wgmma_m64n128k16<T>});
     }
 };
 inline void wgmma_fence() {}
-inline void wgmma_commit() {
-    EmuAsync& a = emu_async();
-    a.groups.push_back(std::move(a.issued));
-    a.issued.clear();
-}
+inline void wgmma_commit() { emu_async().wgmmas.commit(); }
 template <int N> inline void wgmma_wait() {
-    EmuAsync& a = emu_async();
-    while (a.groups.size() > (size_t)N) {
-        for (const EmuWgmma& w : a.groups.front()) w.run(w.d, w.desc_a, w.desc_b);
-        a.groups.pop_front();
-    }
+    emu_async().wgmmas.wait(N, [](const EmuWgmma& w) { w.run(w.d, w.desc_a, w.desc_b); });
 }
-// The copies land at once and the wgmmas run at their wait: no proxy to order.
+// The copies land and the wgmmas run at their waits: no proxy to order.
 inline void fence_async_shared() {}
 inline void fence_accumulators(float (&)[64]) {}
 
@@ -317,9 +348,11 @@ inline void mbar_arrive(u32 bar) {
     }
     ++emu_mbarrier_events;
 }
-// cp.async.mbarrier.arrive.noinc: an arrival once this thread's copies have landed, which here
-// is at once.
-inline void mbar_arrive_on_copies(u32 bar) { mbar_arrive(bar); }
+// cp.async.mbarrier.arrive.noinc: an arrival once every copy this thread issued has landed.
+inline void mbar_arrive_on_copies(u32 bar) {
+    emu_land_copies();
+    mbar_arrive(bar);
+}
 // mbarrier.try_wait.parity in a loop: returns once the phase of that parity has completed.
 inline void mbar_wait(u32 bar, u32 parity) {
     while ((emu_mbarrier(bar).phase & 1) == (parity & 1)) emu_spin();

@@ -133,7 +133,7 @@ struct Fiber {
     Context ctx;
     At at = At::Running;
     dim3 tid;
-    EmuAsync async;  // its wgmmas in flight
+    EmuAsync async;  // its copies and wgmmas in flight
 };
 
 constexpr size_t STACK_BYTES = 256 * 1024;
@@ -182,8 +182,9 @@ void wait_at(At at) {
 void fiber_entry() {
     (*running->body)();
     Fiber& f = current_fiber();
-    if (!f.async.issued.empty() || !f.async.groups.empty())
-        emu_fail("a thread ended with wgmmas not waited for (wgmma.wait_group 0 missing)");
+    if (!f.async.wgmmas.empty()) emu_fail("a thread ended with wgmmas not waited for (wgmma.wait_group 0 missing)");
+    // Copies still in flight land (nothing in the block can wait for them any more).
+    emu_land_copies();
     f.at = At::Done;
     switch_context(f.ctx, running->main);
 }
