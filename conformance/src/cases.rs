@@ -39,13 +39,17 @@ pub enum Family {
     ExpertFfn,
     /// The MoE layer.
     MoeLayer,
+    /// The MoE layer on shapes that activate every expert, in every float dtype: nothing to
+    /// rank, so half precision is checked too (`MoeLayer` ranks the layer's own scores, where a
+    /// near-tie may round either way in half precision, so it runs in f32 and f64 only).
+    MoeLayerAllExperts,
     /// Inputs every backend must reject.
     BadInput,
 }
 
 impl Family {
     /// Every family, in suite order.
-    pub const ALL: [Family; 14] = [
+    pub const ALL: [Family; 15] = [
         Family::CompressIds,
         Family::Hash,
         Family::Gather,
@@ -59,6 +63,7 @@ impl Family {
         Family::MoeRoute,
         Family::ExpertFfn,
         Family::MoeLayer,
+        Family::MoeLayerAllExperts,
         Family::BadInput,
     ];
 
@@ -78,6 +83,7 @@ impl Family {
             Family::MoeRoute => "moe_route",
             Family::ExpertFfn => "expert_ffn",
             Family::MoeLayer => "moe_layer",
+            Family::MoeLayerAllExperts => "moe_layer_all_experts",
             Family::BadInput => "bad_input",
         }
     }
@@ -498,6 +504,14 @@ pub fn moe_shapes() -> Vec<MoeShape> {
             10,
             false,
         ),
+        // Every expert of every group active, softmax scores without bias (with topk_all, the
+        // shapes of the layer in half precision).
+        s(
+            "softmax_all",
+            moe_config(12, 6, 6, 1, 6, 2, 2, Softmax, false),
+            7,
+            false,
+        ),
     ]
 }
 
@@ -815,6 +829,10 @@ pub fn all_cases() -> Vec<Case> {
                 Family::MoeRoute => moe_shapes()
                     .into_iter()
                     .filter(|s| s.name != "shared2")
+                    .for_each(|s| push(s.name, Params::Moe(s))),
+                Family::MoeLayerAllExperts => moe_shapes()
+                    .into_iter()
+                    .filter(|s| s.config.n_activated_experts == s.config.n_routed_experts)
                     .for_each(|s| push(s.name, Params::Moe(s))),
                 Family::MoeLayer => moe_shapes()
                     .into_iter()

@@ -368,7 +368,9 @@ fn run_typed<B: EngramOps + MoeOps, T: CaseElement>(b: &B, case: &Case) -> Run {
         (Family::EngramDecode, Params::Engram(s)) => decode_case::<B, T>(b, s, seed, bound),
         (Family::MoeRoute, Params::Moe(s)) => route_case::<B, T>(b, s, seed, bound),
         (Family::ExpertFfn, Params::Ffn(s)) => ffn_case::<B, T>(b, s, seed, bound),
-        (Family::MoeLayer, Params::Moe(s)) => moe_layer_case::<B, T>(b, s, seed, bound),
+        (Family::MoeLayer | Family::MoeLayerAllExperts, Params::Moe(s)) => {
+            moe_layer_case::<B, T>(b, s, seed, bound)
+        }
         (Family::BadInput, Params::Bad(bad)) => bad_case(b, *bad),
         _ => Err(Failure::Unsupported(format!(
             "case {} has parameters of another family",

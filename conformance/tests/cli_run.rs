@@ -40,7 +40,7 @@ fn filter_and_csv_select_and_format() {
         "case,status,ms,gb_per_s,gflop_per_s,detail"
     );
     let rows: Vec<&str> = lines.collect();
-    assert_eq!(rows.len(), 8, "{text}");
+    assert_eq!(rows.len(), 9, "{text}");
     assert!(rows
         .iter()
         .all(|r| r.starts_with("moe_route/in_bf16/") && r.contains(",OK,")));
