@@ -2,6 +2,7 @@
 # The GPU part of the CUDA backend's checks, in two steps:
 #
 #   bash tools/cuda_gpu_check.sh build BUNDLE   # on any x86-64 Linux machine with Rust (no GPU):
+#                                               # runs the suite on the CPU stand-in driver, then
 #                                               # builds the test and CLI binaries into BUNDLE
 #   bash tools/cuda_gpu_check.sh run BUNDLE OUT [--no-sanitizer | --quick]
 #                                               # on the GPU machine (no Rust needed): conformance
@@ -24,6 +25,14 @@ case "$step" in
 build)
     mkdir -p "$bundle"
     : "${CUDA_LIBRARY_PATH:?set CUDA_LIBRARY_PATH to a folder with lib64/libcuda.so}"
+    # First the suite on the CPU stand-in driver with the default kernels, so that GPU time is
+    # not spent on a bundle that fails without one.
+    if command -v g++ >/dev/null; then
+        bash engram-cuda/cpu-driver/build.sh target/cpu-driver
+        LD_LIBRARY_PATH="$PWD/target/cpu-driver" cargo test -q -p engram-cuda --features cuda
+    else
+        echo "no g++: the stand-in preflight is skipped"
+    fi
     cargo build --release -p engram-conformance --features cuda
     cargo build --release -p engram-benches --features cuda
     cargo test --release -p engram-cuda --features cuda --no-run --message-format=json 2>/dev/null \
