@@ -37,10 +37,10 @@
 //! mbarriers and the asynchronous copies given their PTX meaning. It reports an sm_90 device
 //! (`ENGRAM_CPU_DRIVER_SM=80` for one without the sm_90a module). With `DIR` first in
 //! `LD_LIBRARY_PATH`, `cargo test -p engram-cuda --features cuda` runs the whole suite, the graph
-//! and hash tests through this crate's host code and kernels (CI does, with each projection
-//! kernel). Built with `--asan`, it also stops at any kernel access past the end of a device
-//! allocation, naming the source line (CI runs the suite so too). Timings and the hardware's
-//! memory model are what only a GPU run checks.
+//! and hash tests and the golden files through this crate's host code and kernels (CI does, with
+//! each projection kernel). Built with `--asan`, it also stops at any kernel access past the end
+//! of a device allocation, naming the source line (CI runs the suite so too). Timings and the
+//! hardware's memory model are what only a GPU run checks.
 
 /// The CUDA C++ source of every kernel, with their launch contracts.
 pub const ENGRAM_CU: &str = include_str!("../kernels/engram.cu");
