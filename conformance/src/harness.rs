@@ -272,7 +272,9 @@ fn cu_seqlens(lens: &[usize]) -> Vec<u32> {
 
 /// Converts a host Engram layer to another element type (to run the oracle in f64 on exactly the
 /// values the backend got).
-fn convert_layer<T: Element, U: Element>(l: &EngramLayer<T>) -> EngramLayer<U> {
+/// The same layer with every weight converted to `U` (through f64): the oracle's copy of a
+/// layer a backend runs in `T`.
+pub fn convert_layer<T: Element, U: Element>(l: &EngramLayer<T>) -> EngramLayer<U> {
     let c = |v: &Vec<T>| {
         v.iter()
             .map(|x| U::from_f64(x.to_f64()))

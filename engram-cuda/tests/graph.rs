@@ -1,20 +1,26 @@
 //! The decode step captured as a CUDA graph: replays equal the `engram_decode` op step for step
-//! (output, gates and state), and a bad id found on the device is reported by `check` with the
-//! oracle's error while that step writes nothing. Without a device (or without the `cuda`
-//! feature) the test reports SKIPPED with the reason.
+//! (output, gates and state) and the oracle's decode within the bf16 bound, on a layer whose
+//! projection is one k-tile and on one whose decode step splits k (so each replay must find the
+//! split's counters as the last left them), and a bad id found on the device is reported by
+//! `check` with the oracle's error while that step writes nothing. Without a device (or without
+//! the `cuda` feature) the test reports SKIPPED with the reason.
 
 #[cfg(feature = "cuda")]
 #[allow(clippy::unwrap_used)] // a failing test is a panic with the reason
-fn replays_equal_the_op(b: &engram_cuda::CudaBackend) {
+fn replays_equal_the_op(b: &engram_cuda::CudaBackend, shape: &str) {
     use engram_conformance::cases::{engram_shapes, CASE_VOCAB};
+    use engram_conformance::harness::{convert_layer, nmse_bound};
+    use engram_conformance::metrics::Check;
+    use engram_core::reference::{self, EngramState};
     use engram_core::{
-        bf16, synthetic, Backend, DeviceEngramLayer, DeviceEngramState, EngramOps, Error,
+        bf16, synthetic, Backend, DType, DeviceEngramLayer, DeviceEngramState, EngramOps, Error,
         NgramHasher,
     };
+    let widen = |v: &[bf16]| v.iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
 
     let shape = engram_shapes()
         .into_iter()
-        .find(|s| s.name == "tensor_tiles")
+        .find(|s| s.name == shape)
         .unwrap();
     let c = &shape.config;
     let (m, d) = (c.hc_mult, c.hidden_size);
@@ -24,18 +30,25 @@ fn replays_equal_the_op(b: &engram_cuda::CudaBackend) {
     let dev = DeviceEngramLayer::upload(b, &layer).unwrap();
     let seqs = 3;
     let prime = 20;
-    let ids = b
-        .upload(&synthetic::ids(seqs * prime, CASE_VOCAB, 1))
-        .unwrap();
-    let cu: Vec<u32> = (0..=seqs).map(|s| (s * prime) as u32).collect();
-    let cu = b.upload(&cu).unwrap();
-    let hidden = b
-        .upload(&synthetic::activations::<bf16>(
-            seqs * prime * m * d,
-            1.0,
-            2,
-        ))
-        .unwrap();
+    let host_ids = synthetic::ids(seqs * prime, CASE_VOCAB, 1);
+    let host_cu: Vec<u32> = (0..=seqs).map(|s| (s * prime) as u32).collect();
+    let host_hidden = synthetic::activations::<bf16>(seqs * prime * m * d, 1.0, 2);
+    let ids = b.upload(&host_ids).unwrap();
+    let cu = b.upload(&host_cu).unwrap();
+    let hidden = b.upload(&host_hidden).unwrap();
+    // The oracle, in f64 on the same (bf16) weights, follows the same steps.
+    let oracle = convert_layer::<bf16, f64>(&layer);
+    let mut oracle_state = EngramState::new(&oracle, seqs);
+    reference::engram_prefill(
+        &oracle,
+        &host_ids,
+        &host_cu,
+        &widen(&host_hidden),
+        &mut vec![0.0; seqs * prime * m * d],
+        None,
+        Some(&mut oracle_state),
+    )
+    .unwrap();
     let mut scratch_out = b.zeros::<bf16>(seqs * prime * m * d).unwrap();
     let mut by_op = DeviceEngramState::new(b, &dev, seqs).unwrap();
     let mut by_graph = DeviceEngramState::new(b, &dev, seqs).unwrap();
@@ -75,6 +88,24 @@ fn replays_equal_the_op(b: &engram_cuda::CudaBackend) {
             b.to_vec(&out_op).unwrap(),
             "step {step}: outputs"
         );
+        let mut expected = vec![0.0; seqs * m * d];
+        reference::engram_decode(
+            &oracle,
+            &new_ids,
+            &widen(&new_hidden),
+            &mut oracle_state,
+            &mut expected,
+            None,
+        )
+        .unwrap();
+        let got = widen(&b.to_vec(&out_graph).unwrap());
+        let check = Check::close(
+            format!("step {step}: output against the oracle"),
+            &got,
+            &expected,
+            nmse_bound(DType::BF16),
+        );
+        assert!(check.passed(), "{check:?}");
         assert_eq!(
             by_graph.download(b).unwrap(),
             by_op.download(b).unwrap(),
@@ -114,7 +145,10 @@ fn replays_equal_the_op(b: &engram_cuda::CudaBackend) {
 fn decode_graph_replays_equal_the_op_and_report_bad_ids() {
     #[cfg(feature = "cuda")]
     match engram_cuda::CudaBackend::new() {
-        Ok(b) => replays_equal_the_op(&b),
+        Ok(b) => {
+            replays_equal_the_op(&b, "tensor_tiles");
+            replays_equal_the_op(&b, "deep_k");
+        }
         Err(e) => {
             use std::io::Write;
             let _ = writeln!(std::io::stderr(), "SKIPPED cuda decode graph: {e}");
