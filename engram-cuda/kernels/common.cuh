@@ -94,19 +94,27 @@ __device__ __forceinline__ void load_proj_stage(u32 a_base, u32 b_base, u32 k0, 
 
 // Called by a whole warp once its lanes have written their f32 partial sums of one share of k:
 // true, on every lane, for the warp that completes the count of `splits` shares (which must then
-// sum them, reduce_split_region), false for the others. The fence before the count makes this
-// warp's partial sums visible to the last warp; the one after it orders the last warp's reads.
+// sum them, reduce_split_region), false for the others. Memory order, as in CUDA's
+// threadfence-reduction pattern made explicit for a whole warp: each lane fences its own sums,
+// the warp barrier makes them lane 0's, whose fence (cumulative) puts them all before its count;
+// the lane that completes the count fences again before anything of the other shares is read,
+// and the barrier after the broadcast hands that order to every lane.
 __device__ __forceinline__ bool last_split(u32* counter, u32 splits) {
     __threadfence();
     __syncwarp();
     u32 before = 0;
-    if ((threadIdx.x & 31) == 0) before = atomicAdd(counter, 1u);
+    if ((threadIdx.x & 31) == 0) {
+        __threadfence();
+        before = atomicAdd(counter, 1u);
+        if (before + 1 == splits) {
+            __threadfence();
+            // Every share has arrived: no one else touches the counter in this launch.
+            *counter = 0;
+        }
+    }
     before = __shfl_sync(0xffffffffu, before, 0);
-    if (before + 1 != splits) return false;
-    __threadfence();
-    // Every share has arrived: no one else touches the counter in this launch.
-    if ((threadIdx.x & 31) == 0) *counter = 0;
-    return true;
+    __syncwarp();
+    return before + 1 == splits;
 }
 
 // The outputs of a split projection in rows r0..r0 + rows - 1, columns c0..c0 + cols - 1 (cols
