@@ -1,9 +1,9 @@
 //! The fast path of the layer (`kernels/fused.cu`): cached hash parameters, a reusable device
-//! workspace, and the prefill and decode of 16-bit layers as four launches on the backend's
-//! stream: hash (reciprocal modulo), projection on tensor cores with the rows gathered into
-//! shared memory (for a small batch split into shares of k, the last share of each tile summing
-//! them), gate scales, then value + convolution + SiLU (in decode, which also advances the id
-//! history).
+//! workspace, and the prefill and decode of 16-bit layers on the backend's stream: hash
+//! (reciprocal modulo), projection on tensor cores with the rows gathered into shared memory (for
+//! a small batch split into shares of k, the last share of each tile summing them), gate scales,
+//! then value + convolution + SiLU. Four launches for a prefill; three for a decode step, whose
+//! last launch does the gate and the convolution and advances the id history.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
