@@ -329,27 +329,6 @@ impl CudaBackend {
             .get(layer, |data| self.upload(data), |data| self.upload(data))
     }
 
-    /// `push_ids` on validated shapes; `status` 0, or the device word whose error skips it.
-    pub(crate) fn launch_push_ids(
-        &self,
-        history: &CudaBuffer<u32>,
-        ids: &CudaBuffer<u32>,
-        keep: usize,
-        status: u64,
-    ) -> Result<()> {
-        self.launch_n(
-            "push_ids",
-            ids.len as u64,
-            &[
-                ptr(history),
-                ptr(ids),
-                Arg::U64(ids.len as u64),
-                Arg::U32(u32_of("keep", keep)?),
-                Arg::U64(status),
-            ],
-        )
-    }
-
     pub(crate) fn check_ids(&self, ids: &CudaBuffer<u32>, limit: u64) -> Result<()> {
         if let Some(position) = self.first_at_or_above(ids, limit)? {
             let id = self.host(ids)?[position];
@@ -904,7 +883,18 @@ impl EngramOps for CudaBackend {
         keep: usize,
     ) -> Result<()> {
         check::push_ids(history.len, ids.len, keep)?;
-        self.launch_push_ids(history, ids, keep, 0)
+        self.launch_n(
+            "push_ids",
+            ids.len as u64,
+            &[
+                ptr(history),
+                ptr(ids),
+                Arg::U64(ids.len as u64),
+                Arg::U32(u32_of("keep", keep)?),
+                // No status word: the ids were validated.
+                Arg::U64(0),
+            ],
+        )
     }
 }
 

@@ -46,6 +46,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Whether a buffer starts on a 16-byte boundary (what the kernels' 16-byte loads need).
+fn aligned16<T: Element>(b: &CudaBuffer<T>) -> bool {
+    b.device_ptr() % 16 == 0
+}
+
+/// The tap count the vector convolution kernels (`conv_out_vec*`, `gate_conv_decode_vec*`)
+/// unroll for a convolution of `kernel_size` taps, if one does (at most 8).
+fn conv_vec_width(kernel_size: usize) -> Option<usize> {
+    match kernel_size {
+        0..=4 => Some(4),
+        5..=8 => Some(8),
+        _ => None,
+    }
+}
+
 /// One layer's hash parameters on the device.
 pub(crate) struct HashParams {
     pub(crate) mult: CudaBuffer<u64>,
@@ -316,8 +331,8 @@ impl CudaBackend {
             && c.d_head() % 8 == 0
             && c.d_mem() % 8 == 0
             && ((c.hc_mult + 1) * c.hidden_size) % 2 == 0
-            && layer.table.device_ptr() % 16 == 0
-            && layer.proj_weight.device_ptr() % 16 == 0
+            && aligned16(&layer.table)
+            && aligned16(&layer.proj_weight)
             && tokens.div_ceil(TOKENS_PER_BLOCK) <= 65_535
             && c.d_mem() <= u32::MAX as usize
             && Projection::Mma.shared_bytes(c.num_heads()) <= self.shared_optin
@@ -380,12 +395,11 @@ impl CudaBackend {
         let c = &layer.config;
         let (m, d) = (c.hc_mult, c.hidden_size);
         let t = suffix(T::DTYPE)?;
-        let aligned = |b: &CudaBuffer<T>| b.device_ptr() % 16 == 0;
         let vec = d % 8 == 0
             && m <= GATE_VEC_MAX_M
-            && aligned(hidden)
-            && aligned(&layer.key_norm)
-            && aligned(&layer.query_norm);
+            && aligned16(hidden)
+            && aligned16(&layer.key_norm)
+            && aligned16(&layer.query_norm);
         let (kernel, threads) = if vec {
             (format!("gate_scales_vec_{t}"), GATE_VEC_THREADS)
         } else {
@@ -454,22 +468,20 @@ impl CudaBackend {
             Arg::U32(u32::from(c.short_conv)),
             ptr(out),
         ]);
-        let width = if c.kernel_size <= 4 { 4 } else { 8 };
         // conv_out_vec walks chains of CONV_VEC_RUN tokens `dil` apart.
         let dil = c.max_ngram_size.max(1);
         let chains = tokens.div_ceil(CONV_VEC_RUN * dil) * dil;
-        let vec = d % 8 == 0
-            && c.kernel_size <= 8
-            && c.max_ngram_size >= 1
-            && out.device_ptr() % 16 == 0
-            && (!c.short_conv
-                || (layer.conv_norm.device_ptr() % 16 == 0
-                    && layer.conv_weight.device_ptr() % 16 == 0))
-            && (m * d / 8).div_ceil(CONV_VEC_THREADS as usize) <= 65_535
-            && chains <= i32::MAX as usize;
-        if !vec {
+        let width = conv_vec_width(c.kernel_size).filter(|_| {
+            d % 8 == 0
+                && c.max_ngram_size >= 1
+                && aligned16(out)
+                && (!c.short_conv || (aligned16(&layer.conv_norm) && aligned16(&layer.conv_weight)))
+                && (m * d / 8).div_ceil(CONV_VEC_THREADS as usize) <= 65_535
+                && chains <= i32::MAX as usize
+        });
+        let Some(width) = width else {
             return self.launch_n(&format!("conv_out_{t}"), (tokens * m * d) as u64, &args);
-        }
+        };
         args[5] = Arg::U32(u32_of("tokens", tokens)?);
         self.launch(
             &format!("conv_out_vec{width}_{t}"),
@@ -754,23 +766,22 @@ impl CudaBackend {
             ptr(ids),
             Arg::U32(u32_of("id history", c.max_ngram_size - 1)?),
         ];
-        let aligned = |b: &CudaBuffer<T>| b.device_ptr() % 16 == 0;
-        let vec = d % 8 == 0
-            && c.kernel_size <= 8
-            && [
-                hidden,
-                &*out,
-                &state.conv,
-                &layer.key_norm,
-                &layer.query_norm,
-                &layer.conv_norm,
-                &layer.conv_weight,
-            ]
-            .into_iter()
-            .all(aligned);
-        if vec {
+        let width = conv_vec_width(c.kernel_size).filter(|_| {
+            d % 8 == 0
+                && [
+                    hidden,
+                    &*out,
+                    &state.conv,
+                    &layer.key_norm,
+                    &layer.query_norm,
+                    &layer.conv_norm,
+                    &layer.conv_weight,
+                ]
+                .into_iter()
+                .all(aligned16)
+        });
+        if let Some(width) = width {
             // Gate, value, convolution and SiLU in one launch, a block per sequence and branch.
-            let width = if c.kernel_size <= 4 { 4 } else { 8 };
             let mut args = vec![
                 Arg::U64(s.proj),
                 ptr(hidden),
