@@ -85,6 +85,26 @@ __device__ __forceinline__ void load_proj_stage(u32 a_base, u32 b_base, u32 k0, 
     }
 }
 
+// ---- a projection's outputs ---------------------------------------------------------------------
+
+__device__ __forceinline__ u32 bits(__half x) { return __half_as_ushort(x); }
+__device__ __forceinline__ u32 bits(__nv_bfloat16 x) { return __bfloat16_as_ushort(x); }
+
+// Outputs (row, col) and (row, col + 1) of y ([tokens, N], col even): v0 and v1 plus the bias
+// (when given), rounded to T, as one 4-byte store.
+template <typename T>
+__device__ __forceinline__ void store_output_pair(T* y, const T* bias, u32 N, u32 row, u32 col, float v0, float v1) {
+    const float b0 = bias ? widen(bias[col]) : 0.0f, b1 = bias ? widen(bias[col + 1]) : 0.0f;
+    *reinterpret_cast<u32*>(y + (u64)row * N + col) = bits(narrow<T>(v0 + b0)) | (bits(narrow<T>(v1 + b1)) << 16);
+}
+
+// The f32 partial sums v0, v1 of share z for outputs (row, col), (row, col + 1): partial is
+// [splits, tokens, N], without the bias.
+__device__ __forceinline__ void store_partial_pair(float* partial, u32 z, u32 tokens, u32 N, u32 row, u32 col,
+                                                   float v0, float v1) {
+    *reinterpret_cast<float2*>(partial + ((u64)z * tokens + row) * N + col) = make_float2(v0, v1);
+}
+
 // ---- split-K: the last share of a tile sums them all ---------------------------------------------
 
 // Threads per warp-owned region of a projection tile: every projection kernel has 8 warps that

@@ -237,14 +237,12 @@ __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, co
 
     if (splits == 1) {
         mma_each_pair<NI>(acc, m0, n0, wm, wn, lane, tokens, N, [&](u32 row, u32 col, float v0, float v1) {
-            T* dst = y + (u64)row * N + col;
-            dst[0] = narrow<T>(v0 + (bias ? widen(bias[col]) : 0.0f));
-            dst[1] = narrow<T>(v1 + (bias ? widen(bias[col + 1]) : 0.0f));
+            store_output_pair(y, bias, N, row, col, v0, v1);
         });
         return;
     }
     mma_each_pair<NI>(acc, m0, n0, wm, wn, lane, tokens, N, [&](u32 row, u32 col, float v0, float v1) {
-        *reinterpret_cast<float2*>(partial + ((u64)blockIdx.z * tokens + row) * N + col) = make_float2(v0, v1);
+        store_partial_pair(partial, blockIdx.z, tokens, N, row, col, v0, v1);
     });
     const u32 tile = blockIdx.y * gridDim.x + blockIdx.x;
     if (last_split(counters + tile * PROJ_WARPS + warp, splits))

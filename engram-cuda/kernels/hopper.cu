@@ -52,12 +52,6 @@ WGMMA_M64N128K16(__nv_bfloat16, "bf16")
 WGMMA_M64N128K16(__half, "f16")
 #endif
 
-// Two adjacent outputs as one 4-byte store.
-__device__ __forceinline__ u32 bits(__half x) { return __half_as_ushort(x); }
-__device__ __forceinline__ u32 bits(__nv_bfloat16 x) { return __bfloat16_as_ushort(x); }
-template <typename T> __device__ __forceinline__ u32 pack2(float lo, float hi) {
-    return bits(narrow<T>(lo)) | (bits(narrow<T>(hi)) << 16);
-}
 
 // f(row, col, v0, v1) for each pair of adjacent outputs a lane holds in NB wgmma accumulators
 // (the m64n128 layout above; accumulator b starts at row0 + b row_step, col0 + b col_step), those
@@ -161,13 +155,12 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
     const u32 row0 = m0 + wg * 64 + warp * 16;
     if (splits == 1) {
         wgmma_each_pair<NB>(acc, row0, 0, n0, 128, lane, tokens, N, [&](u32 row, u32 col, float v0, float v1) {
-            const float b0 = bias ? widen(bias[col]) : 0.0f, b1 = bias ? widen(bias[col + 1]) : 0.0f;
-            *reinterpret_cast<u32*>(y + (u64)row * N + col) = pack2<T>(v0 + b0, v1 + b1);
+            store_output_pair(y, bias, N, row, col, v0, v1);
         });
         return;
     }
     wgmma_each_pair<NB>(acc, row0, 0, n0, 128, lane, tokens, N, [&](u32 row, u32 col, float v0, float v1) {
-        *reinterpret_cast<float2*>(partial + ((u64)blockIdx.z * tokens + row) * N + col) = make_float2(v0, v1);
+        store_partial_pair(partial, blockIdx.z, tokens, N, row, col, v0, v1);
     });
     const u32 tile = blockIdx.y * gridDim.x + blockIdx.x;
     if (last_split(counters + tile * PROJ_WARPS + wg * 4 + warp, splits))
@@ -353,14 +346,13 @@ __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offset
         const u32 row0 = tl.m0 + cg * 128 + warp * 16;
         if (splits == 1) {
             wgmma_each_pair<2>(acc, row0, 64, tl.n0, 0, lane, tokens, N, [&](u32 row, u32 col, float v0, float v1) {
-                const float b0 = bias ? widen(bias[col]) : 0.0f, b1 = bias ? widen(bias[col + 1]) : 0.0f;
-                *reinterpret_cast<u32*>(y + (u64)row * N + col) = pack2<T>(v0 + b0, v1 + b1);
+                store_output_pair(y, bias, N, row, col, v0, v1);
             });
             continue;
         }
         const u32 z = tl.kt_begin / ((ktiles + splits - 1) / splits);
         wgmma_each_pair<2>(acc, row0, 64, tl.n0, 0, lane, tokens, N, [&](u32 row, u32 col, float v0, float v1) {
-            *reinterpret_cast<float2*>(partial + ((u64)z * tokens + row) * N + col) = make_float2(v0, v1);
+            store_partial_pair(partial, z, tokens, N, row, col, v0, v1);
         });
         // The tile's outputs and tokens, whichever share of k: its counters.
         const u32 region = tile % (n_tiles * m_tiles);
