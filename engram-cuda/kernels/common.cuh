@@ -142,22 +142,49 @@ __device__ __forceinline__ bool last_split(u32* counter, u32 splits) {
 // the bias, then the f32 partial sums of every share in order (a fixed order, whichever share
 // finished last), rounded to T. partial is [splits, tokens, N], read through L2 (other
 // multiprocessors wrote it); consecutive lanes take consecutive pairs of a row.
+// One warp sums the whole region, so its loads must overlap: each lane takes REDUCE_PAIRS pairs
+// at a time and issues two shares' loads for all of them before adding (in share order).
+#define REDUCE_PAIRS 8
 template <typename T>
 __device__ __noinline__ void reduce_split_region(const float* partial, const T* bias, u32 tokens, u32 N, u32 splits,
                                                  u32 r0, u32 rows, u32 c0, u32 cols, T* y) {
-    const u32 pairs = cols / 2;
+    const u32 lane = threadIdx.x & 31, pairs = cols / 2, items = rows * pairs;
+    const u64 share = (u64)tokens * N;
 #pragma unroll 1
-    for (u32 i = threadIdx.x & 31; i < rows * pairs; i += 32) {
-        const u32 row = r0 + i / pairs, col = c0 + 2 * (i % pairs);
-        if (row >= tokens || col >= N) continue;
-        float a0 = bias ? widen(bias[col]) : 0.0f, a1 = bias ? widen(bias[col + 1]) : 0.0f;
-#pragma unroll 1
-        for (u32 z = 0; z < splits; ++z) {
-            const float2 p = __ldcg(reinterpret_cast<const float2*>(partial + ((u64)z * tokens + row) * N + col));
-            a0 += p.x;
-            a1 += p.y;
+    for (u32 base = 0; base < items; base += 32 * REDUCE_PAIRS) {
+        u64 at[REDUCE_PAIRS];
+        bool ok[REDUCE_PAIRS];
+        float2 acc[REDUCE_PAIRS];
+#pragma unroll
+        for (u32 j = 0; j < REDUCE_PAIRS; ++j) {
+            const u32 i = base + j * 32 + lane, row = r0 + i / pairs, col = c0 + 2 * (i % pairs);
+            ok[j] = i < items && row < tokens && col < N;
+            at[j] = ok[j] ? (u64)row * N + col : 0;
+            acc[j] = ok[j] && bias ? make_float2(widen(bias[col]), widen(bias[col + 1])) : make_float2(0.0f, 0.0f);
         }
-        y[(u64)row * N + col] = narrow<T>(a0);
-        y[(u64)row * N + col + 1] = narrow<T>(a1);
+#pragma unroll 1
+        for (u32 z = 0; z < splits; z += 2) {
+            const bool two = z + 1 < splits;
+            float2 p[REDUCE_PAIRS], q[REDUCE_PAIRS];
+#pragma unroll
+            for (u32 j = 0; j < REDUCE_PAIRS; ++j) {
+                const float* src = partial + z * share + at[j];
+                p[j] = ok[j] ? __ldcg(reinterpret_cast<const float2*>(src)) : make_float2(0.0f, 0.0f);
+                q[j] = ok[j] && two ? __ldcg(reinterpret_cast<const float2*>(src + share)) : make_float2(0.0f, 0.0f);
+            }
+#pragma unroll
+            for (u32 j = 0; j < REDUCE_PAIRS; ++j) {
+                acc[j].x += p[j].x;
+                acc[j].y += p[j].y;
+                if (two) {
+                    acc[j].x += q[j].x;
+                    acc[j].y += q[j].y;
+                }
+            }
+        }
+#pragma unroll
+        for (u32 j = 0; j < REDUCE_PAIRS; ++j)
+            if (ok[j])
+                *reinterpret_cast<u32*>(y + at[j]) = bits(narrow<T>(acc[j].x)) | (bits(narrow<T>(acc[j].y)) << 16);
     }
 }
