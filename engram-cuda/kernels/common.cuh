@@ -17,6 +17,10 @@ template <> __device__ __forceinline__ __nv_bfloat16 narrow<__nv_bfloat16>(float
 template <typename T> __device__ __forceinline__ float round_to(float x) { return widen(narrow<T>(x)); }
 
 __device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+// x sigmoid(x), the convolution's SiLU, from the fast exponential and reciprocal (a few ulp of f32,
+// far below the 16-bit outputs' rounding; -inf..inf map to -0..inf). Every convolution kernel,
+// prefill and decode, uses this one so that a decode step equals the prefill's token.
+__device__ __forceinline__ float silu(float x) { return x * __fdividef(1.0f, 1.0f + __expf(-x)); }
 
 
 // ---- tiles in shared memory ----------------------------------------------------------------------

@@ -350,7 +350,7 @@ __device__ void conv_out_impl(const T* proj, const T* alpha, const float* nscale
             const u64 back = (u64)(kernel - 1 - k) * dil;
             if (t >= start + back) acc += widen(cw[(u64)c * kernel + k]) * normed_at(proj, nscale, cn, t - back, m, d, b, ch);
         }
-        out[i] = narrow<T>(value + acc * sigmoidf(acc));
+        out[i] = narrow<T>(value + silu(acc));
     }
 }
 
@@ -401,7 +401,7 @@ __device__ void conv_decode_scaled_impl(const T* proj, const T* alpha, const flo
             const u64 back = (u64)(kernel - 1 - k) * dil;
             acc += widen(cw[(u64)c * kernel + k]) * widen(h[(len - back) * md + c]);
         }
-        out[i] = narrow<T>(value + acc * sigmoidf(acc));
+        out[i] = narrow<T>(value + silu(acc));
         for (u64 j = 0; j + 1 < len; ++j) h[j * md + c] = h[(j + 1) * md + c];
         if (len > 0) h[(len - 1) * md + c] = narrow<T>(normed);
     }
@@ -409,20 +409,27 @@ __device__ void conv_decode_scaled_impl(const T* proj, const T* alpha, const flo
 
 // ---- vectorised follow-up kernels (rows of whole 16-byte chunks) -----------------------------------
 
-// Eight consecutive 16-bit elements (one 16-byte load or store; the address 16-byte aligned).
-template <typename T> __device__ __forceinline__ void load8(const T* src, float (&x)[8]) {
-    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(src));
+// N (8 or 4) consecutive 16-bit elements: one 16- or 8-byte load or store, the address aligned to it.
+template <int N> struct VecRaw;
+template <> struct VecRaw<8> { using type = uint4; };
+template <> struct VecRaw<4> { using type = uint2; };
+template <typename T, int N> __device__ __forceinline__ void loadv(const T* src, float (&x)[N]) {
+    using Raw = typename VecRaw<N>::type;
+    const Raw raw = __ldg(reinterpret_cast<const Raw*>(src));
     const T* e = reinterpret_cast<const T*>(&raw);
 #pragma unroll
-    for (u32 i = 0; i < 8; ++i) x[i] = widen(e[i]);
+    for (u32 i = 0; i < N; ++i) x[i] = widen(e[i]);
 }
-template <typename T> __device__ __forceinline__ void store8(T* dst, const float (&x)[8]) {
-    uint4 raw;
+template <typename T, int N> __device__ __forceinline__ void storev(T* dst, const float (&x)[N]) {
+    using Raw = typename VecRaw<N>::type;
+    Raw raw;
     T* e = reinterpret_cast<T*>(&raw);
 #pragma unroll
-    for (u32 i = 0; i < 8; ++i) e[i] = narrow<T>(x[i]);
-    *reinterpret_cast<uint4*>(dst) = raw;
+    for (u32 i = 0; i < N; ++i) e[i] = narrow<T>(x[i]);
+    *reinterpret_cast<Raw*>(dst) = raw;
 }
+template <typename T> __device__ __forceinline__ void load8(const T* src, float (&x)[8]) { loadv<T, 8>(src, x); }
+template <typename T> __device__ __forceinline__ void store8(T* dst, const float (&x)[8]) { storev<T, 8>(dst, x); }
 
 __device__ __forceinline__ float warp_sum(float x) {
 #pragma unroll
@@ -527,14 +534,15 @@ __device__ void gate_scales_vec_impl(const T* proj, const T* hidden, const T* kn
 
 #define CONV_VEC_RUN 8
 
-// The taps of channels c0..c0+7 (conv_w [C, kernel]) into w[e][k] (zero for k >= kernel): KMAX
-// 16-byte loads when kernel == KMAX (the 8 channels' taps are then 8 KMAX contiguous elements,
-// 16-byte aligned for c0 a multiple of 8), element loads otherwise.
-template <typename T, int KMAX>
-__device__ __forceinline__ void load_taps(const T* cw, u32 c0, u32 kernel, float (&w)[8][KMAX]) {
+// The taps of channels c0..c0+CH-1 (conv_w [C, kernel]) into w[e][k] (zero for k >= kernel):
+// CH KMAX / 8 16-byte loads when kernel == KMAX (the CH channels' taps are then CH KMAX contiguous
+// elements, 16-byte aligned for c0 a multiple of CH), element loads otherwise.
+template <typename T, int KMAX, int CH = 8>
+__device__ __forceinline__ void load_taps(const T* cw, u32 c0, u32 kernel, float (&w)[CH][KMAX]) {
+    static_assert(CH * KMAX % 8 == 0, "whole 16-byte loads");
     if (kernel == KMAX) {
 #pragma unroll
-        for (u32 j = 0; j < KMAX; ++j) {
+        for (u32 j = 0; j < CH * KMAX / 8; ++j) {
             float x[8];
             load8(cw + (u64)c0 * KMAX + j * 8, x);
 #pragma unroll
@@ -542,39 +550,43 @@ __device__ __forceinline__ void load_taps(const T* cw, u32 c0, u32 kernel, float
         }
     } else {
 #pragma unroll
-        for (u32 e = 0; e < 8; ++e)
+        for (u32 e = 0; e < CH; ++e)
 #pragma unroll
             for (u32 k = 0; k < KMAX; ++k) w[e][k] = k < kernel ? widen(cw[(u64)(c0 + e) * kernel + k]) : 0.0f;
     }
 }
 
-// conv_out_vec{4,8}_*(...): conv_out for eight channels of one branch per thread, walking a chain
+#define CONV_VEC_CH 4
+
+// conv_out_vec{4,8}_*(...): conv_out for CONV_VEC_CH (4) channels of one branch per thread, walking a chain
 // of CONV_VEC_RUN tokens dil apart (t0, t0 + dil, ...): the convolution's taps of a token are the
 // chain's previous kernel - 1 tokens, so their normed values stay in registers and each value row
-// is loaded once (plus kernel - 1 rows before the chain's first token), 16-byte loads and stores,
+// is loaded once (plus kernel - 1 rows before the chain's first token), 8-byte loads and stores,
 // the channels' weights in registers (kernel at most 4 or 8). Requirements (host-checked): d a
-// multiple of 8, proj, out, conv_norm and conv_w 16-byte aligned, dil >= 1.
-// Grid (ceil(tokens / (CONV_VEC_RUN dil)) dil, ceil(m d / 8 / 128)), block 128: block x is chain
+// multiple of 8, proj, out, conv_norm and conv_w 16-byte aligned, dil >= 1. Four channels rather
+// than eight keep the weights and history in half the registers (about 60), so twice the warps
+// hide the loads' latency.
+// Grid (ceil(tokens / (CONV_VEC_RUN dil)) dil, ceil(m d / CONV_VEC_CH / 128)), block 128: block x is chain
 // x % dil of the span of CONV_VEC_RUN dil tokens starting at (x / dil) CONV_VEC_RUN dil.
-template <typename T, int KMAX>
+template <typename T, int KMAX, int CH = CONV_VEC_CH>
 __device__ void conv_out_vec_impl(const T* proj, const T* alpha, const float* nscale, const T* cn, const T* cw,
                                   u32 tokens, u32 m, u32 d, u32 kernel, u32 dil, const u32* cu, u32 seqs, u32 conv,
                                   T* out) {
     const u32 md = m * d, q = blockIdx.y * blockDim.x + threadIdx.x;
     const u32 span = blockIdx.x / dil, chain = blockIdx.x - span * dil;
     const u32 t0 = span * CONV_VEC_RUN * dil + chain;
-    if (q * 8 >= md || t0 >= tokens) return;
-    const u32 c0 = q * 8, b = c0 / d, ch0 = c0 - b * d;
+    if (q * CH >= md || t0 >= tokens) return;
+    const u32 c0 = q * CH, b = c0 / d, ch0 = c0 - b * d;
     const u64 row = (u64)(m + 1) * d;
     // wb[e][j]: the tap j tokens back along the chain (j = 0 the token itself), zero for j >= kernel.
     // hist[j][e]: the normed value j + 1 steps back along the chain, zero before the sequence start.
-    float wb[8][KMAX], nw[8], hist[KMAX - 1][8];
+    float wb[CH][KMAX], nw[CH], hist[KMAX - 1][CH];
     if (conv) {
-        float w[8][KMAX];
-        load8(cn + c0, nw);
-        load_taps<T, KMAX>(cw, c0, kernel, w);
+        float w[CH][KMAX];
+        loadv<T, CH>(cn + c0, nw);
+        load_taps<T, KMAX, CH>(cw, c0, kernel, w);
 #pragma unroll
-        for (u32 e = 0; e < 8; ++e)
+        for (u32 e = 0; e < CH; ++e)
 #pragma unroll
             for (u32 j = 0; j < KMAX; ++j) {
                 float x = 0.0f;
@@ -584,11 +596,11 @@ __device__ void conv_out_vec_impl(const T* proj, const T* alpha, const float* ns
                 wb[e][j] = x;
             }
     }
-    auto normed = [&](u64 t, float (&x)[8]) {
-        load8(proj + t * row + md + ch0, x);
+    auto normed = [&](u64 t, float (&x)[CH]) {
+        loadv<T, CH>(proj + t * row + md + ch0, x);
         const float sc = nscale[t * m + b];
 #pragma unroll
-        for (u32 e = 0; e < 8; ++e) x[e] = round_to<T>(sc * x[e] * nw[e]);
+        for (u32 e = 0; e < CH; ++e) x[e] = round_to<T>(sc * x[e] * nw[e]);
     };
     u32 s = sequence_of(cu, seqs, t0);
     u64 start = cu[s], next = cu[s + 1];
@@ -601,7 +613,7 @@ __device__ void conv_out_vec_impl(const T* proj, const T* alpha, const float* ns
                 normed(t0 - back, hist[j]);
             } else {
 #pragma unroll
-                for (u32 e = 0; e < 8; ++e) hist[j][e] = 0.0f;
+                for (u32 e = 0; e < CH; ++e) hist[j][e] = 0.0f;
             }
         }
     }
@@ -616,35 +628,35 @@ __device__ void conv_out_vec_impl(const T* proj, const T* alpha, const float* ns
 #pragma unroll
             for (u32 j = 0; j + 1 < KMAX; ++j)
 #pragma unroll
-                for (u32 e = 0; e < 8; ++e) hist[j][e] = 0.0f;
+                for (u32 e = 0; e < CH; ++e) hist[j][e] = 0.0f;
         }
-        float v[8], o[8];
-        load8(proj + (u64)t * row + md + ch0, v);
+        float v[CH], o[CH];
+        loadv<T, CH>(proj + (u64)t * row + md + ch0, v);
         const float a = widen(alpha[(u64)t * m + b]);
 #pragma unroll
-        for (u32 e = 0; e < 8; ++e) o[e] = round_to<T>(a * v[e]);
+        for (u32 e = 0; e < CH; ++e) o[e] = round_to<T>(a * v[e]);
         if (conv) {
             const float sc = nscale[(u64)t * m + b];
-            float cur[8];
+            float cur[CH];
 #pragma unroll
-            for (u32 e = 0; e < 8; ++e) cur[e] = round_to<T>(sc * v[e] * nw[e]);
+            for (u32 e = 0; e < CH; ++e) cur[e] = round_to<T>(sc * v[e] * nw[e]);
 #pragma unroll
-            for (u32 e = 0; e < 8; ++e) {
+            for (u32 e = 0; e < CH; ++e) {
                 // Oldest tap first, as the oracle sums.
                 float acc = 0.0f;
 #pragma unroll
                 for (u32 j = KMAX - 1; j >= 1; --j) acc += wb[e][j] * hist[j - 1][e];
                 acc += wb[e][0] * cur[e];
-                o[e] = o[e] + acc * sigmoidf(acc);
+                o[e] = o[e] + silu(acc);
             }
 #pragma unroll
             for (u32 j = KMAX - 2; j >= 1; --j)
 #pragma unroll
-                for (u32 e = 0; e < 8; ++e) hist[j][e] = hist[j - 1][e];
+                for (u32 e = 0; e < CH; ++e) hist[j][e] = hist[j - 1][e];
 #pragma unroll
-            for (u32 e = 0; e < 8; ++e) hist[0][e] = cur[e];
+            for (u32 e = 0; e < CH; ++e) hist[0][e] = cur[e];
         }
-        store8(out + (u64)t * md + c0, o);
+        storev<T, CH>(out + (u64)t * md + c0, o);
     }
 }
 
@@ -684,7 +696,7 @@ __device__ __forceinline__ void conv_decode_chunk(const T* proj, float a, float 
             for (u32 e = 0; e < 8; ++e) acc[e] += w[e][k] * x8[e];
         }
 #pragma unroll
-        for (u32 e = 0; e < 8; ++e) o[e] = o[e] + acc[e] * sigmoidf(acc[e]);
+        for (u32 e = 0; e < 8; ++e) o[e] = o[e] + silu(acc[e]);
         for (u64 j = 0; j + 1 < len; ++j)
             *reinterpret_cast<uint4*>(h + j * md + c0) = *reinterpret_cast<const uint4*>(h + (j + 1) * md + c0);
         if (len > 0) store8(h + (len - 1) * md + c0, normed);

@@ -36,9 +36,10 @@ const GATE_THREADS: u32 = 256;
 /// `gate_scales_vec`: threads per block, and the most branches its shared memory holds.
 const GATE_VEC_THREADS: u32 = 128;
 const GATE_VEC_MAX_M: usize = 16;
-/// `conv_out_vec`: threads per block (eight channels each), tokens per thread (a chain `dil`
+/// `conv_out_vec`: threads per block, channels per thread, tokens per thread (a chain `dil`
 /// apart).
 const CONV_VEC_THREADS: u32 = 128;
+const CONV_VEC_CH: usize = 4;
 const CONV_VEC_RUN: usize = 8;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -476,7 +477,7 @@ impl CudaBackend {
                 && c.max_ngram_size >= 1
                 && aligned16(out)
                 && (!c.short_conv || (aligned16(&layer.conv_norm) && aligned16(&layer.conv_weight)))
-                && (m * d / 8).div_ceil(CONV_VEC_THREADS as usize) <= 65_535
+                && (m * d / CONV_VEC_CH).div_ceil(CONV_VEC_THREADS as usize) <= 65_535
                 && chains <= i32::MAX as usize
         });
         let Some(width) = width else {
@@ -489,7 +490,7 @@ impl CudaBackend {
                 u32_of("token chains", chains)?,
                 u32_of(
                     "channel blocks",
-                    (m * d / 8).div_ceil(CONV_VEC_THREADS as usize),
+                    (m * d / CONV_VEC_CH).div_ceil(CONV_VEC_THREADS as usize),
                 )?,
                 1,
             ),
