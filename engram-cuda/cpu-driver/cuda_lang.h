@@ -69,6 +69,19 @@ void __syncthreads();
 void emu_warp_sync();            // every live lane of the calling fiber's warp arrives
 void emu_spin();                 // the calling fiber waits for another to change something
 inline void __syncwarp(unsigned = 0xffffffffu) { emu_warp_sync(); }
+// A block barrier that also ORs a predicate over the block. The block's fibers share one host
+// thread, so a thread_local is the block's: contributions between the first two barriers, every
+// read before the third, and thread 0 clears it for the next call (which begins with a barrier).
+inline int __syncthreads_or(int pred) {
+    static thread_local int any = 0;
+    __syncthreads();
+    if (pred) any = 1;
+    __syncthreads();
+    const int r = any;
+    __syncthreads();
+    if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) any = 0;
+    return r;
+}
 unsigned long long* emu_lanes(); // 32 lanes x 8 words of exchange space for the calling warp
 inline unsigned emu_lane() { return (threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) & 31; }
 [[noreturn]] void emu_fail(const char* what);

@@ -111,10 +111,35 @@ __device__ __forceinline__ void store_partial_pair(float* partial, u32 z, u32 to
 
 // ---- split-K: the last share of a tile sums them all ---------------------------------------------
 
-// Threads per warp-owned region of a projection tile: every projection kernel has 8 warps that
-// compute outputs, and counters[tile * PROJ_WARPS + warp] counts the shares of k of one warp's
-// region that have been written (0 between launches: the last share resets it).
+// Every projection kernel has 8 warps that compute outputs. counters[tile * PROJ_WARPS + w] counts
+// the shares of k of a tile that have been written (0 between launches: the last share resets
+// it): the one-tile-per-block kernels count whole blocks on w = 0 (last_split_block), the
+// persistent warp-specialised kernel, whose warps reach a tile's end at different times, counts
+// each warp's region on its own w (last_split).
 #define PROJ_WARPS 8
+
+// Called by every thread of a block whose threads have all written their f32 partial sums of one
+// share of k of one tile: true, on every thread, in the block that completes the count of
+// `splits` shares (which must then sum them, reduce_split_region), false in the others. Memory
+// order as in CUDA's threadfence-reduction sample: each thread fences its own sums before the
+// block barrier, thread 0 fences again (cumulative) before its count, and the thread that
+// completes the count fences before the barrier (which also tells the block) after which the
+// block reads the other shares.
+__device__ __forceinline__ bool last_split_block(u32* counter, u32 splits) {
+    __threadfence();
+    __syncthreads();
+    bool last = false;
+    if (threadIdx.x == 0) {
+        __threadfence();
+        last = atomicAdd(counter, 1u) + 1 == splits;
+        if (last) {
+            __threadfence();
+            // Every share has arrived: no one else touches the counter in this launch.
+            *counter = 0;
+        }
+    }
+    return __syncthreads_or(last) != 0;
+}
 
 // Called by a whole warp once its lanes have written their f32 partial sums of one share of k:
 // true, on every lane, for the warp that completes the count of `splits` shares (which must then
@@ -142,26 +167,27 @@ __device__ __forceinline__ bool last_split(u32* counter, u32 splits) {
 }
 
 // The outputs of a split projection in rows r0..r0 + rows - 1, columns c0..c0 + cols - 1 (cols
-// even) that lie inside the layer, summed by the 32 lanes of the warp that called last_split:
+// even) that lie inside the layer, summed by `workers` threads (worker 0.. of them: the lanes of
+// the warp that called last_split, or the threads of the block that called last_split_block):
 // the bias, then the f32 partial sums of every share in order (a fixed order, whichever share
 // finished last), rounded to T. partial is [splits, tokens, N], read through L2 (other
-// multiprocessors wrote it); consecutive lanes take consecutive pairs of a row.
-// One warp sums the whole region, so its loads must overlap: each lane takes REDUCE_PAIRS pairs
-// at a time and issues two shares' loads for all of them before adding (in share order).
+// multiprocessors wrote it); consecutive workers take consecutive pairs of a row. The reads are
+// latency-bound (one tile's workers sum every share of it), so each worker takes REDUCE_PAIRS
+// pairs at a time and issues two shares' loads for all of them before adding (in share order).
 #define REDUCE_PAIRS 8
 template <typename T>
 __device__ __noinline__ void reduce_split_region(const float* partial, const T* bias, u32 tokens, u32 N, u32 splits,
-                                                 u32 r0, u32 rows, u32 c0, u32 cols, T* y) {
-    const u32 lane = threadIdx.x & 31, pairs = cols / 2, items = rows * pairs;
+                                                 u32 r0, u32 rows, u32 c0, u32 cols, u32 worker, u32 workers, T* y) {
+    const u32 pairs = cols / 2, items = rows * pairs;
     const u64 share = (u64)tokens * N;
 #pragma unroll 1
-    for (u32 base = 0; base < items; base += 32 * REDUCE_PAIRS) {
+    for (u32 base = 0; base < items; base += workers * REDUCE_PAIRS) {
         u64 at[REDUCE_PAIRS];
         bool ok[REDUCE_PAIRS];
         float2 acc[REDUCE_PAIRS];
 #pragma unroll
         for (u32 j = 0; j < REDUCE_PAIRS; ++j) {
-            const u32 i = base + j * 32 + lane, row = r0 + i / pairs, col = c0 + 2 * (i % pairs);
+            const u32 i = base + j * workers + worker, row = r0 + i / pairs, col = c0 + 2 * (i % pairs);
             ok[j] = i < items && row < tokens && col < N;
             at[j] = ok[j] ? (u64)row * N + col : 0;
             acc[j] = ok[j] && bias ? make_float2(widen(bias[col]), widen(bias[col + 1])) : make_float2(0.0f, 0.0f);

@@ -245,8 +245,9 @@ __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, co
         store_partial_pair(partial, blockIdx.z, tokens, N, row, col, v0, v1);
     });
     const u32 tile = blockIdx.y * gridDim.x + blockIdx.x;
-    if (last_split(counters + tile * PROJ_WARPS + warp, splits))
-        reduce_split_region(partial, bias, tokens, N, splits, m0 + wm, 64, n0 + wn, WN, y);
+    if (last_split_block(counters + tile * PROJ_WARPS, splits))
+        reduce_split_region(partial, bias, tokens, N, splits, m0, min(PROJ_BM, tokens - m0), n0, BN, threadIdx.x,
+                            PROJ_THREADS, y);
 }
 
 // ---- the gate and the convolution's norm --------------------------------------------------------

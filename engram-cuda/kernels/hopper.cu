@@ -163,8 +163,9 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
         store_partial_pair(partial, blockIdx.z, tokens, N, row, col, v0, v1);
     });
     const u32 tile = blockIdx.y * gridDim.x + blockIdx.x;
-    if (last_split(counters + tile * PROJ_WARPS + wg * 4 + warp, splits))
-        reduce_split_region(partial, bias, tokens, N, splits, row0, 16, n0, BN, y);
+    if (last_split_block(counters + tile * PROJ_WARPS, splits))
+        reduce_split_region(partial, bias, tokens, N, splits, m0, min(PROJ_BM, tokens - m0), n0, BN, threadIdx.x,
+                            WG_THREADS, y);
 }
 
 // ---- warp-specialised, persistent --------------------------------------------------------------
@@ -357,8 +358,8 @@ __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offset
         // The tile's outputs and tokens, whichever share of k: its counters.
         const u32 region = tile % (n_tiles * m_tiles);
         if (last_split(counters + region * PROJ_WARPS + cg * 4 + warp, splits)) {
-            reduce_split_region(partial, bias, tokens, N, splits, row0, 16, tl.n0, WS_BN, y);
-            reduce_split_region(partial, bias, tokens, N, splits, row0 + 64, 16, tl.n0, WS_BN, y);
+            reduce_split_region(partial, bias, tokens, N, splits, row0, 16, tl.n0, WS_BN, lane, 32, y);
+            reduce_split_region(partial, bias, tokens, N, splits, row0 + 64, 16, tl.n0, WS_BN, lane, 32, y);
         }
     }
 }
