@@ -414,13 +414,12 @@ __device__ void conv_decode_scaled_impl(const T* proj, const T* alpha, const flo
 template <int N> struct VecRaw;
 template <> struct VecRaw<8> { using type = uint4; };
 template <> struct VecRaw<4> { using type = uint2; };
-template <typename T, int N> __device__ __forceinline__ void widenv(const typename VecRaw<N>::type& raw, float (&x)[N]) {
+template <typename T, int N> __device__ __forceinline__ void loadv(const T* src, float (&x)[N]) {
+    using Raw = typename VecRaw<N>::type;
+    const Raw raw = __ldg(reinterpret_cast<const Raw*>(src));
     const T* e = reinterpret_cast<const T*>(&raw);
 #pragma unroll
     for (u32 i = 0; i < N; ++i) x[i] = widen(e[i]);
-}
-template <typename T, int N> __device__ __forceinline__ void loadv(const T* src, float (&x)[N]) {
-    widenv<T, N>(__ldg(reinterpret_cast<const typename VecRaw<N>::type*>(src)), x);
 }
 template <typename T, int N> __device__ __forceinline__ void storev(T* dst, const float (&x)[N]) {
     using Raw = typename VecRaw<N>::type;
@@ -619,13 +618,6 @@ __device__ void conv_out_vec_impl(const T* proj, const T* alpha, const float* ns
             }
         }
     }
-    // Each token's value, gate and norm scale are loaded one token ahead of their use, so that two
-    // tokens' loads are in flight per thread (the kernel is bound by their latency).
-    using Raw = typename VecRaw<CH>::type;
-    auto value_raw = [&](u64 t) { return __ldg(reinterpret_cast<const Raw*>(proj + t * row + md + ch0)); };
-    Raw raw = value_raw(t0);
-    T a_next = alpha[(u64)t0 * m + b];
-    float sc_next = conv ? nscale[(u64)t0 * m + b] : 0.0f;
     for (u32 i = 0, t = t0; i < CONV_VEC_RUN && t < tokens; ++i, t += dil) {
         if (t >= next) {
             // A new sequence: nothing before it is a tap.
@@ -640,17 +632,12 @@ __device__ void conv_out_vec_impl(const T* proj, const T* alpha, const float* ns
                 for (u32 e = 0; e < CH; ++e) hist[j][e] = 0.0f;
         }
         float v[CH], o[CH];
-        widenv<T, CH>(raw, v);
-        const float a = widen(a_next), sc = sc_next;
-        const u64 tn = (u64)t + dil;
-        if (i + 1 < CONV_VEC_RUN && tn < tokens) {
-            raw = value_raw(tn);
-            a_next = alpha[tn * m + b];
-            if (conv) sc_next = nscale[tn * m + b];
-        }
+        loadv<T, CH>(proj + (u64)t * row + md + ch0, v);
+        const float a = widen(alpha[(u64)t * m + b]);
 #pragma unroll
         for (u32 e = 0; e < CH; ++e) o[e] = round_to<T>(a * v[e]);
         if (conv) {
+            const float sc = nscale[(u64)t * m + b];
             float cur[CH];
 #pragma unroll
             for (u32 e = 0; e < CH; ++e) cur[e] = round_to<T>(sc * v[e] * nw[e]);
