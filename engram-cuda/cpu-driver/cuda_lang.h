@@ -145,6 +145,7 @@ inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
 inline float __expf(float x) { return std::exp(x); }
 inline float __fdividef(float a, float b) { return a / b; }
+inline float ex2_ftz(float x) { return std::exp2(x); }
 template <typename A, typename B> inline auto min(A a, B b) { return b < a ? b : a; }
 template <typename A, typename B> inline auto max(A a, B b) { return a < b ? b : a; }
 

@@ -17,10 +17,23 @@ template <> __device__ __forceinline__ __nv_bfloat16 narrow<__nv_bfloat16>(float
 template <typename T> __device__ __forceinline__ float round_to(float x) { return widen(narrow<T>(x)); }
 
 __device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
-// x sigmoid(x), the convolution's SiLU, from the fast exponential and reciprocal (a few ulp of f32,
-// far below the 16-bit outputs' rounding; -inf..inf map to -0..inf). Every convolution kernel,
-// prefill and decode, uses this one so that a decode step equals the prefill's token.
-__device__ __forceinline__ float silu(float x) { return x * __fdividef(1.0f, 1.0f + __expf(-x)); }
+#ifndef ENGRAM_CPU_DRIVER  // the CPU stand-in driver (../cpu-driver) gives it as std::exp2
+// 2^x by the special-function unit, subnormal results flushed to zero: one instruction, where
+// __expf adds three per call to keep subnormals.
+__device__ __forceinline__ float ex2_ftz(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+#endif
+
+// x sigmoid(x), the convolution's SiLU, from the special-function unit's exponential and
+// reciprocal (a few ulp of f32, far below the 16-bit outputs' rounding; -inf..inf map to -0..inf).
+// Every convolution kernel, prefill and decode, uses this one so that a decode step equals the
+// prefill's token.
+__device__ __forceinline__ float silu(float x) {
+    return x * __fdividef(1.0f, 1.0f + ex2_ftz(x * -1.4426950408889634f));
+}
 
 
 // ---- tiles in shared memory ----------------------------------------------------------------------

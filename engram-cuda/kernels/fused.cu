@@ -618,7 +618,11 @@ __device__ void conv_out_vec_impl(const T* proj, const T* alpha, const float* ns
             }
         }
     }
-    for (u32 i = 0, t = t0; i < CONV_VEC_RUN && t < tokens; ++i, t += dil) {
+    // Unrolled, so that the history's shift is register renaming rather than moves.
+#pragma unroll
+    for (u32 i = 0; i < CONV_VEC_RUN; ++i) {
+        const u32 t = t0 + i * dil;
+        if (t >= tokens) break;
         if (t >= next) {
             // A new sequence: nothing before it is a tap.
             while (t >= next) {
