@@ -186,10 +186,8 @@ __device__ __forceinline__ bool last_split(u32* counter, u32 splits) {
 // finished last), rounded to T. partial is [splits, tokens, N], read through L2 (other
 // multiprocessors wrote it); consecutive workers take consecutive pairs of a row. The reads are
 // latency-bound (one tile's workers sum every share of it), so each worker takes REDUCE_PAIRS
-// pairs at a time and issues REDUCE_SHARES shares' loads for all of them before adding (in share
-// order): 24 loads in flight per thread.
+// pairs at a time and issues two shares' loads for all of them before adding (in share order).
 #define REDUCE_PAIRS 8
-#define REDUCE_SHARES 3
 template <typename T>
 __device__ __noinline__ void reduce_split_region(const float* partial, const T* bias, u32 tokens, u32 N, u32 splits,
                                                  u32 r0, u32 rows, u32 c0, u32 cols, u32 worker, u32 workers, T* y) {
@@ -208,23 +206,24 @@ __device__ __noinline__ void reduce_split_region(const float* partial, const T* 
             acc[j] = ok[j] && bias ? make_float2(widen(bias[col]), widen(bias[col + 1])) : make_float2(0.0f, 0.0f);
         }
 #pragma unroll 1
-        for (u32 z = 0; z < splits; z += REDUCE_SHARES) {
-            float2 p[REDUCE_SHARES][REDUCE_PAIRS];
+        for (u32 z = 0; z < splits; z += 2) {
+            const bool two = z + 1 < splits;
+            float2 p[REDUCE_PAIRS], q[REDUCE_PAIRS];
 #pragma unroll
-            for (u32 h = 0; h < REDUCE_SHARES; ++h)
+            for (u32 j = 0; j < REDUCE_PAIRS; ++j) {
+                const float* src = partial + z * share + at[j];
+                p[j] = ok[j] ? __ldcg(reinterpret_cast<const float2*>(src)) : make_float2(0.0f, 0.0f);
+                q[j] = ok[j] && two ? __ldcg(reinterpret_cast<const float2*>(src + share)) : make_float2(0.0f, 0.0f);
+            }
 #pragma unroll
-                for (u32 j = 0; j < REDUCE_PAIRS; ++j)
-                    p[h][j] = ok[j] && z + h < splits
-                                  ? __ldcg(reinterpret_cast<const float2*>(partial + (z + h) * share + at[j]))
-                                  : make_float2(0.0f, 0.0f);
-#pragma unroll
-            for (u32 h = 0; h < REDUCE_SHARES; ++h)
-                if (z + h < splits)
-#pragma unroll
-                    for (u32 j = 0; j < REDUCE_PAIRS; ++j) {
-                        acc[j].x += p[h][j].x;
-                        acc[j].y += p[h][j].y;
-                    }
+            for (u32 j = 0; j < REDUCE_PAIRS; ++j) {
+                acc[j].x += p[j].x;
+                acc[j].y += p[j].y;
+                if (two) {
+                    acc[j].x += q[j].x;
+                    acc[j].y += q[j].y;
+                }
+            }
         }
 #pragma unroll
         for (u32 j = 0; j < REDUCE_PAIRS; ++j)
