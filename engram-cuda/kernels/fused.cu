@@ -567,14 +567,19 @@ __device__ __forceinline__ void load_taps(const T* cw, u32 c0, u32 kernel, float
 // multiple of 8, proj, out, conv_norm and conv_w 16-byte aligned, dil >= 1. Four channels rather
 // than eight keep the weights and history in half the registers (about 60), so twice the warps
 // hide the loads' latency.
-// Grid (ceil(tokens / (CONV_VEC_RUN dil)) dil, ceil(m d / CONV_VEC_CH / 128)), block 128: block x is chain
-// x % dil of the span of CONV_VEC_RUN dil tokens starting at (x / dil) CONV_VEC_RUN dil.
+// Grid (chains cblocks), chains = ceil(tokens / (CONV_VEC_RUN dil)) dil, cblocks = ceil(m d /
+// CONV_VEC_CH / 128); block 128. Block x is channel block x % cblocks of chain c = x / cblocks,
+// and chain c is chain c % dil of the span of CONV_VEC_RUN dil tokens starting at
+// (c / dil) CONV_VEC_RUN dil.
 template <typename T, int KMAX, int CH = CONV_VEC_CH>
 __device__ void conv_out_vec_impl(const T* proj, const T* alpha, const float* nscale, const T* cn, const T* cw,
                                   u32 tokens, u32 m, u32 d, u32 kernel, u32 dil, const u32* cu, u32 seqs, u32 conv,
                                   T* out) {
-    const u32 md = m * d, q = blockIdx.y * blockDim.x + threadIdx.x;
-    const u32 span = blockIdx.x / dil, chain = blockIdx.x - span * dil;
+    // Consecutive blocks take the channel blocks of one chain (every branch reads the same value
+    // columns), so a token's value row is read from memory once and from L2 by the other branches.
+    const u32 md = m * d, cblocks = (md / CH + blockDim.x - 1) / blockDim.x;
+    const u32 x = blockIdx.x / cblocks, q = (blockIdx.x - x * cblocks) * blockDim.x + threadIdx.x;
+    const u32 span = x / dil, chain = x - span * dil;
     const u32 t0 = span * CONV_VEC_RUN * dil + chain;
     if (q * CH >= md || t0 >= tokens) return;
     const u32 c0 = q * CH, b = c0 / d, ch0 = c0 - b * d;

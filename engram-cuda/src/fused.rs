@@ -472,13 +472,14 @@ impl CudaBackend {
         // conv_out_vec walks chains of CONV_VEC_RUN tokens `dil` apart.
         let dil = c.max_ngram_size.max(1);
         let chains = tokens.div_ceil(CONV_VEC_RUN * dil) * dil;
+        // One block per chain and channel block, the channel blocks of a chain adjacent.
+        let blocks = chains * (m * d / CONV_VEC_CH).div_ceil(CONV_VEC_THREADS as usize);
         let width = conv_vec_width(c.kernel_size).filter(|_| {
             d % 8 == 0
                 && c.max_ngram_size >= 1
                 && aligned16(out)
                 && (!c.short_conv || (aligned16(&layer.conv_norm) && aligned16(&layer.conv_weight)))
-                && (m * d / CONV_VEC_CH).div_ceil(CONV_VEC_THREADS as usize) <= 65_535
-                && chains <= i32::MAX as usize
+                && blocks <= i32::MAX as usize
         });
         let Some(width) = width else {
             return self.launch_n(&format!("conv_out_{t}"), (tokens * m * d) as u64, &args);
@@ -486,14 +487,7 @@ impl CudaBackend {
         args[5] = Arg::U32(u32_of("tokens", tokens)?);
         self.launch(
             &format!("conv_out_vec{width}_{t}"),
-            (
-                u32_of("token chains", chains)?,
-                u32_of(
-                    "channel blocks",
-                    (m * d / CONV_VEC_CH).div_ceil(CONV_VEC_THREADS as usize),
-                )?,
-                1,
-            ),
+            (u32_of("convolution blocks", blocks)?, 1, 1),
             CONV_VEC_THREADS,
             0,
             &args,
