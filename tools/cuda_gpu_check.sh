@@ -4,12 +4,19 @@
 #   bash tools/cuda_gpu_check.sh build BUNDLE   # on any x86-64 Linux machine with Rust (no GPU):
 #                                               # runs the suite on the CPU stand-in driver, then
 #                                               # builds the test and CLI binaries into BUNDLE
-#   bash tools/cuda_gpu_check.sh run BUNDLE OUT [--no-sanitizer | --quick]
+#   bash tools/cuda_gpu_check.sh run BUNDLE OUT [--quick]
 #                                               # on the GPU machine (no Rust needed): conformance
-#                                               # suite, compute-sanitizer memcheck + racecheck,
-#                                               # golden files, perf mode, PyTorch floors -> OUT
-#                                               # (--quick: suite, golden files, prefill per
-#                                               # projection kernel and the cuBLAS floor only)
+#                                               # suite, golden files, benchmarks, PyTorch floors,
+#                                               # per-kernel times (ncu) -> OUT (--quick: suite,
+#                                               # golden files, prefill per projection kernel and
+#                                               # the cuBLAS floor only); about 4 minutes on an H100
+#   bash tools/cuda_gpu_check.sh sanitize BUNDLE OUT [memcheck | racecheck]
+#                                               # compute-sanitizer memcheck and racecheck (or the
+#                                               # one named) on the fast path's families, once per
+#                                               # projection kernel: a step of its own, since
+#                                               # racecheck alone takes minutes per kernel
+#                                               # (CHECK_PROJECTIONS="wgmma mma" narrows either
+#                                               # step to those kernels, to fit a 10-minute call)
 #
 # Every projection kernel the device has is checked (ENGRAM_CUDA_PROJ, see engram-cuda's docs):
 # mma and mma-wide everywhere, wgmma, wgmma-wide and wgmma-ws on sm_90.
@@ -47,13 +54,34 @@ for line in sys.stdin:
     strip --strip-debug "$bundle"/cuda_* "$bundle/engram-conformance" "$bundle/engram-bench"
     ls -la "$bundle"
     ;;
-run)
+run | sanitize)
     out=${3:?output folder}
     mode=${4:-}
     mkdir -p "$out"
     nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv | tee "$out/gpu.txt"
     projections="mma mma-wide"
     grep -q ", 9.0$" "$out/gpu.txt" && projections="wgmma wgmma-wide wgmma-ws $projections"
+    # CHECK_PROJECTIONS="wgmma mma" narrows the kernels (the first is also the default's run).
+    projections=${CHECK_PROJECTIONS:-$projections}
+    if [ "$step" = sanitize ]; then
+        command -v compute-sanitizer >/dev/null || { echo "no compute-sanitizer on this machine" >&2; exit 1; }
+        tools="memcheck racecheck"
+        [ -n "$mode" ] && tools=$mode
+        echo "== compute-sanitizer ($tools) on the fast path's families"
+        for tool in $tools; do
+            timeout "${SANITIZER_TIMEOUT:-240}" compute-sanitizer --tool "$tool" "$bundle/cuda_conformance" \
+                --test-threads 1 engram_prefill engram_decode hash gather > "$out/$tool.log" 2>&1 || echo "$tool: exit $?"
+            # The other projection kernels on the families that reach them.
+            for p in ${projections#* }; do
+                ENGRAM_CUDA_PROJ=$p timeout "${SANITIZER_TIMEOUT:-240}" compute-sanitizer --tool "$tool" \
+                    "$bundle/cuda_conformance" --test-threads 1 engram_prefill engram_decode >> "$out/$tool.log" 2>&1 \
+                    || echo "$tool ($p): exit $?"
+            done
+            compute-sanitizer --tool "$tool" "$bundle/cuda_graph" >> "$out/$tool.log" 2>&1 || echo "$tool graph: exit $?"
+            grep -h "SUMMARY\|^test result" "$out/$tool.log" || tail -3 "$out/$tool.log"
+        done
+        exit 0
+    fi
     echo "== conformance suite, once per projection kernel ($projections)"
     : > "$out/suite.log"
     for p in $projections; do
@@ -96,24 +124,9 @@ run)
             grep -E "^  [a-zA-Z_0-9]+|duration" "$out/ncu.log" | grep -v "^==" | paste - - | awk '{print $1, $(NF-1), $NF}' | head -40
         done
     fi
-    if [ "$mode" != "--no-sanitizer" ] && command -v compute-sanitizer >/dev/null; then
-        echo "== compute-sanitizer (the cases of the fast path's families)"
-        for tool in memcheck racecheck; do
-            timeout "${SANITIZER_TIMEOUT:-240}" compute-sanitizer --tool $tool "$bundle/cuda_conformance" \
-                --test-threads 1 engram_prefill engram_decode hash gather > "$out/$tool.log" 2>&1 || echo "$tool: exit $?"
-            # The other projection kernels on the families that reach them.
-            for p in ${projections#* }; do
-                ENGRAM_CUDA_PROJ=$p timeout "${SANITIZER_TIMEOUT:-240}" compute-sanitizer --tool $tool \
-                    "$bundle/cuda_conformance" --test-threads 1 engram_prefill engram_decode >> "$out/$tool.log" 2>&1 \
-                    || echo "$tool ($p): exit $?"
-            done
-            compute-sanitizer --tool $tool "$bundle/cuda_graph" >> "$out/$tool.log" 2>&1 || echo "$tool graph: exit $?"
-            grep -h "SUMMARY\|^test result" "$out/$tool.log" || tail -3 "$out/$tool.log"
-        done
-    fi
     ;;
 *)
-    echo "usage: $0 build BUNDLE | run BUNDLE OUT" >&2
+    echo "usage: $0 build BUNDLE | run BUNDLE OUT [--quick] | sanitize BUNDLE OUT [memcheck | racecheck]" >&2
     exit 2
     ;;
 esac
