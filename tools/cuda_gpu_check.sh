@@ -61,7 +61,7 @@ run | sanitize)
     nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv | tee "$out/gpu.txt"
     projections="mma mma-wide"
     grep -q ", 9.0$" "$out/gpu.txt" && projections="wgmma wgmma-wide wgmma-ws $projections"
-    # CHECK_PROJECTIONS="wgmma mma" narrows the kernels (the first is also the default's run).
+    # CHECK_PROJECTIONS="wgmma mma" narrows the kernels (sanitize runs every family with the first).
     projections=${CHECK_PROJECTIONS:-$projections}
     if [ "$step" = sanitize ]; then
         command -v compute-sanitizer >/dev/null || { echo "no compute-sanitizer on this machine" >&2; exit 1; }
@@ -69,15 +69,17 @@ run | sanitize)
         [ -n "$mode" ] && tools=$mode
         echo "== compute-sanitizer ($tools) on the fast path's families"
         for tool in $tools; do
-            timeout "${SANITIZER_TIMEOUT:-240}" compute-sanitizer --tool "$tool" "$bundle/cuda_conformance" \
-                --test-threads 1 engram_prefill engram_decode hash gather > "$out/$tool.log" 2>&1 || echo "$tool: exit $?"
+            ENGRAM_CUDA_PROJ=${projections%% *} timeout "${SANITIZER_TIMEOUT:-240}" compute-sanitizer --tool "$tool" \
+                "$bundle/cuda_conformance" --test-threads 1 engram_prefill engram_decode hash gather > "$out/$tool.log" 2>&1 \
+                || echo "$tool: exit $?"
             # The other projection kernels on the families that reach them.
-            for p in ${projections#* }; do
+            for p in ${projections#"${projections%% *}"}; do
                 ENGRAM_CUDA_PROJ=$p timeout "${SANITIZER_TIMEOUT:-240}" compute-sanitizer --tool "$tool" \
                     "$bundle/cuda_conformance" --test-threads 1 engram_prefill engram_decode >> "$out/$tool.log" 2>&1 \
                     || echo "$tool ($p): exit $?"
             done
-            compute-sanitizer --tool "$tool" "$bundle/cuda_graph" >> "$out/$tool.log" 2>&1 || echo "$tool graph: exit $?"
+            ENGRAM_CUDA_PROJ=${projections%% *} compute-sanitizer --tool "$tool" "$bundle/cuda_graph" >> "$out/$tool.log" 2>&1 \
+                || echo "$tool graph: exit $?"
             grep -h "SUMMARY\|^test result" "$out/$tool.log" || tail -3 "$out/$tool.log"
         done
         exit 0
