@@ -5,6 +5,8 @@
 //! `check` with the oracle's error while that step writes nothing. Without a device (or without
 //! the `cuda` feature) the test reports SKIPPED with the reason.
 
+mod common;
+
 #[cfg(feature = "cuda")]
 #[allow(clippy::unwrap_used)] // a failing test is a panic with the reason
 fn replays_equal_the_op(b: &engram_cuda::CudaBackend, shape: &str) {
@@ -143,23 +145,14 @@ fn replays_equal_the_op(b: &engram_cuda::CudaBackend, shape: &str) {
 
 #[test]
 fn decode_graph_replays_equal_the_op_and_report_bad_ids() {
-    #[cfg(feature = "cuda")]
-    match engram_cuda::CudaBackend::new() {
-        Ok(b) => {
-            replays_equal_the_op(&b, "tensor_tiles");
-            replays_equal_the_op(&b, "deep_k");
-        }
-        Err(e) => {
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "SKIPPED cuda decode graph: {e}");
-        }
-    }
-    #[cfg(not(feature = "cuda"))]
-    {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED cuda decode graph: built without the `cuda` feature"
-        );
-    }
+    common::on_device(
+        "decode graph",
+        |#[cfg_attr(not(feature = "cuda"), allow(unused_variables))] b| {
+            #[cfg(feature = "cuda")]
+            {
+                replays_equal_the_op(b, "tensor_tiles");
+                replays_equal_the_op(b, "deep_k");
+            }
+        },
+    );
 }
