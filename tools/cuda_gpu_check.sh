@@ -105,6 +105,11 @@ run | sanitize)
             echo "{\"projection\":\"$p\"}"
             ENGRAM_CUDA_PROJ=$p "$bench" engram --backend cuda --batch 32 --seq 512 --dtype bf16 --runs 20
         done
+        # The default kernel once more with the gate in a kernel of its own (the key columns
+        # written and read back) instead of summed in the projection's epilogue.
+        echo "{\"projection\":\"${projections%% *}\",\"gate\":\"pass\"}"
+        ENGRAM_CUDA_GATE=pass ENGRAM_CUDA_PROJ=${projections%% *} "$bench" engram --backend cuda --batch 32 --seq 512 \
+            --dtype bf16 --runs 20
         python3 "$bundle/torch_floor.py" --tokens 16384
         [ "$mode" = "--quick" ] && exit 0
         for b in 1 16 64 256; do "$bench" engram --backend cuda --batch $b --seq 64 --dtype bf16 --decode --runs 50; done
@@ -120,7 +125,7 @@ run | sanitize)
         for args in "--batch 32 --seq 512" "--batch 64 --seq 64 --decode"; do
             # shellcheck disable=SC2086
             ncu -c 40 --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_elapsed \
-                -k 'regex:fast|proj_|gate_scales|conv_|gather_rows16|first_|capture' \
+                -k 'regex:fast|proj_|gate_|conv_|gather_rows16|first_|capture' \
                 "$bench" engram --backend cuda $args --dtype bf16 --runs 1 > "$out/ncu.log" 2>&1 || true
             cp "$out/ncu.log" "$out/ncu_$(echo $args | tr -dc 'a-z0-9').log"
             grep -E "^  [a-zA-Z_0-9]+|duration" "$out/ncu.log" | grep -v "^==" | paste - - | awk '{print $1, $(NF-1), $NF}' | head -40

@@ -291,6 +291,22 @@ pub fn engram_shapes() -> Vec<EngramShape> {
             &[4, 2],
             Random,
         ),
+        // Hidden sizes that are whole multiples of 128 (and so of 32 and 64), with one k-tile and
+        // more than one token tile: a device's projection forms the gate's sums in its epilogue
+        // (CUDA: segments of a warp tile's width, one or two of 128 per branch, 4 or 8 of 32),
+        // and a wide output tile ends past the layer (3 x 128 outputs).
+        s(
+            "tiles_hidden128",
+            engram_config(3, 2, 2, 128, 8, 4, true),
+            &[130, 1, 60],
+            Random,
+        ),
+        s(
+            "tiles_hidden256_no_conv",
+            engram_config(2, 4, 3, 256, 8, 3, false),
+            &[140, 9],
+            Random,
+        ),
         EngramShape {
             name: "rows_at_ends",
             rows_at_ends: true,
@@ -735,6 +751,8 @@ pub fn engram_shapes_of(family: Family) -> Vec<EngramShape> {
         "tiles_hidden20",
         "tiles_kernel6",
         "wide_hidden",
+        "tiles_hidden128",
+        "tiles_hidden256_no_conv",
     ];
     match family {
         Family::Hash | Family::EngramPrefill => engram_shapes_named(PREFILL),
@@ -778,6 +796,7 @@ pub fn engram_shapes_of(family: Family) -> Vec<EngramShape> {
             "tiles_hidden20",
             "tiles_kernel6",
             "wide_hidden",
+            "tiles_hidden128",
         ]),
         _ => Vec::new(),
     }

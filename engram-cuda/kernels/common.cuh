@@ -115,6 +115,83 @@ __device__ __forceinline__ void store_output_pair(T* y, const T* bias, u32 N, u3
     *reinterpret_cast<u32*>(y + (u64)row * N + col) = bits(narrow<T>(v0 + b0)) | (bits(narrow<T>(v1 + b1)) << 16);
 }
 
+// ---- the gate's sums in a projection's epilogue --------------------------------------------------
+
+// What a projection needs to form an Engram layer's gate sums in its epilogue instead of writing
+// the key columns (proj_* with `sums` not null, splits == 1). Its outputs are a token's stacked
+// columns [m keys of d | value of d] (N = (m + 1) d), and each lane adds up segments of SEG
+// columns (the kernel's warp tile width; d must be a multiple of it, so that a segment lies in
+// one branch): sums[t (N / SEG) + n / SEG] = (|k|^2, |h|^2, sum k kn h qn, 0) over a key segment
+// of branch b, k the outputs rounded to T, h = hidden[(t m + b) d + ch] and kn, qn the norms'
+// weights at the same channels ch; (|v|^2, 0, 0, 0) over a value segment, whose outputs are
+// written to y as usual. The key columns of y are not written (gate_from_sums reads the sums).
+template <typename T> struct GateSums {
+    const T* hidden;
+    const T* kn;
+    const T* qn;
+    float4* sums;
+    u32 m, d;
+};
+
+// Two adjacent 16-bit elements (one 4-byte load; p 4-byte aligned).
+template <typename T> struct __align__(4) ElementPair { T a, b; };
+template <typename T> __device__ __forceinline__ float2 load_pair(const T* p) {
+    const ElementPair<T> v = *reinterpret_cast<const ElementPair<T>*>(p);
+    return make_float2(widen(v.a), widen(v.b));
+}
+
+// The column constants of output pair (col, col + 1) of a segment: the bias and, in a key
+// segment of branch `branch`, kn qn at channels ch, ch + 1 of it.
+struct GatePairConsts {
+    float2 bias, kq;
+};
+template <typename T>
+__device__ __forceinline__ GatePairConsts gate_pair_consts(const GateSums<T>& g, const T* bias, bool key, u32 branch,
+                                                           u32 col, u32 ch) {
+    GatePairConsts c;
+    c.bias = bias ? make_float2(widen(bias[col]), widen(bias[col + 1])) : make_float2(0.0f, 0.0f);
+    c.kq = make_float2(0.0f, 0.0f);
+    if (key) {
+        const float2 kn = load_pair(g.kn + (u64)branch * g.d + ch), qn = load_pair(g.qn + (u64)branch * g.d + ch);
+        c.kq = make_float2(kn.x * qn.x, kn.y * qn.y);
+    }
+    return c;
+}
+
+// One output pair (row, col), (row, col + 1) of a segment, v0 and v1 before the bias: a value
+// pair is rounded and written to y ([tokens, N]) and adds |v|^2 to s.x; a key pair of branch
+// `branch` (channels ch, ch + 1) adds |k|^2, |h|^2 and sum k h kn qn to s.x, s.y, s.z.
+template <typename T>
+__device__ __forceinline__ void gate_epilogue_pair(const GateSums<T>& g, const GatePairConsts& c, bool key, u32 branch,
+                                                   u32 ch, T* y, u32 N, u32 row, u32 col, float v0, float v1,
+                                                   float4& s) {
+    const T o0 = narrow<T>(v0 + c.bias.x), o1 = narrow<T>(v1 + c.bias.y);
+    const float k0 = widen(o0), k1 = widen(o1);
+    if (key) {
+        const float2 h = load_pair(g.hidden + ((u64)row * g.m + branch) * g.d + ch);
+        s.x += k0 * k0 + k1 * k1;
+        s.y += h.x * h.x + h.y * h.y;
+        s.z += k0 * h.x * c.kq.x + k1 * h.y * c.kq.y;
+    } else {
+        *reinterpret_cast<u32*>(y + (u64)row * N + col) = bits(o0) | (bits(o1) << 16);
+        s.x += k0 * k0 + k1 * k1;
+    }
+}
+
+// A segment's sums of one row from the four lanes that hold it (lanes 4i..4i+3 of a warp share
+// a row in both the mma.sync and the wgmma accumulator layouts), written by the first of them
+// to sums[row per_row + segment] when the row is a token. Every lane of the warp calls it.
+__device__ __forceinline__ void store_gate_sums(float4* sums, u32 per_row, u32 segment, u32 row, u32 tokens,
+                                                float4 s, u32 lane) {
+#pragma unroll
+    for (u32 o = 1; o <= 2; o <<= 1) {
+        s.x += __shfl_xor_sync(0xffffffffu, s.x, o);
+        s.y += __shfl_xor_sync(0xffffffffu, s.y, o);
+        s.z += __shfl_xor_sync(0xffffffffu, s.z, o);
+    }
+    if ((lane & 3) == 0 && row < tokens) sums[(u64)row * per_row + segment] = s;
+}
+
 // The f32 partial sums v0, v1 of share z for outputs (row, col), (row, col + 1): partial is
 // [splits, tokens, N], without the bias.
 __device__ __forceinline__ void store_partial_pair(float* partial, u32 z, u32 tokens, u32 N, u32 row, u32 col,

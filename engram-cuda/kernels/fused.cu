@@ -148,8 +148,42 @@ __device__ __forceinline__ void mma_each_pair(const float (&acc)[4][NI][4], u32 
         }
 }
 
+// The outputs a lane holds in proj_mma_impl's accumulators (as mma_each_pair), with the gate's
+// sums formed instead of the key columns (GateSums): the warp's NI * 8 columns from n0 + wn are
+// one segment. Every lane of the warp calls it.
+template <typename T, int NI>
+__device__ __forceinline__ void mma_gate_epilogue(const float (&acc)[4][NI][4], u32 m0, u32 n0, u32 wm, u32 wn,
+                                                  u32 lane, u32 tokens, u32 N, const T* bias, T* y,
+                                                  const GateSums<T>& g) {
+    constexpr u32 SEG = NI * 8;
+    const u32 c0 = n0 + wn;
+    if (c0 >= N) return;  // the same for the whole warp: N is a multiple of SEG here
+    const u32 branch = c0 / g.d, ch0 = c0 - branch * g.d;
+    const bool key = branch < g.m;
+#pragma unroll
+    for (u32 mi = 0; mi < 4; ++mi) {
+        float4 s[2] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll
+        for (u32 ni = 0; ni < NI; ++ni) {
+            const u32 off = ni * 8 + (lane & 3) * 2;
+            const GatePairConsts c = gate_pair_consts(g, bias, key, branch, c0 + off, ch0 + off);
+#pragma unroll
+            for (u32 half = 0; half < 2; ++half) {
+                const u32 row = m0 + wm + mi * 16 + (lane >> 2) + half * 8;
+                if (row < tokens)
+                    gate_epilogue_pair(g, c, key, branch, ch0 + off, y, N, row, c0 + off, acc[mi][ni][2 * half],
+                                       acc[mi][ni][2 * half + 1], s[half]);
+            }
+        }
+#pragma unroll
+        for (u32 half = 0; half < 2; ++half)
+            store_gate_sums(g.sums, N / SEG, c0 / SEG, m0 + wm + mi * 16 + (lane >> 2) + half * 8, tokens, s[half],
+                            lane);
+    }
+}
+
 // proj_mma_*(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial, counters,
-// y):
+// y, hidden, key_norm, query_norm, m, d, sums):
 // y[t, n] = sum_k A[t, k] W[n, k] + bias[n], with A[t, k] the k-th element of token t's
 // concatenated rows, table[(offsets[h] + rows[t H + h]) d_head + k - h d_head], h = k / d_head
 // (gather != 0), or x[t K + k] (gather == 0; `table` is then x). With splits > 1 block z sums
@@ -159,6 +193,11 @@ __device__ __forceinline__ void mma_each_pair(const float (&acc)[4][NI][4], u32 
 // launch and are 0 after it) writes y from them all (common.cuh). Requirements (host-checked): K and
 // d_head multiples of 8, N even, table/x and w 16-byte aligned, rows in range, every global row
 // offsets[h] + rows[..] below 2^32.
+// With sums not null (an Engram layer's stacked projection, splits == 1, N = (m + 1) d, d a
+// multiple of the kernel's segment, hidden [tokens, m, d] and the norms' weights key_norm and
+// query_norm [m, d] 4-byte aligned) the key columns are not written: the gate's sums of each
+// segment of the warp tile's width (32 or 64 columns) go to sums instead (GateSums, common.cuh);
+// with sums null hidden, key_norm, query_norm, m and d are not read.
 // Two tile widths: proj_mma_* (128 x 128 outputs per block, 64 x 32 per warp) and proj_mma_wide_*
 // (128 x 256, 64 x 64 per warp). Grid (ceil(N/BN), ceil(tokens/128), splits), block 256, dynamic
 // shared memory 3 (128 + BN) 64 * 2 bytes (98304 or 147456) + 512 * heads bytes (the block's row
@@ -166,7 +205,7 @@ __device__ __forceinline__ void mma_each_pair(const float (&acc)[4][NI][4], u32 
 template <typename T, int BN>
 __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,
                               const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial,
-                              u32* counters, T* y) {
+                              u32* counters, T* y, const GateSums<T> g) {
     extern __shared__ __align__(128) unsigned char smem[];
     const u32 tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     // 8 warps: 2 along the tokens, 4 along the outputs; each owns 64 x BN/4 of the tile.
@@ -235,6 +274,10 @@ __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, co
     }
     cp_async_wait<0>();
 
+    if (splits == 1 && g.sums) {
+        mma_gate_epilogue<T, NI>(acc, m0, n0, wm, wn, lane, tokens, N, bias, y, g);
+        return;
+    }
     if (splits == 1) {
         mma_each_pair<NI>(acc, m0, n0, wm, wn, lane, tokens, N, [&](u32 row, u32 col, float v0, float v1) {
             store_output_pair(y, bias, N, row, col, v0, v1);
@@ -487,6 +530,36 @@ template <typename T> __device__ __forceinline__ float gate_alpha(float sk, floa
 // alpha / sqrt(alpha^2 mean(v^2) + 1e-5), from v2 = |v|^2.
 __device__ __forceinline__ float norm_scale(float a, float v2, u32 d) {
     return a * rsqrtf(a * a * v2 * (1.0f / (float)d) + 1e-5f);
+}
+
+// gate_from_sums(sums, seg, tokens, m, d, with_norm, alpha, nscale): gate_scales from the sums a
+// projection formed in its epilogue (GateSums in common.cuh; segments of seg columns, d a
+// multiple of seg): branch b's key segments, and for the norm scale the value's, added in column
+// order. One thread per token and branch, grid-stride over tokens * m, any block.
+template <typename T>
+__device__ void gate_from_sums_impl(const float4* sums, u32 seg, u64 tokens, u32 m, u32 d, u32 with_norm, T* alpha,
+                                    float* nscale) {
+    const u32 per_branch = d / seg;
+    const u64 per_row = (u64)(m + 1) * per_branch;
+    for (u64 i = global_index(); i < tokens * m; i += global_stride()) {
+        const u64 t = i / m;
+        const u32 b = (u32)(i - t * m);
+        const float4* row = sums + t * per_row;
+        float sk = 0.0f, sq = 0.0f, sd = 0.0f;
+        for (u32 j = 0; j < per_branch; ++j) {
+            const float4 p = row[b * per_branch + j];
+            sk += p.x;
+            sq += p.y;
+            sd += p.z;
+        }
+        const float a = gate_alpha<T>(sk, sq, sd, d);
+        alpha[i] = narrow<T>(a);
+        if (with_norm) {
+            float sv = 0.0f;
+            for (u32 j = 0; j < per_branch; ++j) sv += row[m * per_branch + j].x;
+            nscale[i] = norm_scale(a, sv, d);
+        }
+    }
 }
 
 // gate_scales_vec(...): gate_scales with 16-byte loads and one block-wide exchange per token.
@@ -771,31 +844,34 @@ __device__ void gate_conv_decode_vec_impl(const T* proj, const T* hidden, const 
     }
 }
 
+#define FUSED_PROJ_PARAMS(T)                                                                                          \
+    const T *table, u32 d_head, const u64 *offsets, const u32 *rows, u32 heads, u32 gather, const T *w, const T *bias, \
+        u32 tokens, u32 K, u32 N, u32 splits, float *partial, u32 *counters, T *y, const T *hidden,                   \
+        const T *key_norm, const T *query_norm, u32 m, u32 d, float4 *sums
+#define FUSED_PROJ_ARGS(T)                                                                                            \
+    table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial, counters, y,                 \
+        GateSums<T>{hidden, key_norm, query_norm, sums, m, d}
 #define FUSED_INSTANTIATE(NAME, T)                                                                                    \
-    extern "C" __global__ void __launch_bounds__(PROJ_THREADS, 2)                                                     \
-        proj_mma_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,       \
-                        const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial,              \
-                        u32* counters, T* y) {                                                                        \
-        proj_mma_impl<T, 128>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial,    \
-                              counters, y);                                                                           \
+    extern "C" __global__ void __launch_bounds__(PROJ_THREADS, 2) proj_mma_##NAME(FUSED_PROJ_PARAMS(T)) {             \
+        proj_mma_impl<T, 128>(FUSED_PROJ_ARGS(T));                                                                    \
     }                                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(PROJ_THREADS, 1)                                                     \
-        proj_mma_wide_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,  \
-                             const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial,         \
-                             u32* counters, T* y) {                                                                   \
-        proj_mma_impl<T, 256>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial,    \
-                              counters, y);                                                                           \
+    extern "C" __global__ void __launch_bounds__(PROJ_THREADS, 1) proj_mma_wide_##NAME(FUSED_PROJ_PARAMS(T)) {        \
+        proj_mma_impl<T, 256>(FUSED_PROJ_ARGS(T));                                                                    \
     }                                                                                                                 \
     extern "C" __global__ void gate_scales_##NAME(const T* proj, const T* hidden, const T* kn, const T* qn, u64 tokens, \
                                                   u32 m, u32 d, u32 with_norm, T* alpha, float* nscale) {             \
         gate_scales_impl<T>(proj, hidden, kn, qn, tokens, m, d, with_norm, alpha, nscale);                            \
+    }                                                                                                                 \
+    extern "C" __global__ void gate_from_sums_##NAME(const float4* sums, u32 seg, u64 tokens, u32 m, u32 d,           \
+                                                     u32 with_norm, T* alpha, float* nscale) {                        \
+        gate_from_sums_impl<T>(sums, seg, tokens, m, d, with_norm, alpha, nscale);                                    \
     }                                                                                                                 \
     extern "C" __global__ void conv_out_##NAME(const T* proj, const T* alpha, const float* nscale, const T* cn,       \
                                                const T* cw, u64 tokens, u32 m, u32 d, u32 kernel, u32 dil,            \
                                                const u32* cu, u32 seqs, u32 conv, T* out) {                           \
         conv_out_impl<T>(proj, alpha, nscale, cn, cw, tokens, m, d, kernel, dil, cu, seqs, conv, out);                \
     }                                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(GATE_VEC_THREADS)                                                 \
+    extern "C" __global__ void __launch_bounds__(GATE_VEC_THREADS)                                                    \
         gate_scales_vec_##NAME(const T* proj, const T* hidden, const T* kn, const T* qn, u64 tokens, u32 m, u32 d,    \
                                u32 with_norm, T* alpha, float* nscale) {                                              \
         gate_scales_vec_impl<T>(proj, hidden, kn, qn, tokens, m, d, with_norm, alpha, nscale);                        \

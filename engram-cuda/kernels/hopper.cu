@@ -37,16 +37,16 @@ __device__ __forceinline__ void fence_accumulators(float (&d)[64]) {
 // 8 (e / 2), column 8 j + 2 (l % 4) + e % 2.
 template <typename T> struct Wgmma;
 // The one instruction for element type TY (the PTX type name), accumulators in d.
-#define WGMMA_M64N128K16(T, TY)                                                                                      \
-    template <> struct Wgmma<T> {                                                                                    \
-        static __device__ __forceinline__ void run(float (&d)[64], u64 desc_a, u64 desc_b) {                         \
-            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"                                                  \
-                         "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " "                                \
-                         "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "  \
-                         "%64, %65, p, 1, 1, 0, 0;\n}\n"                                                             \
+#define WGMMA_M64N128K16(T, TY)                                                                                       \
+    template <> struct Wgmma<T> {                                                                                     \
+        static __device__ __forceinline__ void run(float (&d)[64], u64 desc_a, u64 desc_b) {                          \
+            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"                                                   \
+                         "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " "                                 \
+                         "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, " \
+                         "%64, %65, p, 1, 1, 0, 0;\n}\n"                                                              \
                          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]) \
-                         : "l"(desc_a), "l"(desc_b));                                                               \
-        }                                                                                                            \
+                         : "l"(desc_a), "l"(desc_b));                                                                 \
+        }                                                                                                             \
     };
 WGMMA_M64N128K16(__nv_bfloat16, "bf16")
 WGMMA_M64N128K16(__half, "f16")
@@ -74,11 +74,46 @@ __device__ __forceinline__ void wgmma_each_pair(const float (&acc)[NB][64], u32 
         }
 }
 
+// The outputs a lane holds in NB wgmma accumulators (as wgmma_each_pair), with the gate's sums
+// formed instead of the key columns (GateSums, segments of 128 columns: accumulator b is one
+// segment, columns col0 + b col_step.., of rows row0 + b row_step..). Every lane of the warp
+// calls it.
+template <typename T, int NB>
+__device__ __forceinline__ void wgmma_gate_epilogue(const float (&acc)[NB][64], u32 row0, u32 row_step, u32 col0,
+                                                    u32 col_step, u32 lane, u32 tokens, u32 N, const T* bias, T* y,
+                                                    const GateSums<T>& g) {
+#pragma unroll
+    for (u32 b = 0; b < NB; ++b) {
+        const u32 c0 = col0 + b * col_step;
+        if (c0 >= N) continue;  // the same for the whole warp: N is a multiple of 128 here
+        const u32 branch = c0 / g.d, ch0 = c0 - branch * g.d;
+        const bool key = branch < g.m;
+        float4 s[2] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll
+        for (u32 j = 0; j < 16; ++j) {
+            const u32 off = j * 8 + (lane & 3) * 2;
+            const GatePairConsts c = gate_pair_consts(g, bias, key, branch, c0 + off, ch0 + off);
+#pragma unroll
+            for (u32 half = 0; half < 2; ++half) {
+                const u32 row = row0 + b * row_step + (lane >> 2) + half * 8;
+                if (row < tokens)
+                    gate_epilogue_pair(g, c, key, branch, ch0 + off, y, N, row, c0 + off, acc[b][4 * j + 2 * half],
+                                       acc[b][4 * j + 2 * half + 1], s[half]);
+            }
+        }
+#pragma unroll
+        for (u32 half = 0; half < 2; ++half)
+            store_gate_sums(g.sums, N / 128, c0 / 128, row0 + b * row_step + (lane >> 2) + half * 8, tokens, s[half],
+                            lane);
+    }
+}
+
 // proj_wgmma_*(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial,
-// counters, y): proj_mma_* (fused.cu) computed by wgmma: 128 tokens x BN outputs per block, two warpgroups of
-// 64 tokens each, STAGES k-tiles of 64 through cp.async (the loads run STAGES - 2 k-tiles ahead
-// while one k-tile's wgmma group is still running). Same requirements and split-K counters
-// (warp = 4 warpgroup + warp in it) as proj_mma_*.
+// counters, y, hidden, key_norm, query_norm, m, d, sums): proj_mma_* (fused.cu) computed by
+// wgmma: 128 tokens x BN outputs per block, two warpgroups of 64 tokens each, STAGES k-tiles of
+// 64 through cp.async (the loads run STAGES - 2 k-tiles ahead while one k-tile's wgmma group is
+// still running). Same requirements, split-K counters (warp = 4 warpgroup + warp in it) and
+// gate sums as proj_mma_*, the sums in segments of 128 columns (d a multiple of 128).
 // proj_wgmma_*: BN = 128, 3 stages, two blocks per multiprocessor (the measured fastest on an
 // H100, benches/NOTES.md); proj_wgmma_wide_*: BN = 256, 4 stages, one block. Grid (ceil(N/BN),
 // ceil(tokens/128), splits), block 256, dynamic shared memory 1024 (alignment slack) + STAGES
@@ -87,7 +122,7 @@ __device__ __forceinline__ void wgmma_each_pair(const float (&acc)[NB][64], u32 
 template <typename T, int BN, int STAGES>
 __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads,
                                 u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,
-                                float* partial, u32* counters, T* y) {
+                                float* partial, u32* counters, T* y, const GateSums<T> g) {
     // One wgmma group stays in flight behind the one just issued; the loads run AHEAD k-tiles
     // in front of it, in the stages neither group reads.
     static_assert(STAGES >= 3, "at least one stage loading");
@@ -153,6 +188,10 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
     cp_async_wait<0>();
 
     const u32 row0 = m0 + wg * 64 + warp * 16;
+    if (splits == 1 && g.sums) {
+        wgmma_gate_epilogue<T, NB>(acc, row0, 0, n0, 128, lane, tokens, N, bias, y, g);
+        return;
+    }
     if (splits == 1) {
         wgmma_each_pair<NB>(acc, row0, 0, n0, 128, lane, tokens, N, [&](u32 row, u32 col, float v0, float v1) {
             store_output_pair(y, bias, N, row, col, v0, v1);
@@ -212,7 +251,8 @@ __device__ __forceinline__ WsTile ws_tile(u32 index, u32 n_tiles, u32 m_tiles, u
 }
 
 // proj_wgmma_ws_*(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,
-// partial, counters, y): proj_mma_* (fused.cu) with 256 tokens x 128 outputs per tile, warp-specialised and
+// partial, counters, y, hidden, key_norm, query_norm, m, d, sums): proj_mma_* (fused.cu) with 256
+// tokens x 128 outputs per tile (gate sums in segments of 128 columns), warp-specialised and
 // persistent. Warpgroup 0 issues every cp.async of the block's tiles into a ring of 4 stages, each
 // thread's copies arriving on that stage's `full` mbarrier as they land (the producer never
 // waits on its own copies, only on a free stage); warpgroups 1 and 2
@@ -227,7 +267,7 @@ __device__ __forceinline__ WsTile ws_tile(u32 index, u32 n_tiles, u32 m_tiles, u
 template <typename T>
 __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads,
                                    u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,
-                                   float* partial, u32* counters, T* y) {
+                                   float* partial, u32* counters, T* y, const GateSums<T> g) {
     constexpr u32 A_BYTES = WS_BM * PROJ_BK * 2, STAGE_BYTES = (WS_BM + WS_BN) * PROJ_BK * 2;
     extern __shared__ __align__(1024) unsigned char smem[];
     const u32 raw = smem_addr(smem), base = (raw + 1023) & ~1023u;
@@ -345,6 +385,10 @@ __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offset
         held = false;
         // Accumulator b holds rows row0 + 64 b .. + 15 of the tile.
         const u32 row0 = tl.m0 + cg * 128 + warp * 16;
+        if (splits == 1 && g.sums) {
+            wgmma_gate_epilogue<T, 2>(acc, row0, 64, tl.n0, 0, lane, tokens, N, bias, y, g);
+            continue;
+        }
         if (splits == 1) {
             wgmma_each_pair<2>(acc, row0, 64, tl.n0, 0, lane, tokens, N, [&](u32 row, u32 col, float v0, float v1) {
                 store_output_pair(y, bias, N, row, col, v0, v1);
@@ -364,27 +408,22 @@ __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offset
     }
 }
 
+#define HOPPER_PROJ_PARAMS(T)                                                                                         \
+    const T *table, u32 d_head, const u64 *offsets, const u32 *rows, u32 heads, u32 gather, const T *w, const T *bias, \
+        u32 tokens, u32 K, u32 N, u32 splits, float *partial, u32 *counters, T *y, const T *hidden,                   \
+        const T *key_norm, const T *query_norm, u32 m, u32 d, float4 *sums
+#define HOPPER_PROJ_ARGS(T)                                                                                           \
+    table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial, counters, y,                 \
+        GateSums<T>{hidden, key_norm, query_norm, sums, m, d}
 #define HOPPER_INSTANTIATE(NAME, T)                                                                                   \
-    extern "C" __global__ void __launch_bounds__(WG_THREADS, 2)                                                       \
-        proj_wgmma_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,     \
-                          const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial,            \
-                          u32* counters, T* y) {                                                                      \
-        proj_wgmma_impl<T, 128, 3>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,        \
-                                   partial, counters, y);                                                             \
+    extern "C" __global__ void __launch_bounds__(WG_THREADS, 2) proj_wgmma_##NAME(HOPPER_PROJ_PARAMS(T)) {            \
+        proj_wgmma_impl<T, 128, 3>(HOPPER_PROJ_ARGS(T));                                                              \
     }                                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(WG_THREADS, 1)                                                       \
-        proj_wgmma_wide_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads,            \
-                               u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,           \
-                               float* partial, u32* counters, T* y) {                                                 \
-        proj_wgmma_impl<T, 256, 4>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,        \
-                                   partial, counters, y);                                                             \
+    extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) proj_wgmma_wide_##NAME(HOPPER_PROJ_PARAMS(T)) {       \
+        proj_wgmma_impl<T, 256, 4>(HOPPER_PROJ_ARGS(T));                                                              \
     }                                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(WS_THREADS, 1)                                                       \
-        proj_wgmma_ws_##NAME(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,  \
-                             const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial,         \
-                             u32* counters, T* y) {                                                                   \
-        proj_wgmma_ws_impl<T>(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial,    \
-                              counters, y);                                                                           \
+    extern "C" __global__ void __launch_bounds__(WS_THREADS, 1) proj_wgmma_ws_##NAME(HOPPER_PROJ_PARAMS(T)) {         \
+        proj_wgmma_ws_impl<T>(HOPPER_PROJ_ARGS(T));                                                                   \
     }
 
 HOPPER_INSTANTIATE(bf16, __nv_bfloat16)

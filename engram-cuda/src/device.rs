@@ -142,6 +142,9 @@ pub struct CudaBackend {
     hopper: Option<Module>,
     /// The projection kernel, chosen once when the backend is made.
     pub(crate) projection: Projection,
+    /// Whether a prefill's projection forms the gate's sums in its epilogue where the layer
+    /// allows (`ENGRAM_CUDA_GATE`).
+    pub(crate) gate_epilogue: bool,
     device: String,
     _context: Context,
 }
@@ -151,6 +154,7 @@ impl std::fmt::Debug for CudaBackend {
         f.debug_struct("CudaBackend")
             .field("device", &self.device)
             .field("projection", &self.projection)
+            .field("gate_epilogue", &self.gate_epilogue)
             .finish()
     }
 }
@@ -197,6 +201,8 @@ impl CudaBackend {
         };
         let requested = std::env::var(projection::OVERRIDE).ok();
         let projection = Projection::choose(requested.as_deref(), hopper.is_some())?;
+        let gate_epilogue =
+            projection::gate_in_epilogue(std::env::var(projection::GATE_OVERRIDE).ok().as_deref())?;
         for (p, t) in Projection::ALL
             .iter()
             .flat_map(|p| ["bf16", "f16"].map(|t| (p, t)))
@@ -238,6 +244,7 @@ impl CudaBackend {
             shared_optin,
             hopper,
             projection,
+            gate_epilogue,
             device,
             _context: context,
         })

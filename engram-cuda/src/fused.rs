@@ -1,9 +1,10 @@
 //! The fast path of the layer (`kernels/fused.cu`): cached hash parameters, a reusable device
 //! workspace, and the prefill and decode of 16-bit layers on the backend's stream: hash
 //! (reciprocal modulo), projection on tensor cores with the rows gathered into shared memory (for
-//! a small batch split into shares of k, the last share of each tile summing them), gate scales,
-//! then value + convolution + SiLU. Four launches for a prefill; three for a decode step, whose
-//! last launch does the gate and the convolution and advances the id history.
+//! a small batch split into shares of k, the last share of each tile summing them), gate scales
+//! (from the sums the projection formed in its epilogue, where the hidden size allows, or from the
+//! key columns), then value + convolution + SiLU. Four launches for a prefill; three for a decode
+//! step, whose last launch does the gate and the convolution and advances the id history.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -158,6 +159,12 @@ struct Scratch {
     /// f32 partial sums of a split projection, `[splits, tokens, (M + 1) d]`.
     partial: u64,
     splits: usize,
+    /// The gate's sums the projection forms in its epilogue (`GateSums` in
+    /// `kernels/common.cuh`), `[tokens, (M + 1) d / segment]` f32 quadruples; 0 when the
+    /// projection writes the key columns instead.
+    sums: u64,
+    /// Columns per segment of `sums` (0 without them).
+    segment: usize,
 }
 
 impl CudaBackend {
@@ -342,12 +349,15 @@ impl CudaBackend {
 
     /// The stacked projection of `tokens` tokens whose rows are in `s.rows`, into `s.proj`
     /// (split into shares of k when `s.splits` > 1, the last share of each tile summing them).
+    /// With `s.sums` the key columns are not written: the gate's sums of each segment go to
+    /// `s.sums` instead, with `hidden` read for them.
     fn launch_projection<T: Element>(
         &self,
         layer: &DeviceEngramLayer<Self, T>,
         tokens: usize,
         p: &HashParams,
         s: &Scratch,
+        hidden: &CudaBuffer<T>,
     ) -> Result<()> {
         let c = &layer.config;
         let n = (c.hc_mult + 1) * c.hidden_size;
@@ -379,6 +389,60 @@ impl CudaBackend {
                 Arg::U64(s.partial),
                 Arg::U64(s.counters),
                 Arg::U64(s.proj),
+                ptr(hidden),
+                ptr(&layer.key_norm),
+                ptr(&layer.query_norm),
+                Arg::U32(u32_of("m", c.hc_mult)?),
+                Arg::U32(u32_of("d", c.hidden_size)?),
+                Arg::U64(s.sums),
+            ],
+        )
+    }
+
+    /// The columns per segment of the gate's sums when a prefill's projection can form them in
+    /// its epilogue (splits 1, the hidden size a multiple of the kernel's segment, the hidden
+    /// state and the norms' weights aligned for its pair loads), `None` when the gate takes a
+    /// kernel of its own.
+    fn gate_sums_segment<T: Element>(
+        &self,
+        layer: &DeviceEngramLayer<Self, T>,
+        hidden: &CudaBuffer<T>,
+        splits: usize,
+    ) -> Option<usize> {
+        let segment = self.projection_for(layer).gate_segment();
+        let d = layer.config.hidden_size;
+        (self.gate_epilogue
+            && splits == 1
+            && d % segment == 0
+            && [hidden, &layer.key_norm, &layer.query_norm]
+                .into_iter()
+                .all(aligned16))
+        .then_some(segment)
+    }
+
+    /// The gate scales of `tokens` tokens from the sums the projection formed in its epilogue
+    /// (`gate_from_sums`): alpha into `s.alpha`, and with a convolution the norm scales into
+    /// `s.nscale`.
+    fn launch_gate_from_sums<T: Element>(
+        &self,
+        layer: &DeviceEngramLayer<Self, T>,
+        tokens: usize,
+        s: &Scratch,
+    ) -> Result<()> {
+        let c = &layer.config;
+        let m = c.hc_mult;
+        self.launch_n(
+            &format!("gate_from_sums_{}", suffix(T::DTYPE)?),
+            (tokens * m) as u64,
+            &[
+                Arg::U64(s.sums),
+                Arg::U32(u32_of("gate segment", s.segment)?),
+                Arg::U64(tokens as u64),
+                Arg::U32(u32_of("m", m)?),
+                Arg::U32(u32_of("d", c.hidden_size)?),
+                Arg::U32(u32::from(c.short_conv)),
+                Arg::U64(s.alpha),
+                Arg::U64(s.nscale),
             ],
         )
     }
@@ -531,13 +595,15 @@ impl CudaBackend {
         self.multiprocessors * PROJ_WARPS * 4
     }
 
-    /// The sizes of one call's temporaries for `tokens` tokens, in carve order.
+    /// The sizes of one call's temporaries for `tokens` tokens, in carve order; `segment` the
+    /// columns per segment of the gate's sums when the projection forms them.
     fn scratch_sizes<T: Element>(
         &self,
         layer: &DeviceEngramLayer<Self, T>,
         tokens: usize,
         splits: usize,
-    ) -> [usize; 6] {
+        segment: Option<usize>,
+    ) -> [usize; 7] {
         let c = &layer.config;
         let (m, d) = (c.hc_mult, c.hidden_size);
         let size = std::mem::size_of::<T>();
@@ -553,20 +619,23 @@ impl CudaBackend {
             tokens * m * size,
             tokens * m * 4,
             partial,
+            segment.map_or(0, |seg| tokens * ((m + 1) * d / seg) * 16),
         ]
     }
 
     /// Carves one call's temporaries; `gates` (when given) receives alpha.
+    #[allow(clippy::too_many_arguments)]
     fn scratch<T: Element>(
         &self,
         layer: &DeviceEngramLayer<Self, T>,
         tokens: usize,
         splits: usize,
+        segment: Option<usize>,
         base: u64,
         gates: Option<u64>,
     ) -> Scratch {
-        let [counters, rows, proj, alpha, nscale, partial] =
-            self.scratch_sizes(layer, tokens, splits);
+        let [counters, rows, proj, alpha, nscale, partial, sums] =
+            self.scratch_sizes(layer, tokens, splits, segment);
         let mut carve = Carve { next: 0 };
         let at = |c: &mut Carve, bytes| base + c.take(bytes) as u64;
         Scratch {
@@ -577,6 +646,12 @@ impl CudaBackend {
             nscale: at(&mut carve, nscale),
             partial: at(&mut carve, partial),
             splits,
+            sums: if segment.is_some() {
+                at(&mut carve, sums)
+            } else {
+                0
+            },
+            segment: segment.unwrap_or(0),
         }
     }
 
@@ -586,8 +661,9 @@ impl CudaBackend {
         layer: &DeviceEngramLayer<Self, T>,
         tokens: usize,
         splits: usize,
+        segment: Option<usize>,
     ) -> usize {
-        self.scratch_sizes(layer, tokens, splits)
+        self.scratch_sizes(layer, tokens, splits, segment)
             .iter()
             .map(|b| b.div_ceil(256) * 256)
             .sum()
@@ -627,8 +703,9 @@ impl CudaBackend {
         let t = suffix(T::DTYPE)?;
         let params = self.hash_params(&layer.hash)?;
         let splits = self.proj_splits(layer, tokens);
-        self.with_workspace(self.scratch_bytes(layer, tokens, splits), |base| {
-            let s = self.scratch(layer, tokens, splits, base, gates);
+        let segment = self.gate_sums_segment(layer, hidden, splits);
+        self.with_workspace(self.scratch_bytes(layer, tokens, splits, segment), |base| {
+            let s = self.scratch(layer, tokens, splits, segment, base, gates);
             self.launch_hash(
                 &layer.hash,
                 &params,
@@ -638,8 +715,12 @@ impl CudaBackend {
                 cu_seqlens,
                 s.rows,
             )?;
-            self.launch_projection(layer, tokens, &params, &s)?;
-            self.launch_gate(layer, tokens, hidden, &s)?;
+            self.launch_projection(layer, tokens, &params, &s, hidden)?;
+            if segment.is_some() {
+                self.launch_gate_from_sums(layer, tokens, &s)?;
+            } else {
+                self.launch_gate(layer, tokens, hidden, &s)?;
+            }
             self.launch_conv_out(layer, tokens, cu_seqlens, &s, out)?;
             if let Some(state) = state {
                 let keep = c.max_ngram_size - 1;
@@ -703,7 +784,7 @@ impl CudaBackend {
         )?;
         self.check_window_ids(ids, &state.ids, layer.compressed_vocab)?;
         let splits = self.proj_splits(layer, seqs);
-        self.with_workspace(self.scratch_bytes(layer, seqs, splits), |base| {
+        self.with_workspace(self.scratch_bytes(layer, seqs, splits, None), |base| {
             self.enqueue_decode(layer, ids, hidden, state, out, gates, 0, base)
         })?;
         Ok(true)
@@ -715,7 +796,7 @@ impl CudaBackend {
         layer: &DeviceEngramLayer<Self, T>,
         seqs: usize,
     ) -> usize {
-        self.scratch_bytes(layer, seqs, self.proj_splits(layer, seqs))
+        self.scratch_bytes(layer, seqs, self.proj_splits(layer, seqs), None)
     }
 
     /// The launches of one decode step on the fast path (shapes checked and the layer fitting),
@@ -740,7 +821,8 @@ impl CudaBackend {
         let t = suffix(T::DTYPE)?;
         let params = self.hash_params(&layer.hash)?;
         let splits = self.proj_splits(layer, seqs);
-        let s = self.scratch(layer, seqs, splits, base, gates);
+        // A decode step's gate is summed by its last launch, from the key columns.
+        let s = self.scratch(layer, seqs, splits, None, base, gates);
         self.launch_hash_decode(
             &layer.hash,
             &params,
@@ -751,7 +833,7 @@ impl CudaBackend {
             status,
             s.rows,
         )?;
-        self.launch_projection(layer, seqs, &params, &s)?;
+        self.launch_projection(layer, seqs, &params, &s, hidden)?;
         // Both ends of the step's history advance in its last launch (nothing in a step reads
         // the id history after the hash).
         let history = [

@@ -10,8 +10,9 @@
 //!   `engram_prefill` and `engram_decode` whenever the layer's rows are whole 16-byte chunks: the
 //!   hash with the modulo by each table size as a multiply by a precomputed reciprocal
 //!   ([`reciprocal`]), a 16-byte gather, the stacked projection on tensor cores (`mma.sync`) with
-//!   the table rows gathered straight into shared memory (split over k for small batches), one
-//!   gate kernel per token and one value + convolution + SiLU kernel;
+//!   the table rows gathered straight into shared memory (split over k for small batches), the
+//!   gate's sums formed in the projection's epilogue (or one gate kernel per token) and one
+//!   value + convolution + SiLU kernel;
 //! - `kernels/hopper.cu` ([`HOPPER_CU`], [`HOPPER_PTX`]): the same projection on Hopper's
 //!   warpgroup tensor cores (`wgmma`, sm_90a), loaded on sm_90 devices only and taken there.
 //!
@@ -28,7 +29,10 @@
 //! exists either way. `ENGRAM_CUDA_PROJ` overrides the projection kernel the backend picks
 //! (`mma`, `mma-wide`, `wgmma`, `wgmma-wide`: mma.sync or wgmma, 128 x 128 or 128 x 256 output
 //! tiles; `wgmma-ws`: warp-specialised and persistent, 256 x 128 tiles); an unknown name, or
-//! wgmma on a device without it, makes [`CudaBackend::new`] fail.
+//! wgmma on a device without it, makes [`CudaBackend::new`] fail. `ENGRAM_CUDA_GATE=pass` keeps
+//! a prefill's gate in a kernel of its own, reading the key columns the projection wrote, where
+//! by default (`epilogue`) the projection forms the gate's sums itself whenever the hidden size
+//! is a multiple of its segment (32, 64 or 128 columns) and k is not split.
 //!
 //! Without a GPU the backend can still run: `engram-cuda/cpu-driver` builds a stand-in for the
 //! driver library (`bash engram-cuda/cpu-driver/build.sh DIR` makes `DIR/libcuda.so.1`) that
@@ -113,6 +117,7 @@ pub const FUSED_KERNELS: &[&str] = &[
     "gather_rows16",
     "proj_mma_",
     "gate_scales_",
+    "gate_from_sums_",
     "conv_out_",
     "capture_conv_scaled_",
     "conv_decode_",

@@ -41,6 +41,24 @@ pub(crate) enum Projection {
 /// The environment variable that overrides the choice.
 pub(crate) const OVERRIDE: &str = "ENGRAM_CUDA_PROJ";
 
+/// The environment variable that says where a prefill's gate sums are formed: `epilogue` (the
+/// default: in the projection's epilogue, where the layer allows) or `pass` (always a gate
+/// kernel of its own after the projection).
+pub(crate) const GATE_OVERRIDE: &str = "ENGRAM_CUDA_GATE";
+
+/// Whether a prefill's projection forms the gate's sums in its epilogue, `requested` being
+/// [`GATE_OVERRIDE`]'s value when it is set; an unknown value is an error.
+pub(crate) fn gate_in_epilogue(requested: Option<&str>) -> Result<bool> {
+    match requested {
+        None | Some("epilogue") => Ok(true),
+        Some("pass") => Ok(false),
+        Some(other) => Err(Error::Backend {
+            backend: BACKEND_NAME,
+            message: format!("{GATE_OVERRIDE}={other:?}: expected epilogue or pass"),
+        }),
+    }
+}
+
 impl Projection {
     /// The choice for a device, `requested` being the override's value when it is set.
     /// `wgmma` is whether the sm_90a module is loaded. An unknown name, or a wgmma kernel on a
@@ -92,6 +110,16 @@ impl Projection {
         match self {
             Projection::Mma | Projection::Wgmma | Projection::WgmmaWs => 128,
             Projection::MmaWide | Projection::WgmmaWide => 256,
+        }
+    }
+
+    /// Columns per segment of the gate's sums the kernel forms in its epilogue (a warp tile's
+    /// width: `GateSums` in `kernels/common.cuh`); the hidden size must be a multiple of it.
+    pub(crate) fn gate_segment(self) -> usize {
+        match self {
+            Projection::Mma => 32,
+            Projection::MmaWide => 64,
+            Projection::Wgmma | Projection::WgmmaWide | Projection::WgmmaWs => 128,
         }
     }
 
@@ -209,6 +237,30 @@ mod tests {
         );
         assert!(Projection::choose(Some("wgmma"), false).is_err());
         assert!(Projection::choose(Some("fast"), true).is_err());
+    }
+
+    #[test]
+    fn the_gate_override_is_epilogue_or_pass() {
+        assert!(gate_in_epilogue(None).unwrap());
+        assert!(gate_in_epilogue(Some("epilogue")).unwrap());
+        assert!(!gate_in_epilogue(Some("pass")).unwrap());
+        assert!(gate_in_epilogue(Some("Pass")).is_err());
+    }
+
+    #[test]
+    fn gate_segments_are_one_warp_tile_wide() {
+        // fused.cu: a proj_mma warp holds BN / 4 columns; hopper.cu: a wgmma accumulator 128.
+        assert_eq!(Projection::Mma.gate_segment(), 128 / 4);
+        assert_eq!(Projection::MmaWide.gate_segment(), 256 / 4);
+        for p in [
+            Projection::Wgmma,
+            Projection::WgmmaWide,
+            Projection::WgmmaWs,
+        ] {
+            assert_eq!(p.gate_segment(), 128);
+            // Whole segments per block: a segment never straddles two blocks.
+            assert_eq!(p.width() % p.gate_segment(), 0);
+        }
     }
 
     #[test]
