@@ -36,6 +36,75 @@ __device__ __forceinline__ float silu(float x) {
 }
 
 
+// ---- a decode window's table rows ---------------------------------------------------------------
+
+// x mod d for every 64-bit x and 32-bit d >= 1 without a division: with s = ceil(log2 d) and
+// magic = ceil(2^(64+s) / d) - 2^64 (computed on the host, < 2^64), q = floor(x (2^64 + magic) /
+// 2^(64+s)) = floor(x / d) exactly, because (2^64 + magic) d - 2^(64+s) < d <= 2^s and x < 2^64
+// keep the error under one. s = 0 means d = 1.
+__device__ __forceinline__ u32 mod_reciprocal(u64 x, u32 d, u64 magic, u32 s) {
+    if (s == 0) return 0;
+    u64 t = __umul64hi(x, magic);
+    u64 q = (t + ((x - t) >> 1)) >> (s - 1);
+    return (u32)(x - q * (u64)d);
+}
+
+// The row within its table that head h (order h / k + 2) reads for sequence s of a decode step:
+// the window is history[s] (keep = n_max - 1 ids, oldest first) then ids[s]. Always in range,
+// whatever the ids.
+__device__ __forceinline__ u32 decode_window_row(const u32* history, const u32* ids, const u64* mult, const u32* sizes,
+                                                 const u64* magic, const u32* shift, u32 keep, u32 k, u64 s, u32 h) {
+    const u32 order = h / k + 2;
+    u64 mix = (u64)ids[s] * mult[0];
+    for (u32 n = 1; n < order; ++n) mix ^= (u64)history[s * keep + keep - n] * mult[n];
+    return mod_reciprocal(mix, sizes[h], magic[h], shift[h]);
+}
+
+// Records every id of sequence s's decode window at or beyond vocab into *status by atomicMin of
+// (p << 32 | id), p its flat position over ids then history (the oracle's order; the host keeps
+// seqs * n_max below 2^32).
+__device__ __forceinline__ void record_bad_window_ids(const u32* history, const u32* ids, u64 seqs, u32 keep, u64 vocab,
+                                                      u64* status, u64 s) {
+    if ((u64)ids[s] >= vocab) atomicMin(status, (s << 32) | ids[s]);
+    for (u32 i = 0; i < keep; ++i) {
+        const u32 id = history[s * keep + i];
+        if ((u64)id >= vocab) atomicMin(status, ((seqs + s * keep + i) << 32) | id);
+    }
+}
+
+// Where a projection takes each token's table rows: `rows` ([tokens, heads], as hash_rows_fast
+// or hash_decode_fast write them), or with rows null, for a decode step, each sequence's window
+// hashed in the projection itself (decode_window_row; one launch less per step), with
+// hash_decode_fast's parameters. With status not null the block numbered 0 also records the bad
+// ids of every window (record_bad_window_ids) for the step's last launch to see.
+struct RowSource {
+    const u32* rows;
+    const u32* history;
+    const u32* ids;
+    const u64* mult;
+    const u32* sizes;
+    const u64* magic;
+    const u32* shift;
+    u64* status;
+    u64 vocab;
+    u32 keep, k;
+};
+
+// The row within its table of token t's head h (of `heads`).
+__device__ __forceinline__ u32 source_row(const RowSource& src, u32 heads, u64 t, u32 h) {
+    return src.rows ? src.rows[t * heads + h]
+                    : decode_window_row(src.history, src.ids, src.mult, src.sizes, src.magic, src.shift, src.keep,
+                                        src.k, t, h);
+}
+
+// Called by every thread of every block of a projection (threads of the block numbered 0, tid of
+// `threads`, do the work): a decode step's bad window ids into *status (RowSource).
+__device__ __forceinline__ void record_source_status(const RowSource& src, u32 tokens, u32 tid, u32 threads) {
+    if (src.rows || !src.status || blockIdx.x + blockIdx.y + blockIdx.z != 0) return;
+    for (u32 s = tid; s < tokens; s += threads)
+        record_bad_window_ids(src.history, src.ids, tokens, src.keep, src.vocab, src.status, s);
+}
+
 // ---- tiles in shared memory ----------------------------------------------------------------------
 
 // Tokens per projection block and the k-tile (64 16-bit elements: one 128-byte row).
@@ -59,15 +128,16 @@ template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile(
 // row bits 7-9).
 __device__ __forceinline__ u32 tile_offset(u32 r, u32 c) { return r * 128 + ((c ^ (r & 7)) << 4); }
 
-// The global table row of each (token, head) of the BM tokens from m0, read once into shared
-// memory by the THREADS threads numbered tid: row_table[r heads + h] = offsets[h] +
-// rows[(m0 + r) heads + h] (0 past the last token). The caller synchronises before reading it.
+// The global table row of each (token, head) of the BM tokens from m0, read (or hashed) once
+// into shared memory by the THREADS threads numbered tid: row_table[r heads + h] = offsets[h] +
+// source_row(src, heads, m0 + r, h) (0 past the last token). The caller synchronises before
+// reading it.
 template <int BM, int THREADS>
-__device__ __forceinline__ void fill_row_table(u32* row_table, const u64* offsets, const u32* rows, u32 heads, u32 m0,
-                                               u32 tokens, u32 tid) {
+__device__ __forceinline__ void fill_row_table(u32* row_table, const u64* offsets, const RowSource& src, u32 heads,
+                                               u32 m0, u32 tokens, u32 tid) {
     for (u32 i = tid; i < BM * heads; i += THREADS) {
         const u32 r = i / heads, h = i - r * heads, t = m0 + r;
-        row_table[i] = t < tokens ? (u32)(offsets[h] + rows[(u64)t * heads + h]) : 0u;
+        row_table[i] = t < tokens ? (u32)(offsets[h] + source_row(src, heads, t, h)) : 0u;
     }
 }
 

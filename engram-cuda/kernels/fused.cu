@@ -9,16 +9,7 @@
 
 // ---- hashing ------------------------------------------------------------------------------------
 
-// x mod d for every 64-bit x and 32-bit d >= 1 without a division: with s = ceil(log2 d) and
-// magic = ceil(2^(64+s) / d) - 2^64 (computed on the host, < 2^64), q = floor(x (2^64 + magic) /
-// 2^(64+s)) = floor(x / d) exactly, because (2^64 + magic) d - 2^(64+s) < d <= 2^s and x < 2^64
-// keep the error under one. s = 0 means d = 1.
-__device__ __forceinline__ u32 mod_reciprocal(u64 x, u32 d, u64 magic, u32 s) {
-    if (s == 0) return 0;
-    u64 t = __umul64hi(x, magic);
-    u64 q = (t + ((x - t) >> 1)) >> (s - 1);
-    return (u32)(x - q * (u64)d);
-}
+// mod_reciprocal (x mod d by a precomputed reciprocal) and decode_window_row live in common.cuh.
 
 // hash_rows_fast(lookup|null, ids, tokens, cu, seqs, mult, n_max, sizes, magic, shift, k, pad, rows):
 // one thread per position t, grid-stride; ids pass through lookup first when it is not null (raw
@@ -56,17 +47,9 @@ extern "C" __global__ void hash_decode_fast(const u32* history, const u32* ids, 
     const u32 keep = n_max - 1, heads = keep * k;
     for (u64 x = global_index(); x < seqs * heads; x += global_stride()) {
         const u64 s = x / heads;
-        const u32 h = (u32)(x - s * heads), order = h / k + 2;
-        u64 mix = (u64)ids[s] * mult[0];
-        for (u32 n = 1; n < order; ++n) mix ^= (u64)history[s * keep + keep - n] * mult[n];
-        rows[x] = mod_reciprocal(mix, sizes[h], magic[h], shift[h]);
-        if (status && h == 0) {
-            if ((u64)ids[s] >= vocab) atomicMin(status, (s << 32) | ids[s]);
-            for (u32 i = 0; i < keep; ++i) {
-                const u32 id = history[s * keep + i];
-                if ((u64)id >= vocab) atomicMin(status, ((seqs + s * keep + i) << 32) | id);
-            }
-        }
+        const u32 h = (u32)(x - s * heads);
+        rows[x] = decode_window_row(history, ids, mult, sizes, magic, shift, keep, k, s, h);
+        if (status && h == 0) record_bad_window_ids(history, ids, seqs, keep, vocab, status, s);
     }
 }
 
@@ -183,10 +166,15 @@ __device__ __forceinline__ void mma_gate_epilogue(const float (&acc)[4][NI][4], 
 }
 
 // proj_mma_*(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial, counters,
-// y, hidden, key_norm, query_norm, m, d, sums):
+// y, hidden, key_norm, query_norm, m, d, sums, history, ids, mult, sizes, magic, shift, keep, k, vocab,
+// status):
 // y[t, n] = sum_k A[t, k] W[n, k] + bias[n], with A[t, k] the k-th element of token t's
 // concatenated rows, table[(offsets[h] + rows[t H + h]) d_head + k - h d_head], h = k / d_head
-// (gather != 0), or x[t K + k] (gather == 0; `table` is then x). With splits > 1 block z sums
+// (gather != 0), or x[t K + k] (gather == 0; `table` is then x). With rows null, a decode step's
+// tokens are its sequences and each one's rows are hashed from its window here, as
+// hash_decode_fast(history, ids, tokens, mult, keep + 1, sizes, magic, shift, k, vocab, status)
+// would (RowSource, common.cuh: block 0 records bad ids into status when it is not null);
+// otherwise history .. status are not read. With splits > 1 block z sums
 // only its share of the k-tiles and writes f32 partial sums, without the bias, to
 // partial[(z tokens + t) N + n]; the last share of each warp's region to finish (counted in
 // counters[tile * 8 + warp], tile = blockIdx.y gridDim.x + blockIdx.x, which must be 0 at the
@@ -203,7 +191,7 @@ __device__ __forceinline__ void mma_gate_epilogue(const float (&acc)[4][NI][4], 
 // shared memory 3 (128 + BN) 64 * 2 bytes (98304 or 147456) + 512 * heads bytes (the block's row
 // table; 0 without gather); needs the function's dynamic shared memory limit raised to that.
 template <typename T, int BN>
-__device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads, u32 gather,
+__device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, const RowSource src, u32 heads, u32 gather,
                               const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits, float* partial,
                               u32* counters, T* y, const GateSums<T> g) {
     extern __shared__ __align__(128) unsigned char smem[];
@@ -215,8 +203,9 @@ __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, co
     const u32 wm = (warp >> 2) * 64, wn = (warp & 3) * WN;
     const u32 base = smem_addr(smem);
     u32* row_table = reinterpret_cast<u32*>(smem + PROJ_STAGES * STAGE_BYTES);
+    record_source_status(src, tokens, threadIdx.x, PROJ_THREADS);
     if (gather) {
-        fill_row_table<PROJ_BM, PROJ_THREADS>(row_table, offsets, rows, heads, m0, tokens, threadIdx.x);
+        fill_row_table<PROJ_BM, PROJ_THREADS>(row_table, offsets, src, heads, m0, tokens, threadIdx.x);
         __syncthreads();
     }
     const u32 ktiles = (K + PROJ_BK - 1) / PROJ_BK, per_split = (ktiles + splits - 1) / splits;
@@ -847,10 +836,11 @@ __device__ void gate_conv_decode_vec_impl(const T* proj, const T* hidden, const 
 #define FUSED_PROJ_PARAMS(T)                                                                                          \
     const T *table, u32 d_head, const u64 *offsets, const u32 *rows, u32 heads, u32 gather, const T *w, const T *bias, \
         u32 tokens, u32 K, u32 N, u32 splits, float *partial, u32 *counters, T *y, const T *hidden,                   \
-        const T *key_norm, const T *query_norm, u32 m, u32 d, float4 *sums
+        const T *key_norm, const T *query_norm, u32 m, u32 d, float4 *sums, const u32 *history, const u32 *ids,       \
+        const u64 *mult, const u32 *sizes, const u64 *magic, const u32 *shift, u32 keep, u32 k, u64 vocab, u64 *status
 #define FUSED_PROJ_ARGS(T)                                                                                            \
-    table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial, counters, y,                 \
-        GateSums<T>{hidden, key_norm, query_norm, sums, m, d}
+    table, d_head, offsets, RowSource{rows, history, ids, mult, sizes, magic, shift, status, vocab, keep, k}, heads,  \
+        gather, w, bias, tokens, K, N, splits, partial, counters, y, GateSums<T>{hidden, key_norm, query_norm, sums, m, d}
 #define FUSED_INSTANTIATE(NAME, T)                                                                                    \
     extern "C" __global__ void __launch_bounds__(PROJ_THREADS, 2) proj_mma_##NAME(FUSED_PROJ_PARAMS(T)) {             \
         proj_mma_impl<T, 128>(FUSED_PROJ_ARGS(T));                                                                    \

@@ -109,18 +109,19 @@ __device__ __forceinline__ void wgmma_gate_epilogue(const float (&acc)[NB][64], 
 }
 
 // proj_wgmma_*(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial,
-// counters, y, hidden, key_norm, query_norm, m, d, sums): proj_mma_* (fused.cu) computed by
-// wgmma: 128 tokens x BN outputs per block, two warpgroups of 64 tokens each, STAGES k-tiles of
-// 64 through cp.async (the loads run STAGES - 2 k-tiles ahead while one k-tile's wgmma group is
-// still running). Same requirements, split-K counters (warp = 4 warpgroup + warp in it) and
-// gate sums as proj_mma_*, the sums in segments of 128 columns (d a multiple of 128).
+// counters, y, hidden, key_norm, query_norm, m, d, sums, history, ids, mult, sizes, magic, shift, keep,
+// k, vocab, status): proj_mma_* (fused.cu) computed by wgmma: 128 tokens x BN outputs per block,
+// two warpgroups of 64 tokens each, STAGES k-tiles of 64 through cp.async (the loads run
+// STAGES - 2 k-tiles ahead while one k-tile's wgmma group is still running). Same requirements,
+// split-K counters (warp = 4 warpgroup + warp in it), gate sums and decode windows as
+// proj_mma_*, the sums in segments of 128 columns (d a multiple of 128).
 // proj_wgmma_*: BN = 128, 3 stages, two blocks per multiprocessor (the measured fastest on an
 // H100, benches/NOTES.md); proj_wgmma_wide_*: BN = 256, 4 stages, one block. Grid (ceil(N/BN),
 // ceil(tokens/128), splits), block 256, dynamic shared memory 1024 (alignment slack) + STAGES
 // (128 + BN) 128 bytes + 512 heads bytes (the row table; 0 without gather), the function's limit
 // raised to that.
 template <typename T, int BN, int STAGES>
-__device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads,
+__device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, const RowSource src, u32 heads,
                                 u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,
                                 float* partial, u32* counters, T* y, const GateSums<T> g) {
     // One wgmma group stays in flight behind the one just issued; the loads run AHEAD k-tiles
@@ -135,8 +136,9 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
     const u32 tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
     const u32 n0 = blockIdx.x * BN, m0 = blockIdx.y * PROJ_BM;
     u32* row_table = reinterpret_cast<u32*>(aligned + STAGES * STAGE_BYTES);
+    record_source_status(src, tokens, threadIdx.x, WG_THREADS);
     if (gather) {
-        fill_row_table<PROJ_BM, WG_THREADS>(row_table, offsets, rows, heads, m0, tokens, threadIdx.x);
+        fill_row_table<PROJ_BM, WG_THREADS>(row_table, offsets, src, heads, m0, tokens, threadIdx.x);
         __syncthreads();
     }
     const u32 ktiles = (K + PROJ_BK - 1) / PROJ_BK, per_split = (ktiles + splits - 1) / splits;
@@ -251,9 +253,10 @@ __device__ __forceinline__ WsTile ws_tile(u32 index, u32 n_tiles, u32 m_tiles, u
 }
 
 // proj_wgmma_ws_*(table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits,
-// partial, counters, y, hidden, key_norm, query_norm, m, d, sums): proj_mma_* (fused.cu) with 256
-// tokens x 128 outputs per tile (gate sums in segments of 128 columns), warp-specialised and
-// persistent. Warpgroup 0 issues every cp.async of the block's tiles into a ring of 4 stages, each
+// partial, counters, y, hidden, key_norm, query_norm, m, d, sums, history, ids, mult, sizes, magic,
+// shift, keep, k, vocab, status): proj_mma_* (fused.cu) with 256 tokens x 128 outputs per tile
+// (gate sums in segments of 128 columns; a decode window's rows hashed by the producer for every
+// k-tile), warp-specialised and persistent. Warpgroup 0 issues every cp.async of the block's tiles into a ring of 4 stages, each
 // thread's copies arriving on that stage's `full` mbarrier as they land (the producer never
 // waits on its own copies, only on a free stage); warpgroups 1 and 2
 // (128 tokens each, two m64n128k16 per k16 step) wait on `full`, issue wgmma, and release the
@@ -265,7 +268,7 @@ __device__ __forceinline__ WsTile ws_tile(u32 index, u32 n_tiles, u32 m_tiles, u
 // multiprocessors)), block 384, dynamic shared memory 1024 + 4 (256 + 128) 128 + 64 bytes, the
 // function's limit raised to that.
 template <typename T>
-__device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offsets, const u32* rows, u32 heads,
+__device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offsets, const RowSource src, u32 heads,
                                    u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,
                                    float* partial, u32* counters, T* y, const GateSums<T> g) {
     constexpr u32 A_BYTES = WS_BM * PROJ_BK * 2, STAGE_BYTES = (WS_BM + WS_BN) * PROJ_BK * 2;
@@ -284,6 +287,7 @@ __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offset
     __syncthreads();
 
     if (wg == 0) {
+        record_source_status(src, tokens, tid, 128);
         // Producer. Thread tid moves chunk c = tid % 8 of rows r0 + 16 i of every stage; for
         // gathered rows it fetches the next k-tile's row ids into registers while the current
         // k-tile's copies are issued, so no copy waits on an id load.
@@ -300,7 +304,7 @@ __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offset
 #pragma unroll
             for (u32 i = 0; i < WS_BM / 16; ++i) {
                 const u32 t = tl.m0 + r0 + 16 * i;
-                ids[i] = t < tokens ? rows[(u64)t * heads + h] : 0u;
+                ids[i] = t < tokens ? source_row(src, heads, t, h) : 0u;
             }
         };
         u32 it = 0, tile = blockIdx.x;
@@ -411,10 +415,11 @@ __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offset
 #define HOPPER_PROJ_PARAMS(T)                                                                                         \
     const T *table, u32 d_head, const u64 *offsets, const u32 *rows, u32 heads, u32 gather, const T *w, const T *bias, \
         u32 tokens, u32 K, u32 N, u32 splits, float *partial, u32 *counters, T *y, const T *hidden,                   \
-        const T *key_norm, const T *query_norm, u32 m, u32 d, float4 *sums
+        const T *key_norm, const T *query_norm, u32 m, u32 d, float4 *sums, const u32 *history, const u32 *ids,       \
+        const u64 *mult, const u32 *sizes, const u64 *magic, const u32 *shift, u32 keep, u32 k, u64 vocab, u64 *status
 #define HOPPER_PROJ_ARGS(T)                                                                                           \
-    table, d_head, offsets, rows, heads, gather, w, bias, tokens, K, N, splits, partial, counters, y,                 \
-        GateSums<T>{hidden, key_norm, query_norm, sums, m, d}
+    table, d_head, offsets, RowSource{rows, history, ids, mult, sizes, magic, shift, status, vocab, keep, k}, heads,  \
+        gather, w, bias, tokens, K, N, splits, partial, counters, y, GateSums<T>{hidden, key_norm, query_norm, sums, m, d}
 #define HOPPER_INSTANTIATE(NAME, T)                                                                                   \
     extern "C" __global__ void __launch_bounds__(WG_THREADS, 2) proj_wgmma_##NAME(HOPPER_PROJ_PARAMS(T)) {            \
         proj_wgmma_impl<T, 128, 3>(HOPPER_PROJ_ARGS(T));                                                              \

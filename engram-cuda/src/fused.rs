@@ -3,8 +3,9 @@
 //! (reciprocal modulo), projection on tensor cores with the rows gathered into shared memory (for
 //! a small batch split into shares of k, the last share of each tile summing them), gate scales
 //! (from the sums the projection formed in its epilogue, where the hidden size allows, or from the
-//! key columns), then value + convolution + SiLU. Four launches for a prefill; three for a decode
-//! step, whose last launch does the gate and the convolution and advances the id history.
+//! key columns), then value + convolution + SiLU. Four launches for a prefill; two for a decode
+//! step, whose projection hashes each sequence's window itself and whose last launch does the
+//! gate and the convolution and advances the id history.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -61,6 +62,20 @@ fn conv_vec_width(kernel_size: usize) -> Option<usize> {
         5..=8 => Some(8),
         _ => None,
     }
+}
+
+/// Where a projection takes its tokens' table rows (`RowSource` in `kernels/common.cuh`).
+#[derive(Clone, Copy)]
+pub(crate) enum RowSource<'a> {
+    /// Computed beforehand (`hash_rows_fast`), `[tokens, heads]` at this device address.
+    Hashed(u64),
+    /// A decode step's windows (`history`, then `ids`), hashed by the projection itself; bad ids
+    /// recorded into the device word at `status` (0: validated beforehand).
+    Windows {
+        history: &'a CudaBuffer<u32>,
+        ids: &'a CudaBuffer<u32>,
+        status: u64,
+    },
 }
 
 /// One layer's hash parameters on the device.
@@ -350,7 +365,8 @@ impl CudaBackend {
     /// The stacked projection of `tokens` tokens whose rows are in `s.rows`, into `s.proj`
     /// (split into shares of k when `s.splits` > 1, the last share of each tile summing them).
     /// With `s.sums` the key columns are not written: the gate's sums of each segment go to
-    /// `s.sums` instead, with `hidden` read for them.
+    /// `s.sums` instead, with `hidden` read for them. The rows come from `rows`.
+    #[allow(clippy::too_many_arguments)]
     fn launch_projection<T: Element>(
         &self,
         layer: &DeviceEngramLayer<Self, T>,
@@ -358,8 +374,17 @@ impl CudaBackend {
         p: &HashParams,
         s: &Scratch,
         hidden: &CudaBuffer<T>,
+        rows: RowSource<'_>,
     ) -> Result<()> {
         let c = &layer.config;
+        let (hashed, history, ids, status) = match rows {
+            RowSource::Hashed(at) => (at, 0, 0, 0),
+            RowSource::Windows {
+                history,
+                ids,
+                status,
+            } => (0, history.device_ptr(), ids.device_ptr(), status),
+        };
         let n = (c.hc_mult + 1) * c.hidden_size;
         let t = suffix(T::DTYPE)?;
         let projection = self.projection_for(layer);
@@ -377,7 +402,7 @@ impl CudaBackend {
                 ptr(&layer.table),
                 Arg::U32(u32_of("d_head", c.d_head())?),
                 ptr(&p.offsets),
-                Arg::U64(s.rows),
+                Arg::U64(hashed),
                 Arg::U32(u32_of("heads", c.num_heads())?),
                 Arg::U32(1),
                 ptr(&layer.proj_weight),
@@ -395,6 +420,16 @@ impl CudaBackend {
                 Arg::U32(u32_of("m", c.hc_mult)?),
                 Arg::U32(u32_of("d", c.hidden_size)?),
                 Arg::U64(s.sums),
+                Arg::U64(history),
+                Arg::U64(ids),
+                ptr(&p.mult),
+                ptr(&p.sizes),
+                ptr(&p.magic),
+                ptr(&p.shift),
+                Arg::U32(u32_of("id history", c.max_ngram_size - 1)?),
+                Arg::U32(u32_of("heads", c.n_head_per_ngram)?),
+                Arg::U64(layer.compressed_vocab),
+                Arg::U64(status),
             ],
         )
     }
@@ -715,7 +750,14 @@ impl CudaBackend {
                 cu_seqlens,
                 s.rows,
             )?;
-            self.launch_projection(layer, tokens, &params, &s, hidden)?;
+            self.launch_projection(
+                layer,
+                tokens,
+                &params,
+                &s,
+                hidden,
+                RowSource::Hashed(s.rows),
+            )?;
             if segment.is_some() {
                 self.launch_gate_from_sums(layer, tokens, &s)?;
             } else {
@@ -823,17 +865,13 @@ impl CudaBackend {
         let splits = self.proj_splits(layer, seqs);
         // A decode step's gate is summed by its last launch, from the key columns.
         let s = self.scratch(layer, seqs, splits, None, base, gates);
-        self.launch_hash_decode(
-            &layer.hash,
-            &params,
-            c.n_head_per_ngram,
-            layer.compressed_vocab,
-            &state.ids,
+        // The projection hashes each sequence's window itself (no launch of hash_decode_fast).
+        let windows = RowSource::Windows {
+            history: &state.ids,
             ids,
             status,
-            s.rows,
-        )?;
-        self.launch_projection(layer, seqs, &params, &s, hidden)?;
+        };
+        self.launch_projection(layer, seqs, &params, &s, hidden, windows)?;
         // Both ends of the step's history advance in its last launch (nothing in a step reads
         // the id history after the hash).
         let history = [

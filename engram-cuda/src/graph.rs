@@ -1,6 +1,7 @@
 //! One decode step captured as a CUDA graph and replayed: the launches of the fast-path decode
-//! (hash, projection, gate scales, value + convolution, id history), with the ids validated on
-//! the device, so that a step needs no host synchronisation and costs one graph launch.
+//! (the projection, which hashes each window and records bad ids, then gate scales, value +
+//! convolution and id history in one kernel), with the ids validated on the device, so that a
+//! step needs no host synchronisation and costs one graph launch.
 
 use std::ptr::null_mut;
 
