@@ -291,6 +291,21 @@ pub fn engram_shapes() -> Vec<EngramShape> {
             &[4, 2],
             Random,
         ),
+        // Three and four k-tiles of 64 on enough tokens not to split k: a device's projection
+        // whose ring of stages holds every k-tile loads them all at once (CUDA: three stages
+        // narrow, four wide), or wraps its ring once.
+        s(
+            "k_tiles3",
+            engram_config(3, 2, 2, 16, 40, 4, true),
+            &[150],
+            Random,
+        ),
+        s(
+            "k_tiles4",
+            engram_config(3, 2, 2, 24, 56, 4, true),
+            &[100, 30],
+            Random,
+        ),
         // Hidden sizes that are whole multiples of 128 (and so of 32 and 64), with one k-tile and
         // more than one token tile: a device's projection forms the gate's sums in its epilogue
         // (CUDA: segments of a warp tile's width, one or two of 128 per branch, 4 or 8 of 32),
@@ -753,6 +768,8 @@ pub fn engram_shapes_of(family: Family) -> Vec<EngramShape> {
         "wide_hidden",
         "tiles_hidden128",
         "tiles_hidden256_no_conv",
+        "k_tiles3",
+        "k_tiles4",
     ];
     match family {
         Family::Hash | Family::EngramPrefill => engram_shapes_named(PREFILL),
@@ -797,6 +814,8 @@ pub fn engram_shapes_of(family: Family) -> Vec<EngramShape> {
             "tiles_kernel6",
             "wide_hidden",
             "tiles_hidden128",
+            "k_tiles3",
+            "k_tiles4",
         ]),
         _ => Vec::new(),
     }

@@ -209,7 +209,8 @@ __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, co
         __syncthreads();
     }
     const u32 ktiles = (K + PROJ_BK - 1) / PROJ_BK, per_split = (ktiles + splits - 1) / splits;
-    const u32 kt_begin = blockIdx.z * per_split, kt_end = min(kt_begin + per_split, ktiles);
+    const u32 kt_begin = blockIdx.z * per_split;
+    u32 kt_end = min(kt_begin + per_split, ktiles);
     auto load_stage = [&](u32 stage, u32 k0) {
         const u32 a_base = base + stage * STAGE_BYTES;
         load_proj_stage<T, PROJ_BM, BN, PROJ_THREADS>(a_base, a_base + A_BYTES, k0, table, d_head, row_table, heads, gather, w,
@@ -224,18 +225,8 @@ __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, co
 #pragma unroll
             for (u32 e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
 
-#pragma unroll
-    for (u32 s = 0; s < PROJ_STAGES - 1; ++s) {
-        if (kt_begin + s < kt_end) load_stage(s, (kt_begin + s) * PROJ_BK);
-        cp_async_commit();
-    }
-    for (u32 kt = kt_begin; kt < kt_end; ++kt) {
-        const u32 i = kt - kt_begin;
-        cp_async_wait<PROJ_STAGES - 2>();
-        __syncthreads();
-        const u32 next = kt + PROJ_STAGES - 1;
-        if (next < kt_end) load_stage((i + PROJ_STAGES - 1) % PROJ_STAGES, next * PROJ_BK);
-        cp_async_commit();
+    // The products of k-tile kt_begin + i, whose copies are in stage i % PROJ_STAGES.
+    auto mma_stage = [&](u32 i) {
         const u32 a_base = base + (i % PROJ_STAGES) * STAGE_BYTES, b_base = a_base + A_BYTES;
 #pragma unroll
         for (u32 kk = 0; kk < PROJ_BK / 16; ++kk) {
@@ -260,6 +251,35 @@ __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, co
 #pragma unroll
                 for (u32 ni = 0; ni < NI; ++ni) Mma<T>::run(acc[mi][ni], a[mi], b[ni][0], b[ni][1]);
         }
+    };
+
+    if (kt_end - kt_begin <= PROJ_STAGES) {
+        // A share that fits the ring (a split decode step's few k-tiles): every k-tile's copies
+        // in flight at once and one wait, rather than a load latency per k-tile.
+#pragma unroll
+        for (u32 s = 0; s < PROJ_STAGES; ++s)
+            if (kt_begin + s < kt_end) load_stage(s, (kt_begin + s) * PROJ_BK);
+        cp_async_commit();
+        cp_async_wait<0>();
+        __syncthreads();
+#pragma unroll
+        for (u32 s = 0; s < PROJ_STAGES; ++s)
+            if (kt_begin + s < kt_end) mma_stage(s);
+        kt_end = kt_begin;  // nothing left for the pipeline below
+    }
+#pragma unroll
+    for (u32 s = 0; s < PROJ_STAGES - 1; ++s) {
+        if (kt_begin + s < kt_end) load_stage(s, (kt_begin + s) * PROJ_BK);
+        cp_async_commit();
+    }
+    for (u32 kt = kt_begin; kt < kt_end; ++kt) {
+        const u32 i = kt - kt_begin;
+        cp_async_wait<PROJ_STAGES - 2>();
+        __syncthreads();
+        const u32 next = kt + PROJ_STAGES - 1;
+        if (next < kt_end) load_stage((i + PROJ_STAGES - 1) % PROJ_STAGES, next * PROJ_BK);
+        cp_async_commit();
+        mma_stage(i);
     }
     cp_async_wait<0>();
 

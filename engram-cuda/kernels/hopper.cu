@@ -155,39 +155,70 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
 #pragma unroll
         for (u32 e = 0; e < 64; ++e) acc[b][e] = 0.0f;
 
-#pragma unroll
-    for (u32 s = 0; s < AHEAD; ++s) {
-        if (kt_begin + s < kt_end) load_stage(s, (kt_begin + s) * PROJ_BK);
-        cp_async_commit();
-    }
-    for (u32 kt = kt_begin; kt < kt_end; ++kt) {
-        const u32 i = kt - kt_begin;
-        // This thread's copies of k-tile i have landed; after the barrier everyone's have, and
-        // both warpgroups have finished the wgmma group of k-tile i - 2 (each waits below until
-        // at most one group is in flight), so its stage, the one k-tile
-        // i + AHEAD goes to, can be refilled.
-        cp_async_wait<AHEAD - 1>();
-        fence_async_shared();
-        __syncthreads();
-        if (kt + AHEAD < kt_end) load_stage((i + AHEAD) % STAGES, (kt + AHEAD) * PROJ_BK);
-        cp_async_commit();
-        const u32 a_base = base + (i % STAGES) * STAGE_BYTES, b_base = a_base + A_BYTES;
+    // The wgmma of k-tile kt_begin + s, whose copies are in stage s % STAGES.
+    auto mma_stage = [&](u32 s) {
+        const u32 a_base = base + (s % STAGES) * STAGE_BYTES, b_base = a_base + A_BYTES;
         const u64 da = tile_descriptor(a_base + wg * 64 * 128);
-        wgmma_fence();
 #pragma unroll
         for (u32 kk = 0; kk < PROJ_BK / 16; ++kk)
 #pragma unroll
             for (u32 b = 0; b < NB; ++b)
                 Wgmma<T>::run(acc[b], da + 2 * kk, tile_descriptor(b_base + b * 128 * 128) + 2 * kk);
-        wgmma_commit();
+    };
+
+    if (kt_end - kt_begin <= STAGES) {
+        // A share that fits the ring (a split decode step's few k-tiles): every k-tile's copies
+        // in flight at once and one wait, rather than a load latency per k-tile.
+#pragma unroll
+        for (u32 s = 0; s < STAGES; ++s)
+            if (kt_begin + s < kt_end) load_stage(s, (kt_begin + s) * PROJ_BK);
+        cp_async_commit();
+        cp_async_wait<0>();
+        fence_async_shared();
+        __syncthreads();
+        // Each k-tile a wgmma group of its own, waited for before the next: accumulators that
+        // a skipped k-tile leaves as they are must not be in flight where the paths join.
+#pragma unroll
+        for (u32 s = 0; s < STAGES; ++s)
+            if (kt_begin + s < kt_end) {
+                wgmma_fence();
+                mma_stage(s);
+                wgmma_commit();
+#pragma unroll
+                for (u32 b = 0; b < NB; ++b) fence_accumulators(acc[b]);
+                wgmma_wait<0>();
+#pragma unroll
+                for (u32 b = 0; b < NB; ++b) fence_accumulators(acc[b]);
+            }
+    } else {
+#pragma unroll
+        for (u32 s = 0; s < AHEAD; ++s) {
+            load_stage(s, (kt_begin + s) * PROJ_BK);
+            cp_async_commit();
+        }
+        for (u32 kt = kt_begin; kt < kt_end; ++kt) {
+            const u32 i = kt - kt_begin;
+            // This thread's copies of k-tile i have landed; after the barrier everyone's have,
+            // and both warpgroups have finished the wgmma group of k-tile i - 2 (each waits below
+            // until at most one group is in flight), so its stage, the one k-tile i + AHEAD goes
+            // to, can be refilled.
+            cp_async_wait<AHEAD - 1>();
+            fence_async_shared();
+            __syncthreads();
+            if (kt + AHEAD < kt_end) load_stage((i + AHEAD) % STAGES, (kt + AHEAD) * PROJ_BK);
+            cp_async_commit();
+            wgmma_fence();
+            mma_stage(i);
+            wgmma_commit();
+#pragma unroll
+            for (u32 b = 0; b < NB; ++b) fence_accumulators(acc[b]);
+            wgmma_wait<1>();
+        }
+        wgmma_wait<0>();
 #pragma unroll
         for (u32 b = 0; b < NB; ++b) fence_accumulators(acc[b]);
-        wgmma_wait<1>();
+        cp_async_wait<0>();
     }
-    wgmma_wait<0>();
-#pragma unroll
-    for (u32 b = 0; b < NB; ++b) fence_accumulators(acc[b]);
-    cp_async_wait<0>();
 
     const u32 row0 = m0 + wg * 64 + warp * 16;
     if (splits == 1 && g.sums) {
