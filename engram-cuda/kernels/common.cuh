@@ -172,6 +172,19 @@ __device__ __forceinline__ void load_proj_stage(u32 a_base, u32 b_base, u32 k0, 
     }
 }
 
+// Issues the copies of every k-tile of a block's share of k that fits its ring of STAGES stages
+// (k-tile kt_begin + s into stage s, load_stage(stage, k0)) as one group and waits for this
+// thread's; the caller then synchronises the block. A split decode step's few k-tiles so cost one
+// load latency, where a pipeline one stage ahead pays one per k-tile.
+template <int STAGES, typename Load>
+__device__ __forceinline__ void load_whole_share(Load&& load_stage, u32 kt_begin, u32 kt_end) {
+#pragma unroll
+    for (u32 s = 0; s < STAGES; ++s)
+        if (kt_begin + s < kt_end) load_stage(s, (kt_begin + s) * PROJ_BK);
+    cp_async_commit();
+    cp_async_wait<0>();
+}
+
 // ---- a projection's outputs ---------------------------------------------------------------------
 
 __device__ __forceinline__ u32 bits(__half x) { return __half_as_ushort(x); }

@@ -209,8 +209,7 @@ __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, co
         __syncthreads();
     }
     const u32 ktiles = (K + PROJ_BK - 1) / PROJ_BK, per_split = (ktiles + splits - 1) / splits;
-    const u32 kt_begin = blockIdx.z * per_split;
-    u32 kt_end = min(kt_begin + per_split, ktiles);
+    const u32 kt_begin = blockIdx.z * per_split, kt_end = min(kt_begin + per_split, ktiles);
     auto load_stage = [&](u32 stage, u32 k0) {
         const u32 a_base = base + stage * STAGE_BYTES;
         load_proj_stage<T, PROJ_BM, BN, PROJ_THREADS>(a_base, a_base + A_BYTES, k0, table, d_head, row_table, heads, gather, w,
@@ -254,34 +253,28 @@ __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, co
     };
 
     if (kt_end - kt_begin <= PROJ_STAGES) {
-        // A share that fits the ring (a split decode step's few k-tiles): every k-tile's copies
-        // in flight at once and one wait, rather than a load latency per k-tile.
-#pragma unroll
-        for (u32 s = 0; s < PROJ_STAGES; ++s)
-            if (kt_begin + s < kt_end) load_stage(s, (kt_begin + s) * PROJ_BK);
-        cp_async_commit();
-        cp_async_wait<0>();
+        load_whole_share<PROJ_STAGES>(load_stage, kt_begin, kt_end);
         __syncthreads();
 #pragma unroll
         for (u32 s = 0; s < PROJ_STAGES; ++s)
             if (kt_begin + s < kt_end) mma_stage(s);
-        kt_end = kt_begin;  // nothing left for the pipeline below
-    }
+    } else {
 #pragma unroll
-    for (u32 s = 0; s < PROJ_STAGES - 1; ++s) {
-        if (kt_begin + s < kt_end) load_stage(s, (kt_begin + s) * PROJ_BK);
-        cp_async_commit();
+        for (u32 s = 0; s < PROJ_STAGES - 1; ++s) {
+            load_stage(s, (kt_begin + s) * PROJ_BK);
+            cp_async_commit();
+        }
+        for (u32 kt = kt_begin; kt < kt_end; ++kt) {
+            const u32 i = kt - kt_begin;
+            cp_async_wait<PROJ_STAGES - 2>();
+            __syncthreads();
+            const u32 next = kt + PROJ_STAGES - 1;
+            if (next < kt_end) load_stage((i + PROJ_STAGES - 1) % PROJ_STAGES, next * PROJ_BK);
+            cp_async_commit();
+            mma_stage(i);
+        }
+        cp_async_wait<0>();
     }
-    for (u32 kt = kt_begin; kt < kt_end; ++kt) {
-        const u32 i = kt - kt_begin;
-        cp_async_wait<PROJ_STAGES - 2>();
-        __syncthreads();
-        const u32 next = kt + PROJ_STAGES - 1;
-        if (next < kt_end) load_stage((i + PROJ_STAGES - 1) % PROJ_STAGES, next * PROJ_BK);
-        cp_async_commit();
-        mma_stage(i);
-    }
-    cp_async_wait<0>();
 
     if (splits == 1 && g.sums) {
         mma_gate_epilogue<T, NI>(acc, m0, n0, wm, wn, lane, tokens, N, bias, y, g);

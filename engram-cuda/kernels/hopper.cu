@@ -167,13 +167,7 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
     };
 
     if (kt_end - kt_begin <= STAGES) {
-        // A share that fits the ring (a split decode step's few k-tiles): every k-tile's copies
-        // in flight at once and one wait, rather than a load latency per k-tile.
-#pragma unroll
-        for (u32 s = 0; s < STAGES; ++s)
-            if (kt_begin + s < kt_end) load_stage(s, (kt_begin + s) * PROJ_BK);
-        cp_async_commit();
-        cp_async_wait<0>();
+        load_whole_share<STAGES>(load_stage, kt_begin, kt_end);
         fence_async_shared();
         __syncthreads();
         // Each k-tile a wgmma group of its own, waited for before the next: accumulators that
