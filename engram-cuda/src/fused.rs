@@ -167,6 +167,7 @@ struct Scratch {
     /// The split projection's counters (`proj_*` kernels' launch contract), at the start of
     /// every scratch so that each call finds them as the last left them: zero.
     counters: u64,
+    /// A prefill's table rows (`hash_rows_fast`); a decode step's projection hashes its own.
     rows: u64,
     proj: u64,
     alpha: u64,
@@ -362,10 +363,10 @@ impl CudaBackend {
             && layer.hash.total_rows() <= u64::from(u32::MAX)
     }
 
-    /// The stacked projection of `tokens` tokens whose rows are in `s.rows`, into `s.proj`
-    /// (split into shares of k when `s.splits` > 1, the last share of each tile summing them).
-    /// With `s.sums` the key columns are not written: the gate's sums of each segment go to
-    /// `s.sums` instead, with `hidden` read for them. The rows come from `rows`.
+    /// The stacked projection of `tokens` tokens whose table rows come from `rows`, into
+    /// `s.proj` (split into shares of k when `s.splits` > 1, the last share of each tile summing
+    /// them). With `s.sums` the key columns are not written: the gate's sums of each segment go
+    /// to `s.sums` instead, with `hidden` read for them.
     #[allow(clippy::too_many_arguments)]
     fn launch_projection<T: Element>(
         &self,
