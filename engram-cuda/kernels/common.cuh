@@ -275,6 +275,18 @@ __device__ __forceinline__ void store_gate_sums(float4* sums, u32 per_row, u32 s
     if ((lane & 3) == 0 && row < tokens) sums[(u64)row * per_row + segment] = s;
 }
 
+// The parameters of every projection kernel (proj_mma_*, proj_mma_wide_* in fused.cu; proj_wgmma_*,
+// proj_wgmma_wide_*, proj_wgmma_ws_* in hopper.cu), in launch order, and the arguments their impl
+// functions take from them: the row source and the gate sums as the structs above.
+#define PROJ_KERNEL_PARAMS(T)                                                                                         \
+    const T *table, u32 d_head, const u64 *offsets, const u32 *rows, u32 heads, u32 gather, const T *w, const T *bias, \
+        u32 tokens, u32 K, u32 N, u32 splits, float *partial, u32 *counters, T *y, const T *hidden,                   \
+        const T *key_norm, const T *query_norm, u32 m, u32 d, float4 *sums, const u32 *history, const u32 *ids,       \
+        const u64 *mult, const u32 *sizes, const u64 *magic, const u32 *shift, u32 keep, u32 k, u64 vocab, u64 *status
+#define PROJ_KERNEL_ARGS(T)                                                                                           \
+    table, d_head, offsets, RowSource{rows, history, ids, mult, sizes, magic, shift, status, vocab, keep, k}, heads,  \
+        gather, w, bias, tokens, K, N, splits, partial, counters, y, GateSums<T>{hidden, key_norm, query_norm, sums, m, d}
+
 // The f32 partial sums v0, v1 of share z for outputs (row, col), (row, col + 1): partial is
 // [splits, tokens, N], without the bias.
 __device__ __forceinline__ void store_partial_pair(float* partial, u32 z, u32 tokens, u32 N, u32 row, u32 col,

@@ -846,20 +846,12 @@ __device__ void gate_conv_decode_vec_impl(const T* proj, const T* hidden, const 
     }
 }
 
-#define FUSED_PROJ_PARAMS(T)                                                                                          \
-    const T *table, u32 d_head, const u64 *offsets, const u32 *rows, u32 heads, u32 gather, const T *w, const T *bias, \
-        u32 tokens, u32 K, u32 N, u32 splits, float *partial, u32 *counters, T *y, const T *hidden,                   \
-        const T *key_norm, const T *query_norm, u32 m, u32 d, float4 *sums, const u32 *history, const u32 *ids,       \
-        const u64 *mult, const u32 *sizes, const u64 *magic, const u32 *shift, u32 keep, u32 k, u64 vocab, u64 *status
-#define FUSED_PROJ_ARGS(T)                                                                                            \
-    table, d_head, offsets, RowSource{rows, history, ids, mult, sizes, magic, shift, status, vocab, keep, k}, heads,  \
-        gather, w, bias, tokens, K, N, splits, partial, counters, y, GateSums<T>{hidden, key_norm, query_norm, sums, m, d}
 #define FUSED_INSTANTIATE(NAME, T)                                                                                    \
-    extern "C" __global__ void __launch_bounds__(PROJ_THREADS, 2) proj_mma_##NAME(FUSED_PROJ_PARAMS(T)) {             \
-        proj_mma_impl<T, 128>(FUSED_PROJ_ARGS(T));                                                                    \
+    extern "C" __global__ void __launch_bounds__(PROJ_THREADS, 2) proj_mma_##NAME(PROJ_KERNEL_PARAMS(T)) {            \
+        proj_mma_impl<T, 128>(PROJ_KERNEL_ARGS(T));                                                                   \
     }                                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(PROJ_THREADS, 1) proj_mma_wide_##NAME(FUSED_PROJ_PARAMS(T)) {        \
-        proj_mma_impl<T, 256>(FUSED_PROJ_ARGS(T));                                                                    \
+    extern "C" __global__ void __launch_bounds__(PROJ_THREADS, 1) proj_mma_wide_##NAME(PROJ_KERNEL_PARAMS(T)) {       \
+        proj_mma_impl<T, 256>(PROJ_KERNEL_ARGS(T));                                                                   \
     }                                                                                                                 \
     extern "C" __global__ void gate_scales_##NAME(const T* proj, const T* hidden, const T* kn, const T* qn, u64 tokens, \
                                                   u32 m, u32 d, u32 with_norm, T* alpha, float* nscale) {             \
@@ -874,7 +866,7 @@ __device__ void gate_conv_decode_vec_impl(const T* proj, const T* hidden, const 
                                                const u32* cu, u32 seqs, u32 conv, T* out) {                           \
         conv_out_impl<T>(proj, alpha, nscale, cn, cw, tokens, m, d, kernel, dil, cu, seqs, conv, out);                \
     }                                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(GATE_VEC_THREADS)                                                    \
+    extern "C" __global__ void __launch_bounds__(GATE_VEC_THREADS)                                                 \
         gate_scales_vec_##NAME(const T* proj, const T* hidden, const T* kn, const T* qn, u64 tokens, u32 m, u32 d,    \
                                u32 with_norm, T* alpha, float* nscale) {                                              \
         gate_scales_vec_impl<T>(proj, hidden, kn, qn, tokens, m, d, with_norm, alpha, nscale);                        \

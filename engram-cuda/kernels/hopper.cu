@@ -37,16 +37,16 @@ __device__ __forceinline__ void fence_accumulators(float (&d)[64]) {
 // 8 (e / 2), column 8 j + 2 (l % 4) + e % 2.
 template <typename T> struct Wgmma;
 // The one instruction for element type TY (the PTX type name), accumulators in d.
-#define WGMMA_M64N128K16(T, TY)                                                                                       \
-    template <> struct Wgmma<T> {                                                                                     \
-        static __device__ __forceinline__ void run(float (&d)[64], u64 desc_a, u64 desc_b) {                          \
-            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"                                                   \
-                         "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " "                                 \
-                         "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, " \
-                         "%64, %65, p, 1, 1, 0, 0;\n}\n"                                                              \
+#define WGMMA_M64N128K16(T, TY)                                                                                      \
+    template <> struct Wgmma<T> {                                                                                    \
+        static __device__ __forceinline__ void run(float (&d)[64], u64 desc_a, u64 desc_b) {                         \
+            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"                                                  \
+                         "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " "                                \
+                         "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "  \
+                         "%64, %65, p, 1, 1, 0, 0;\n}\n"                                                             \
                          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]) \
-                         : "l"(desc_a), "l"(desc_b));                                                                 \
-        }                                                                                                             \
+                         : "l"(desc_a), "l"(desc_b));                                                               \
+        }                                                                                                            \
     };
 WGMMA_M64N128K16(__nv_bfloat16, "bf16")
 WGMMA_M64N128K16(__half, "f16")
@@ -437,23 +437,15 @@ __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offset
     }
 }
 
-#define HOPPER_PROJ_PARAMS(T)                                                                                         \
-    const T *table, u32 d_head, const u64 *offsets, const u32 *rows, u32 heads, u32 gather, const T *w, const T *bias, \
-        u32 tokens, u32 K, u32 N, u32 splits, float *partial, u32 *counters, T *y, const T *hidden,                   \
-        const T *key_norm, const T *query_norm, u32 m, u32 d, float4 *sums, const u32 *history, const u32 *ids,       \
-        const u64 *mult, const u32 *sizes, const u64 *magic, const u32 *shift, u32 keep, u32 k, u64 vocab, u64 *status
-#define HOPPER_PROJ_ARGS(T)                                                                                           \
-    table, d_head, offsets, RowSource{rows, history, ids, mult, sizes, magic, shift, status, vocab, keep, k}, heads,  \
-        gather, w, bias, tokens, K, N, splits, partial, counters, y, GateSums<T>{hidden, key_norm, query_norm, sums, m, d}
 #define HOPPER_INSTANTIATE(NAME, T)                                                                                   \
-    extern "C" __global__ void __launch_bounds__(WG_THREADS, 2) proj_wgmma_##NAME(HOPPER_PROJ_PARAMS(T)) {            \
-        proj_wgmma_impl<T, 128, 3>(HOPPER_PROJ_ARGS(T));                                                              \
+    extern "C" __global__ void __launch_bounds__(WG_THREADS, 2) proj_wgmma_##NAME(PROJ_KERNEL_PARAMS(T)) {            \
+        proj_wgmma_impl<T, 128, 3>(PROJ_KERNEL_ARGS(T));                                                              \
     }                                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) proj_wgmma_wide_##NAME(HOPPER_PROJ_PARAMS(T)) {       \
-        proj_wgmma_impl<T, 256, 4>(HOPPER_PROJ_ARGS(T));                                                              \
+    extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) proj_wgmma_wide_##NAME(PROJ_KERNEL_PARAMS(T)) {       \
+        proj_wgmma_impl<T, 256, 4>(PROJ_KERNEL_ARGS(T));                                                              \
     }                                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(WS_THREADS, 1) proj_wgmma_ws_##NAME(HOPPER_PROJ_PARAMS(T)) {         \
-        proj_wgmma_ws_impl<T>(HOPPER_PROJ_ARGS(T));                                                                   \
+    extern "C" __global__ void __launch_bounds__(WS_THREADS, 1) proj_wgmma_ws_##NAME(PROJ_KERNEL_PARAMS(T)) {         \
+        proj_wgmma_ws_impl<T>(PROJ_KERNEL_ARGS(T));                                                                   \
     }
 
 HOPPER_INSTANTIATE(bf16, __nv_bfloat16)
