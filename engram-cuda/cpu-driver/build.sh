@@ -21,7 +21,7 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 cxx=${CXX:-g++}
 # NVCC allows the type punning the sources do (16-byte loads read as 16-bit elements): so must we.
-flags=(-std=c++20 -O2 -fno-strict-aliasing -fPIC -pthread -w -I"$here" -I"$here/include" -I"$here/../kernels")
+flags=(-std=c++20 -O2 -fno-strict-aliasing -fPIC -pthread -w -Wno-psabi -I"$here" -I"$here/include" -I"$here/../kernels")
 link=()
 case "${2:-}" in "" | --asan) ;; *) echo "unknown option ${2}" >&2; exit 2 ;; esac
 if [ "${2:-}" = "--asan" ]; then

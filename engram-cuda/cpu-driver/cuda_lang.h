@@ -7,7 +7,8 @@
 // not meet.
 //
 // Only what the kernel sources use is here. The asynchronous copies (landing at their wait),
-// ldmatrix, mma.sync, wgmma (run at its wait) and mbarriers are given their PTX meaning (the sources keep their inline PTX behind
+// ldmatrix, mma.sync, wgmma (run at its wait), mbarriers and the copy engine's tensor copies
+// (landing when a thread waits on their mbarrier) are given their PTX meaning (the sources keep their inline PTX behind
 // ENGRAM_CPU_DRIVER).
 #pragma once
 
@@ -22,6 +23,7 @@
 #include <type_traits>
 #include <utility>
 #include <deque>
+#include <map>
 #include <vector>
 
 #include "cuda_bf16.h"
@@ -35,6 +37,7 @@
 #define __forceinline__ inline
 #define __noinline__
 #define __launch_bounds__(...)
+#define __grid_constant__
 // A block-scope thread_local is static: one copy per host thread, shared by the block's fibers.
 #define __shared__ thread_local
 #define __constant__ static
@@ -348,27 +351,111 @@ inline EmuMbarrier& emu_mbarrier(u32 bar) {
     if (bar % 8 || bar + 8 > EMU_SMEM_BYTES) emu_fail("mbarrier address misaligned or out of range");
     return *reinterpret_cast<EmuMbarrier*>(smem + bar);
 }
-inline void mbar_init(u32 bar, u32 count) {
-    if (count == 0 || count >= 0xffff) emu_fail("mbarrier count outside 1..65534 (not modelled)");
-    emu_mbarrier(bar) = EmuMbarrier{0, (unsigned short)count, (unsigned short)count};
-    ++emu_mbarrier_events;
+
+// A tensor map as this stand-in's cuTensorMapEncodeTiled (driver.cpp) writes it into the 128
+// opaque bytes of a CUtensorMap: a 2-D tensor of `elem`-byte elements at `address`, dims[0]
+// innermost, rows `stride` bytes apart, copied in boxes of box[0] x box[1] elements, with or
+// without the 128-byte swizzle.
+struct EmuTensorMap {
+    unsigned long long magic, address, dims[2], stride;
+    unsigned box[2], elem, swizzle128;
+};
+constexpr unsigned long long EMU_TENSOR_MAP_MAGIC = 0x50414d524f534e54ull;  // "TNSORMAP"
+static_assert(sizeof(EmuTensorMap) <= 128, "fits a CUtensorMap");
+
+// A tensor copy in flight: box (c0, c1) of the map into shared memory at dst. It lands when a
+// thread waits on its mbarrier (the latest moment the hardware may land it: a kernel that reads
+// the stage without that wait reads what was there before).
+struct EmuTensorCopy {
+    EmuTensorMap map;
+    u32 dst, c0, c1;
+    // Writes the box (zeros outside the tensor) and returns its bytes.
+    unsigned long long land() const {
+        const unsigned row_bytes = map.box[0] * map.elem;
+        if (map.swizzle128 && dst % 1024) emu_fail("a 128-byte swizzled tensor copy to an address not 1024-byte aligned");
+        if (dst + (unsigned long long)row_bytes * map.box[1] > EMU_SMEM_BYTES) emu_fail("tensor copy out of range");
+        for (unsigned r = 0; r < map.box[1]; ++r)
+            for (unsigned e = 0; e < map.box[0]; ++e) {
+                const unsigned long long x = (unsigned long long)c0 + e, y = (unsigned long long)c1 + r;
+                u32 at = dst + r * row_bytes + e * map.elem;
+                if (map.swizzle128) at ^= ((at >> 7) & 7) << 4;
+                if (x < map.dims[0] && y < map.dims[1])
+                    std::memcpy(smem + at, (const unsigned char*)map.address + y * map.stride + x * map.elem, map.elem);
+                else
+                    std::memset(smem + at, 0, map.elem);
+            }
+        return (unsigned long long)row_bytes * map.box[1];
+    }
+};
+// The transactions of an mbarrier's current phase: the bytes expected and not yet landed, and the
+// tensor copies that complete on it. Kept beside shared memory, per host thread as it is.
+struct EmuTransactions {
+    long long bytes = 0;
+    std::vector<EmuTensorCopy> copies;
+};
+inline std::map<u32, EmuTransactions>& emu_transactions() {
+    static thread_local std::map<u32, EmuTransactions> t;
+    return t;
 }
-inline void mbar_arrive(u32 bar) {
+// The phase completes once every arrival it expects has come and every byte it expects has landed.
+inline void emu_mbarrier_try_complete(u32 bar) {
     EmuMbarrier& b = emu_mbarrier(bar);
-    if (b.expected == 0xffff || b.pending == 0 || b.pending > b.expected) emu_fail("arrival on an mbarrier never initialised");
-    if (--b.pending == 0) {
+    if (b.pending == 0 && emu_transactions()[bar].bytes == 0) {
         ++b.phase;
         b.pending = b.expected;
     }
+}
+
+inline void mbar_init(u32 bar, u32 count) {
+    if (count == 0 || count >= 0xffff) emu_fail("mbarrier count outside 1..65534 (not modelled)");
+    emu_mbarrier(bar) = EmuMbarrier{0, (unsigned short)count, (unsigned short)count};
+    emu_transactions()[bar] = EmuTransactions{};
     ++emu_mbarrier_events;
+}
+inline void fence_mbarrier_init() {}
+inline void mbar_arrive(u32 bar) {
+    EmuMbarrier& b = emu_mbarrier(bar);
+    if (b.expected == 0xffff || b.pending == 0 || b.pending > b.expected) emu_fail("arrival on an mbarrier never initialised");
+    --b.pending;
+    emu_mbarrier_try_complete(bar);
+    ++emu_mbarrier_events;
+}
+// mbarrier.arrive.expect_tx: the phase also waits for `bytes` more of tensor copies.
+inline void mbar_arrive_expect_tx(u32 bar, u32 bytes) {
+    emu_mbarrier(bar);
+    emu_transactions()[bar].bytes += bytes;
+    mbar_arrive(bar);
+}
+// cp.async.bulk.tensor.2d...mbarrier::complete_tx::bytes: box (c0, c1) of the map (a
+// TensorMap of kernels/hopper.cu, as EmuTensorMap) to dst, completing on bar.
+template <typename Map> inline void tma_load_2d(u32 dst, const Map* map, u32 c0, u32 c1, u32 bar) {
+    static_assert(sizeof(Map) == 128, "a CUtensorMap");
+    EmuTensorCopy c;
+    std::memcpy(&c.map, map, sizeof c.map);
+    if (c.map.magic != EMU_TENSOR_MAP_MAGIC) emu_fail("a tensor copy through a map cuTensorMapEncodeTiled did not make");
+    c.dst = dst;
+    c.c0 = c0;
+    c.c1 = c1;
+    emu_mbarrier(bar);
+    emu_transactions()[bar].copies.push_back(c);
 }
 // cp.async.mbarrier.arrive.noinc: an arrival once every copy this thread issued has landed.
 inline void mbar_arrive_on_copies(u32 bar) {
     emu_land_copies();
     mbar_arrive(bar);
 }
-// mbarrier.try_wait.parity in a loop: returns once the phase of that parity has completed.
+// mbarrier.try_wait.parity in a loop: returns once the phase of that parity has completed. A
+// wait for the current phase lands its tensor copies first; a wait for the one before returns at
+// once, as on the hardware, without them.
 inline void mbar_wait(u32 bar, u32 parity) {
+    if ((emu_mbarrier(bar).phase & 1) != (parity & 1)) return;
+    EmuTransactions& t = emu_transactions()[bar];
+    if (!t.copies.empty()) {
+        for (const EmuTensorCopy& c : t.copies) t.bytes -= (long long)c.land();
+        t.copies.clear();
+        emu_mbarrier_try_complete(bar);
+        ++emu_mbarrier_events;
+    }
     while ((emu_mbarrier(bar).phase & 1) == (parity & 1)) emu_spin();
 }
 

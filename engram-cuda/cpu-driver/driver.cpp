@@ -462,6 +462,30 @@ CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned
     return on_stream(stream, [kernel, grid, block, shared]() { return run_grid(kernel, grid, block, shared); });
 }
 
+// The tensor maps hopper.cu's tensor copies read (EmuTensorMap, cuda_lang.h), with the checks the
+// driver makes on the parameters this project's maps use: a 2-D tensor of 16-bit elements (f16
+// 6, bf16 9), 16-byte aligned, rows a multiple of 16 bytes apart, boxes of 1..256 elements a
+// side, unit element strides, no interleave, no swizzle or the 128-byte one (3; a box row of at
+// most 128 bytes then) and zero fill (0). Anything else is refused rather than guessed at.
+CUresult cuTensorMapEncodeTiled(void* map, int dtype, unsigned rank, void* address, const unsigned long long* dims,
+                                const unsigned long long* strides, const unsigned* box, const unsigned* element_strides,
+                                int interleave, int swizzle, int, int oob_fill) {
+    if (!map || rank != 2 || (dtype != 6 && dtype != 9) || !address || (std::uintptr_t)address % 16 || !dims ||
+        !strides || !box || !element_strides)
+        return CUDA_ERROR_INVALID_VALUE;
+    const unsigned elem = 2;
+    if (dims[0] == 0 || dims[1] == 0 || strides[0] % 16 || strides[0] < dims[0] * elem) return CUDA_ERROR_INVALID_VALUE;
+    for (unsigned i = 0; i < 2; ++i)
+        if (box[i] == 0 || box[i] > 256 || element_strides[i] != 1) return CUDA_ERROR_INVALID_VALUE;
+    if (interleave != 0 || (swizzle != 0 && swizzle != 3) || oob_fill != 0) return CUDA_ERROR_INVALID_VALUE;
+    if (box[0] * elem % 16 || (swizzle == 3 && box[0] * elem > 128)) return CUDA_ERROR_INVALID_VALUE;
+    EmuTensorMap m{EMU_TENSOR_MAP_MAGIC, (unsigned long long)(std::uintptr_t)address, {dims[0], dims[1]}, strides[0],
+                   {box[0], box[1]}, elem, swizzle == 3 ? 1u : 0u};
+    std::memset(map, 0, 128);
+    std::memcpy(map, &m, sizeof m);
+    return CUDA_SUCCESS;
+}
+
 CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
     // 256-byte aligned as the driver's are, but exactly `bytes` long, so that an address-sanitizer
     // build (build.sh --asan) reports any access past the end.

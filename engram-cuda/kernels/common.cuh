@@ -142,12 +142,13 @@ __device__ __forceinline__ void fill_row_table(u32* row_table, const u64* offset
 }
 
 // Issues (without committing) the asynchronous copies of one k-tile of a projection block: the
-// BM x 64 A tile (token rows: gathered table rows, or x with gather == 0) to a_base and the
-// BN x 64 B tile (weight rows n0..n0+BN) to b_base, both in the tile_offset layout; elements past
-// the tokens, the outputs or K are zero-filled. Thread tid (of THREADS) always moves chunk tid % 8
-// of rows tid / 8 + (THREADS / 8) i, so its k, head and swizzle are worked out once per k-tile
-// and each further row is a fixed stride away.
-template <typename T, int BM, int BN, int THREADS>
+// BM x 64 A tile (token rows: gathered table rows, or x with gather == 0) to a_base and, unless
+// WITH_B is false (the caller loads it otherwise), the BN x 64 B tile (weight rows n0..n0+BN) to
+// b_base, both in the tile_offset layout; elements past the tokens, the outputs or K are
+// zero-filled. Thread tid (of THREADS) always moves chunk tid % 8 of rows tid / 8 + (THREADS / 8)
+// i, so its k, head and swizzle are worked out once per k-tile and each further row is a fixed
+// stride away.
+template <typename T, int BM, int BN, int THREADS, bool WITH_B = true>
 __device__ __forceinline__ void load_proj_stage(u32 a_base, u32 b_base, u32 k0, const T* table, u32 d_head,
                                                 const u32* row_table, u32 heads, u32 gather, const T* w, u32 m0,
                                                 u32 n0, u32 tokens, u32 K, u32 N, u32 tid) {
@@ -164,6 +165,7 @@ __device__ __forceinline__ void load_proj_stage(u32 a_base, u32 b_base, u32 k0, 
         if (ok) src = gather ? table + (u64)row_table[r * heads + h] * d_head + k_in_row : table + (u64)t * K + k;
         cp_async16(a_base + dst + i * ROWS * 128, src, ok ? 16 : 0);
     }
+    if (!WITH_B) return;
     const T* w_row = w + (u64)(n0 + r0) * K + k;
 #pragma unroll
     for (u32 i = 0; i < BN / ROWS; ++i) {

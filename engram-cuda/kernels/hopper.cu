@@ -16,6 +16,12 @@ __device__ __forceinline__ u64 tile_descriptor(u32 addr) {
     return (u64)((addr & 0x3FFFF) >> 4) | ((u64)1 << 16) | ((u64)(1024 >> 4) << 32) | ((u64)1 << 62);
 }
 
+// A tensor map (CUtensorMap: 128 opaque bytes, 64-byte aligned) made on the host by
+// cuTensorMapEncodeTiled and passed by value as a __grid_constant__ kernel parameter.
+struct __align__(64) TensorMap {
+    u64 opaque[16];
+};
+
 #ifndef ENGRAM_CPU_DRIVER  // the CPU stand-in driver (../cpu-driver) gives these their PTX meaning in C++
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
@@ -50,6 +56,48 @@ template <typename T> struct Wgmma;
     };
 WGMMA_M64N128K16(__nv_bfloat16, "bf16")
 WGMMA_M64N128K16(__half, "f16")
+
+// mbarrier helpers (shared::cta addresses).
+__device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(u32 bar) {
+    asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(bar) : "memory");
+}
+// Arrives on the barrier once every cp.async this thread issued so far has landed (counted as
+// one of the barrier's expected arrivals).
+__device__ __forceinline__ void mbar_arrive_on_copies(u32 bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+// Returns once the phase of the given parity has completed.
+__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
+    u32 done;
+    do {
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(bar), "r"(parity)
+                     : "memory");
+    } while (!done);
+}
+// Makes the mbarrier initialisations above visible to the other threads and to the copy engine
+// (before the block synchronises and the first bulk copy names them).
+__device__ __forceinline__ void fence_mbarrier_init() {
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+// Arrives on the barrier and adds `bytes` to the transactions its current phase waits for (the
+// bulk copies that complete on it).
+__device__ __forceinline__ void mbar_arrive_expect_tx(u32 bar, u32 bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+// The box of a 2-D tensor map at element coordinates (c0 innermost, c1) into shared memory at
+// dst by the copy engine (TMA), its bytes completing as transactions on the mbarrier bar;
+// elements outside the tensor arrive as zeros.
+__device__ __forceinline__ void tma_load_2d(u32 dst, const TensorMap* map, u32 c0, u32 c1, u32 bar) {
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], "
+                 "[%4];\n" ::"r"(dst),
+                 "l"(map), "r"(c0), "r"(c1), "r"(bar)
+                 : "memory");
+}
 #endif
 
 
@@ -120,10 +168,17 @@ __device__ __forceinline__ void wgmma_gate_epilogue(const float (&acc)[NB][64], 
 // ceil(tokens/128), splits), block 256, dynamic shared memory 1024 (alignment slack) + STAGES
 // (128 + BN) 128 bytes + 512 heads bytes (the row table; 0 without gather), the function's limit
 // raised to that.
-template <typename T, int BN, int STAGES>
+// proj_wgmma_tma_*(..., status, w_map): proj_wgmma_* (BN = 128, 3 stages, two blocks per
+// multiprocessor) with each B tile brought by the copy engine: w_map is a tensor map of w
+// ([N, K] 16-bit elements, K innermost; box 64 x 128, 128-byte swizzle, no interleave, zero
+// fill: cuTensorMapEncodeTiled) passed by value, and thread 0 issues one bulk copy per k-tile,
+// completing on that stage's mbarrier, where 256 threads issued 1024 cp.async. Dynamic shared
+// memory 64 bytes more (the stages' mbarriers, between the stages and the row table).
+template <typename T, int BN, int STAGES, bool TMA_B = false>
 __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, const RowSource src, u32 heads,
                                 u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,
-                                float* partial, u32* counters, T* y, const GateSums<T> g) {
+                                float* partial, u32* counters, T* y, const GateSums<T> g,
+                                const TensorMap* w_map = nullptr) {
     // One wgmma group stays in flight behind the one just issued; the loads run AHEAD k-tiles
     // in front of it, in the stages neither group reads.
     static_assert(STAGES >= 3, "at least one stage loading");
@@ -135,18 +190,32 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
     unsigned char* aligned = smem + (base - raw);
     const u32 tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
     const u32 n0 = blockIdx.x * BN, m0 = blockIdx.y * PROJ_BM;
-    u32* row_table = reinterpret_cast<u32*>(aligned + STAGES * STAGE_BYTES);
-    record_source_status(src, tokens, threadIdx.x, WG_THREADS);
-    if (gather) {
-        fill_row_table<PROJ_BM, WG_THREADS>(row_table, offsets, src, heads, m0, tokens, threadIdx.x);
-        __syncthreads();
+    // With TMA_B, stage s's copy of B completes on the mbarrier at full + 8 s.
+    const u32 full = base + STAGES * STAGE_BYTES;
+    u32* row_table = reinterpret_cast<u32*>(aligned + STAGES * STAGE_BYTES + (TMA_B ? 64 : 0));
+    if (TMA_B && tid == 0) {
+#pragma unroll
+        for (u32 s = 0; s < STAGES; ++s) mbar_init(full + 8 * s, 1);
+        fence_mbarrier_init();
     }
+    record_source_status(src, tokens, threadIdx.x, WG_THREADS);
+    if (gather) fill_row_table<PROJ_BM, WG_THREADS>(row_table, offsets, src, heads, m0, tokens, threadIdx.x);
+    if (gather || TMA_B) __syncthreads();
     const u32 ktiles = (K + PROJ_BK - 1) / PROJ_BK, per_split = (ktiles + splits - 1) / splits;
     const u32 kt_begin = blockIdx.z * per_split, kt_end = min(kt_begin + per_split, ktiles);
     auto load_stage = [&](u32 stage, u32 k0) {
         const u32 a_base = base + stage * STAGE_BYTES;
-        load_proj_stage<T, PROJ_BM, BN, WG_THREADS>(a_base, a_base + A_BYTES, k0, table, d_head, row_table, heads, gather, w,
-                                           m0, n0, tokens, K, N, threadIdx.x);
+        load_proj_stage<T, PROJ_BM, BN, WG_THREADS, !TMA_B>(a_base, a_base + A_BYTES, k0, table, d_head, row_table, heads,
+                                                           gather, w, m0, n0, tokens, K, N, threadIdx.x);
+        if (TMA_B && tid == 0) {
+            mbar_arrive_expect_tx(full + 8 * stage, BN * PROJ_BK * 2);
+            tma_load_2d(a_base + A_BYTES, w_map, k0, n0, full + 8 * stage);
+        }
+    };
+    // With TMA_B: waits for the B tile of the block's i-th k-tile (stage i % STAGES, that stage's
+    // (i / STAGES)-th use, so its phase parity).
+    auto wait_b = [&](u32 i) {
+        if (TMA_B) mbar_wait(full + 8 * (i % STAGES), (i / STAGES) & 1);
     };
 
     float acc[NB][64];
@@ -168,6 +237,9 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
 
     if (kt_end - kt_begin <= STAGES) {
         load_whole_share<STAGES>(load_stage, kt_begin, kt_end);
+#pragma unroll
+        for (u32 s = 0; s < STAGES; ++s)
+            if (kt_begin + s < kt_end) wait_b(s);
         fence_async_shared();
         __syncthreads();
         // Each k-tile a wgmma group of its own, waited for before the next: accumulators that
@@ -197,6 +269,7 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
             // until at most one group is in flight), so its stage, the one k-tile i + AHEAD goes
             // to, can be refilled.
             cp_async_wait<AHEAD - 1>();
+            wait_b(i);
             fence_async_shared();
             __syncthreads();
             if (kt + AHEAD < kt_end) load_stage((i + AHEAD) % STAGES, (kt + AHEAD) * PROJ_BK);
@@ -236,30 +309,6 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
 
 // ---- warp-specialised, persistent --------------------------------------------------------------
 
-#ifndef ENGRAM_CPU_DRIVER  // as the wgmma helpers above
-// mbarrier helpers (shared::cta addresses).
-__device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(u32 bar) {
-    asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(bar) : "memory");
-}
-// Arrives on the barrier once every cp.async this thread issued so far has landed (counted as
-// one of the barrier's expected arrivals).
-__device__ __forceinline__ void mbar_arrive_on_copies(u32 bar) {
-    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
-}
-// Returns once the phase of the given parity has completed.
-__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
-    u32 done;
-    do {
-        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-                     : "=r"(done)
-                     : "r"(bar), "r"(parity)
-                     : "memory");
-    } while (!done);
-}
-#endif
 
 #define WS_THREADS 384
 #define WS_BM 256
@@ -443,6 +492,10 @@ __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offset
     }                                                                                                                 \
     extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) proj_wgmma_wide_##NAME(PROJ_KERNEL_PARAMS(T)) {       \
         proj_wgmma_impl<T, 256, 4>(PROJ_KERNEL_ARGS(T));                                                              \
+    }                                                                                                                 \
+    extern "C" __global__ void __launch_bounds__(WG_THREADS, 2)                                                       \
+        proj_wgmma_tma_##NAME(PROJ_KERNEL_PARAMS(T), const __grid_constant__ TensorMap w_map) {                       \
+        proj_wgmma_impl<T, 128, 3, true>(PROJ_KERNEL_ARGS(T), &w_map);                                                \
     }                                                                                                                 \
     extern "C" __global__ void __launch_bounds__(WS_THREADS, 1) proj_wgmma_ws_##NAME(PROJ_KERNEL_PARAMS(T)) {         \
         proj_wgmma_ws_impl<T>(PROJ_KERNEL_ARGS(T));                                                                   \

@@ -101,6 +101,96 @@ pub(crate) enum Arg {
     U32(u32),
     U64(u64),
     F64(f64),
+    /// A tensor map passed by value (`const __grid_constant__ TensorMap` in the kernel).
+    Map(TensorMap),
+}
+
+/// A `CUtensorMap`: the 128 opaque, 64-byte aligned bytes `cuTensorMapEncodeTiled` writes and
+/// a kernel takes by value (`TensorMap` in `kernels/hopper.cu`).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct TensorMap([u64; 16]);
+
+extern "C" {
+    // The driver's entry point (CUDA 12.0 on, drivers from 525), which `cust` does not wrap.
+    fn cuTensorMapEncodeTiled(
+        map: *mut TensorMap,
+        dtype: std::ffi::c_int,
+        rank: std::ffi::c_uint,
+        address: *mut c_void,
+        dims: *const u64,
+        strides: *const u64,
+        box_dim: *const std::ffi::c_uint,
+        element_strides: *const std::ffi::c_uint,
+        interleave: std::ffi::c_int,
+        swizzle: std::ffi::c_int,
+        l2_promotion: std::ffi::c_int,
+        oob_fill: std::ffi::c_int,
+    ) -> std::ffi::c_int;
+}
+
+/// A tensor map of a row-major `[rows, k]` matrix of 16-bit elements in `m` (bf16 or f16), read in
+/// boxes of 64 elements of k (128 bytes, the 128-byte swizzle: the tile layout of
+/// `kernels/common.cuh`'s `tile_offset`) by `box_rows` rows, zeros outside the matrix.
+pub(crate) fn weight_tensor_map<T: Element>(
+    m: &CudaBuffer<T>,
+    rows: usize,
+    k: usize,
+    box_rows: usize,
+) -> Result<TensorMap> {
+    // CUtensorMapDataType: FLOAT16 6, BFLOAT16 9; CU_TENSOR_MAP_SWIZZLE_128B 3,
+    // CU_TENSOR_MAP_L2_PROMOTION_L2_256B 3 (cuda.h).
+    let dtype = match T::DTYPE {
+        DType::F16 => 6,
+        DType::BF16 => 9,
+        other => {
+            return Err(Error::UnsupportedDType {
+                backend: BACKEND_NAME,
+                dtype: other,
+            })
+        }
+    };
+    if rows == 0 || k == 0 || m.len < rows * k {
+        return Err(Error::Backend {
+            backend: BACKEND_NAME,
+            message: format!(
+                "a tensor map of {rows} x {k} elements over a buffer of {}",
+                m.len
+            ),
+        });
+    }
+    let dims = [k as u64, rows as u64];
+    let strides = [(k * size_of::<T>()) as u64];
+    let box_dim = [64u32, u32_of("tensor map box rows", box_rows)?];
+    let element_strides = [1u32, 1];
+    let mut map = TensorMap([0; 16]);
+    // SAFETY: `map` is a 64-byte aligned 128-byte CUtensorMap the call fills; the arrays hold
+    // the rank (2) entries it reads (rank - 1 for the strides); the address is the live device
+    // allocation of `m`, whose `rows * k` elements the map covers (checked above). The driver
+    // validates alignment and sizes and returns an error code rather than writing elsewhere.
+    let status = unsafe {
+        cuTensorMapEncodeTiled(
+            &mut map,
+            dtype,
+            2,
+            m.device_ptr() as *mut c_void,
+            dims.as_ptr(),
+            strides.as_ptr(),
+            box_dim.as_ptr(),
+            element_strides.as_ptr(),
+            0,
+            3,
+            3,
+            0,
+        )
+    };
+    if status != 0 {
+        return Err(Error::Backend {
+            backend: BACKEND_NAME,
+            message: format!("cuTensorMapEncodeTiled of a {rows} x {k} matrix: error {status}"),
+        });
+    }
+    Ok(map)
 }
 
 pub(crate) fn ptr<T: Scalar>(b: &CudaBuffer<T>) -> Arg {
@@ -275,13 +365,29 @@ impl CudaBackend {
                 Arg::U32(v) => u64::from(v),
                 Arg::U64(v) => v,
                 Arg::F64(v) => v.to_bits(),
+                Arg::Map(_) => 0,
+            })
+            .collect();
+        let mut maps: Vec<TensorMap> = args
+            .iter()
+            .filter_map(|a| match *a {
+                Arg::Map(m) => Some(m),
+                _ => None,
             })
             .collect();
         // Each pointer addresses an 8-byte slot whose first bytes hold the argument in the
-        // little-endian layout the kernel reads (a u32 parameter reads the low half).
-        let pointers: Vec<*mut c_void> = storage
-            .iter_mut()
-            .map(|v| v as *mut u64 as *mut c_void)
+        // little-endian layout the kernel reads (a u32 parameter reads the low half), or a
+        // tensor map's 128 bytes.
+        let mut next_map = maps.iter_mut();
+        let pointers: Vec<*mut c_void> = args
+            .iter()
+            .zip(storage.iter_mut())
+            .map(|(a, v)| match a {
+                Arg::Map(_) => next_map
+                    .next()
+                    .map_or(std::ptr::null_mut(), |m| m as *mut TensorMap as *mut c_void),
+                _ => v as *mut u64 as *mut c_void,
+            })
             .collect();
         // SAFETY: the kernel's parameter list (see kernels/engram.cu) matches `args` in number and
         // width; every pointer argument is a live device allocation sized for the launch; the

@@ -18,7 +18,9 @@ use engram_core::{
     PackedBatch, Result,
 };
 
-use crate::device::{cuda_err, ptr, suffix, u32_of, Arg, CudaBackend, CudaBuffer, MAX_BLOCKS};
+use crate::device::{
+    cuda_err, ptr, suffix, u32_of, weight_tensor_map, Arg, CudaBackend, CudaBuffer, MAX_BLOCKS,
+};
 use crate::projection::{Projection, K_TILE, PROJ_WARPS, TOKENS_PER_BLOCK};
 use crate::reciprocal::Reciprocal;
 use crate::BACKEND_NAME;
@@ -390,6 +392,48 @@ impl CudaBackend {
         let t = suffix(T::DTYPE)?;
         let projection = self.projection_for(layer);
         let [x, y, z] = projection.grid(n, tokens, s.splits, self.multiprocessors);
+        let mut args = vec![
+            ptr(&layer.table),
+            Arg::U32(u32_of("d_head", c.d_head())?),
+            ptr(&p.offsets),
+            Arg::U64(hashed),
+            Arg::U32(u32_of("heads", c.num_heads())?),
+            Arg::U32(1),
+            ptr(&layer.proj_weight),
+            ptr(&layer.proj_bias),
+            Arg::U32(u32_of("tokens", tokens)?),
+            Arg::U32(u32_of("d_mem", c.d_mem())?),
+            Arg::U32(u32_of("projection outputs", n)?),
+            Arg::U32(u32_of("splits", s.splits)?),
+            Arg::U64(s.partial),
+            Arg::U64(s.counters),
+            Arg::U64(s.proj),
+            ptr(hidden),
+            ptr(&layer.key_norm),
+            ptr(&layer.query_norm),
+            Arg::U32(u32_of("m", c.hc_mult)?),
+            Arg::U32(u32_of("d", c.hidden_size)?),
+            Arg::U64(s.sums),
+            Arg::U64(history),
+            Arg::U64(ids),
+            ptr(&p.mult),
+            ptr(&p.sizes),
+            ptr(&p.magic),
+            ptr(&p.shift),
+            Arg::U32(u32_of("id history", c.max_ngram_size - 1)?),
+            Arg::U32(u32_of("heads", c.n_head_per_ngram)?),
+            Arg::U64(layer.compressed_vocab),
+            Arg::U64(status),
+        ];
+        if projection.weight_map() {
+            // Encoded per launch (a host call, no device work): nothing to cache per layer.
+            args.push(Arg::Map(weight_tensor_map(
+                &layer.proj_weight,
+                n,
+                c.d_mem(),
+                projection.width(),
+            )?));
+        }
         self.launch(
             &projection.kernel(t),
             (
@@ -399,39 +443,7 @@ impl CudaBackend {
             ),
             projection.threads(),
             u32_of("shared memory", projection.shared_bytes(c.num_heads()))?,
-            &[
-                ptr(&layer.table),
-                Arg::U32(u32_of("d_head", c.d_head())?),
-                ptr(&p.offsets),
-                Arg::U64(hashed),
-                Arg::U32(u32_of("heads", c.num_heads())?),
-                Arg::U32(1),
-                ptr(&layer.proj_weight),
-                ptr(&layer.proj_bias),
-                Arg::U32(u32_of("tokens", tokens)?),
-                Arg::U32(u32_of("d_mem", c.d_mem())?),
-                Arg::U32(u32_of("projection outputs", n)?),
-                Arg::U32(u32_of("splits", s.splits)?),
-                Arg::U64(s.partial),
-                Arg::U64(s.counters),
-                Arg::U64(s.proj),
-                ptr(hidden),
-                ptr(&layer.key_norm),
-                ptr(&layer.query_norm),
-                Arg::U32(u32_of("m", c.hc_mult)?),
-                Arg::U32(u32_of("d", c.hidden_size)?),
-                Arg::U64(s.sums),
-                Arg::U64(history),
-                Arg::U64(ids),
-                ptr(&p.mult),
-                ptr(&p.sizes),
-                ptr(&p.magic),
-                ptr(&p.shift),
-                Arg::U32(u32_of("id history", c.max_ngram_size - 1)?),
-                Arg::U32(u32_of("heads", c.n_head_per_ngram)?),
-                Arg::U64(layer.compressed_vocab),
-                Arg::U64(status),
-            ],
+            &args,
         )
     }
 

@@ -28,7 +28,9 @@
 //! device, [`CudaBackend::new`] returns [`engram_core::Error::NoDevice`] with the reason; the type
 //! exists either way. `ENGRAM_CUDA_PROJ` overrides the projection kernel the backend picks
 //! (`mma`, `mma-wide`, `wgmma`, `wgmma-wide`: mma.sync or wgmma, 128 x 128 or 128 x 256 output
-//! tiles; `wgmma-ws`: warp-specialised and persistent, 256 x 128 tiles); an unknown name, or
+//! tiles; `wgmma-tma`: `wgmma` with each weight tile one tensor copy by the copy engine, through
+//! a tensor map made per launch; `wgmma-ws`: warp-specialised and persistent, 256 x 128 tiles);
+//! an unknown name, or
 //! wgmma on a device without it, makes [`CudaBackend::new`] fail. `ENGRAM_CUDA_GATE=pass` keeps
 //! a prefill's gate in a kernel of its own, reading the key columns the projection wrote, where
 //! by default (`epilogue`) the projection forms the gate's sums itself whenever the hidden size
@@ -38,7 +40,8 @@
 //! driver library (`bash engram-cuda/cpu-driver/build.sh DIR` makes `DIR/libcuda.so.1`) that
 //! compiles `engram.cu`, `fused.cu` and `hopper.cu` as C++ for the CPU and runs each launch block
 //! by block, every CUDA thread a fiber, with `ldmatrix`, `mma.sync`, `wgmma` (run at its wait),
-//! mbarriers and the asynchronous copies given their PTX meaning. It reports an sm_90 device
+//! mbarriers, the asynchronous copies and the tensor copies (with `cuTensorMapEncodeTiled`) given
+//! their PTX meaning. It reports an sm_90 device
 //! (`ENGRAM_CPU_DRIVER_SM=80` for one without the sm_90a module). With `DIR` first in
 //! `LD_LIBRARY_PATH`, `cargo test -p engram-cuda --features cuda` runs the whole suite, the graph
 //! and hash tests and the golden files through this crate's host code and kernels (CI does, with

@@ -1,11 +1,12 @@
 //! Which kernel computes the stacked projection of the fast path, and what each one needs.
 //!
-//! Five kernels do the same job (`kernels/fused.cu` and `kernels/hopper.cu`): `mma.sync` with
+//! Six kernels do the same job (`kernels/fused.cu` and `kernels/hopper.cu`): `mma.sync` with
 //! 128 x 128 or 128 x 256 output tiles, loadable on sm_90 and later, and, sm_90a only, `wgmma`
-//! with the same two widths and a warp-specialised persistent `wgmma` kernel with 256 x 128 tiles.
+//! with the same two widths, the narrow one again with its weight tiles brought by the copy
+//! engine (TMA), and a warp-specialised persistent `wgmma` kernel with 256 x 128 tiles.
 //! The backend picks one when it is made: `ENGRAM_CUDA_PROJ` names one (`mma`, `mma-wide`,
-//! `wgmma`, `wgmma-wide`, `wgmma-ws`), otherwise the fastest measured on the device's
-//! architecture (`benches/NOTES.md`: `wgmma` on an H100, `mma` elsewhere).
+//! `wgmma`, `wgmma-wide`, `wgmma-tma`, `wgmma-ws`), otherwise the fastest measured on the
+//! device's architecture (`benches/NOTES.md`: `wgmma` on an H100, `mma` elsewhere).
 
 use engram_core::{Error, Result};
 
@@ -33,6 +34,9 @@ pub(crate) enum Projection {
     Wgmma,
     /// `proj_wgmma_wide_*`: wgmma (sm_90a), 128 x 256 tiles, 4 stages.
     WgmmaWide,
+    /// `proj_wgmma_tma_*`: `proj_wgmma_*` with each weight tile one bulk tensor copy (TMA)
+    /// through a tensor map of the weights, passed as the kernel's last parameter.
+    WgmmaTma,
     /// `proj_wgmma_ws_*`: wgmma (sm_90a), 256 x 128 tiles, warp-specialised (a producer
     /// warpgroup and two consumers) and persistent (one block per multiprocessor).
     WgmmaWs,
@@ -76,12 +80,13 @@ impl Projection {
             Some("mma-wide") => Projection::MmaWide,
             Some("wgmma") => Projection::Wgmma,
             Some("wgmma-wide") => Projection::WgmmaWide,
+            Some("wgmma-tma") => Projection::WgmmaTma,
             Some("wgmma-ws") => Projection::WgmmaWs,
             Some(other) => {
                 return Err(Error::Backend {
                     backend: BACKEND_NAME,
                     message: format!(
-                    "{OVERRIDE}={other:?}: expected mma, mma-wide, wgmma, wgmma-wide or wgmma-ws"
+                    "{OVERRIDE}={other:?}: expected mma, mma-wide, wgmma, wgmma-wide, wgmma-tma or wgmma-ws"
                 ),
                 })
             }
@@ -101,14 +106,20 @@ impl Projection {
     pub(crate) fn needs_sm90a(self) -> bool {
         matches!(
             self,
-            Projection::Wgmma | Projection::WgmmaWide | Projection::WgmmaWs
+            Projection::Wgmma | Projection::WgmmaWide | Projection::WgmmaTma | Projection::WgmmaWs
         )
+    }
+
+    /// Whether the kernel takes a tensor map of the weights (rows of `K_TILE` elements by
+    /// [`Self::width`] outputs a box) as its last parameter.
+    pub(crate) fn weight_map(self) -> bool {
+        self == Projection::WgmmaTma
     }
 
     /// Outputs per block.
     pub(crate) fn width(self) -> usize {
         match self {
-            Projection::Mma | Projection::Wgmma | Projection::WgmmaWs => 128,
+            Projection::Mma | Projection::Wgmma | Projection::WgmmaTma | Projection::WgmmaWs => 128,
             Projection::MmaWide | Projection::WgmmaWide => 256,
         }
     }
@@ -119,7 +130,10 @@ impl Projection {
         match self {
             Projection::Mma => 32,
             Projection::MmaWide => 64,
-            Projection::Wgmma | Projection::WgmmaWide | Projection::WgmmaWs => 128,
+            Projection::Wgmma
+            | Projection::WgmmaWide
+            | Projection::WgmmaTma
+            | Projection::WgmmaWs => 128,
         }
     }
 
@@ -130,6 +144,7 @@ impl Projection {
             Projection::MmaWide => "proj_mma_wide_",
             Projection::Wgmma => "proj_wgmma_",
             Projection::WgmmaWide => "proj_wgmma_wide_",
+            Projection::WgmmaTma => "proj_wgmma_tma_",
             Projection::WgmmaWs => "proj_wgmma_ws_",
         };
         format!("{prefix}{t}")
@@ -190,12 +205,13 @@ impl Projection {
     /// Dynamic shared memory of one block for a layer of `heads` heads: the pipeline's stages of
     /// a token tile and a width x 64 weight tile (16-bit elements), the row table (the tile's
     /// tokens x heads u32), and for wgmma 1024 bytes of slack to align the tiles (plus the
-    /// warp-specialised kernel's eight 8-byte mbarriers). The narrow wgmma kernel keeps to 3
-    /// stages so that two blocks share a multiprocessor.
+    /// warp-specialised kernel's eight 8-byte mbarriers, the TMA kernel's 64 bytes of them). The
+    /// narrow wgmma kernels keep to 3 stages so that two blocks share a multiprocessor.
     pub(crate) fn shared_bytes(self, heads: usize) -> usize {
         let (stages, slack) = match self {
             Projection::Mma | Projection::MmaWide => (3, 0),
             Projection::Wgmma => (3, 1024),
+            Projection::WgmmaTma => (3, 1024 + 64),
             Projection::WgmmaWide => (4, 1024),
             Projection::WgmmaWs => (4, 1024 + 64),
         };
@@ -210,11 +226,12 @@ impl Projection {
     }
 
     /// Every projection kernel (the backend raises each one's shared memory limit).
-    pub(crate) const ALL: [Projection; 5] = [
+    pub(crate) const ALL: [Projection; 6] = [
         Projection::Mma,
         Projection::MmaWide,
         Projection::Wgmma,
         Projection::WgmmaWide,
+        Projection::WgmmaTma,
         Projection::WgmmaWs,
     ];
 }
@@ -235,7 +252,12 @@ mod tests {
             Projection::choose(Some("wgmma-wide"), true).ok(),
             Some(Projection::WgmmaWide)
         );
+        assert_eq!(
+            Projection::choose(Some("wgmma-tma"), true).ok(),
+            Some(Projection::WgmmaTma)
+        );
         assert!(Projection::choose(Some("wgmma"), false).is_err());
+        assert!(Projection::choose(Some("wgmma-tma"), false).is_err());
         assert!(Projection::choose(Some("fast"), true).is_err());
     }
 
@@ -255,6 +277,7 @@ mod tests {
         for p in [
             Projection::Wgmma,
             Projection::WgmmaWide,
+            Projection::WgmmaTma,
             Projection::WgmmaWs,
         ] {
             assert_eq!(p.gate_segment(), 128);
@@ -285,8 +308,16 @@ mod tests {
         assert_eq!(Projection::Mma.shared_bytes(16), 98_304 + 8192);
         assert_eq!(Projection::MmaWide.shared_bytes(16), 147_456 + 8192);
         assert_eq!(Projection::Wgmma.shared_bytes(16), 1024 + 98_304 + 8192);
-        // Two narrow wgmma blocks fit an H100 multiprocessor's 228 KiB (1 KiB reserved each).
+        // Two narrow wgmma blocks fit an H100 multiprocessor's 228 KiB (1 KiB reserved each),
+        // with the TMA kernel's three 8-byte mbarriers (64 bytes kept for them) too.
         assert!(2 * (Projection::Wgmma.shared_bytes(16) + 1024) <= 228 * 1024);
+        assert_eq!(
+            Projection::WgmmaTma.shared_bytes(16),
+            Projection::Wgmma.shared_bytes(16) + 64
+        );
+        assert!(2 * (Projection::WgmmaTma.shared_bytes(16) + 1024) <= 228 * 1024);
+        assert_eq!(Projection::WgmmaTma.kernel("f16"), "proj_wgmma_tma_f16");
+        assert!(Projection::WgmmaTma.weight_map() && !Projection::Wgmma.weight_map());
         assert_eq!(
             Projection::WgmmaWide.shared_bytes(16),
             1024 + 196_608 + 8192
