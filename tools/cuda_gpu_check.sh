@@ -19,7 +19,7 @@
 #                                               # step to those kernels, to fit a 10-minute call)
 #
 # Every projection kernel the device has is checked (ENGRAM_CUDA_PROJ, see engram-cuda's docs):
-# mma and mma-wide everywhere, wgmma, wgmma-tma, wgmma-wide and wgmma-ws on sm_90.
+# mma and mma-wide everywhere, wgmma, wgmma-tma, wgmma-wide, wgmma-wide-tma and wgmma-ws on sm_90.
 #
 # `build` needs a libcuda to link against: CUDA_LIBRARY_PATH pointing at a folder whose lib64/
 # holds libcuda.so (a driver install, or Debian's libcuda1 package unpacked; .ci/run shows how).
@@ -60,7 +60,7 @@ run | sanitize)
     mkdir -p "$out"
     nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv | tee "$out/gpu.txt"
     projections="mma mma-wide"
-    grep -q ", 9.0$" "$out/gpu.txt" && projections="wgmma wgmma-tma wgmma-wide wgmma-ws $projections"
+    grep -q ", 9.0$" "$out/gpu.txt" && projections="wgmma wgmma-tma wgmma-wide wgmma-wide-tma wgmma-ws $projections"
     # CHECK_PROJECTIONS="wgmma mma" narrows the kernels (sanitize runs every family with the first).
     projections=${CHECK_PROJECTIONS:-$projections}
     if [ "$step" = sanitize ]; then

@@ -168,12 +168,12 @@ __device__ __forceinline__ void wgmma_gate_epilogue(const float (&acc)[NB][64], 
 // ceil(tokens/128), splits), block 256, dynamic shared memory 1024 (alignment slack) + STAGES
 // (128 + BN) 128 bytes + 512 heads bytes (the row table; 0 without gather), the function's limit
 // raised to that.
-// proj_wgmma_tma_*(..., status, w_map): proj_wgmma_* (BN = 128, 3 stages, two blocks per
-// multiprocessor) with each B tile brought by the copy engine: w_map is a tensor map of w
-// ([N, K] 16-bit elements, K innermost; box 64 x 128, 128-byte swizzle, no interleave, zero
-// fill: cuTensorMapEncodeTiled) passed by value, and thread 0 issues one bulk copy per k-tile,
-// completing on that stage's mbarrier, where 256 threads issued 1024 cp.async. Dynamic shared
-// memory 64 bytes more (the stages' mbarriers, between the stages and the row table).
+// proj_wgmma_tma_*(..., status, w_map) and proj_wgmma_wide_tma_*: proj_wgmma_* and
+// proj_wgmma_wide_* with each B tile brought by the copy engine: w_map is a tensor map of w
+// ([N, K] 16-bit elements, K innermost; box 64 x BN, 128-byte swizzle, no interleave, zero
+// fill: cuTensorMapEncodeTiled) passed by value, and thread 0 issues one tensor copy per
+// k-tile, completing on that stage's mbarrier, where 256 threads issued 4 BN cp.async. Dynamic
+// shared memory 64 bytes more (the stages' mbarriers, between the stages and the row table).
 template <typename T, int BN, int STAGES, bool TMA_B = false>
 __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, const RowSource src, u32 heads,
                                 u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,
@@ -496,6 +496,10 @@ __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offset
     extern "C" __global__ void __launch_bounds__(WG_THREADS, 2)                                                       \
         proj_wgmma_tma_##NAME(PROJ_KERNEL_PARAMS(T), const __grid_constant__ TensorMap w_map) {                       \
         proj_wgmma_impl<T, 128, 3, true>(PROJ_KERNEL_ARGS(T), &w_map);                                                \
+    }                                                                                                                 \
+    extern "C" __global__ void __launch_bounds__(WG_THREADS, 1)                                                       \
+        proj_wgmma_wide_tma_##NAME(PROJ_KERNEL_PARAMS(T), const __grid_constant__ TensorMap w_map) {                  \
+        proj_wgmma_impl<T, 256, 4, true>(PROJ_KERNEL_ARGS(T), &w_map);                                                \
     }                                                                                                                 \
     extern "C" __global__ void __launch_bounds__(WS_THREADS, 1) proj_wgmma_ws_##NAME(PROJ_KERNEL_PARAMS(T)) {         \
         proj_wgmma_ws_impl<T>(PROJ_KERNEL_ARGS(T));                                                                   \

@@ -28,8 +28,9 @@
 //! device, [`CudaBackend::new`] returns [`engram_core::Error::NoDevice`] with the reason; the type
 //! exists either way. `ENGRAM_CUDA_PROJ` overrides the projection kernel the backend picks
 //! (`mma`, `mma-wide`, `wgmma`, `wgmma-wide`: mma.sync or wgmma, 128 x 128 or 128 x 256 output
-//! tiles; `wgmma-tma`: `wgmma` with each weight tile one tensor copy by the copy engine, through
-//! a tensor map made per launch; `wgmma-ws`: warp-specialised and persistent, 256 x 128 tiles);
+//! tiles; `wgmma-tma`, `wgmma-wide-tma`: those with each weight tile one tensor copy by the copy
+//! engine, through a tensor map made per launch; `wgmma-ws`: warp-specialised and persistent,
+//! 256 x 128 tiles);
 //! an unknown name, or
 //! wgmma on a device without it, makes [`CudaBackend::new`] fail. `ENGRAM_CUDA_GATE=pass` keeps
 //! a prefill's gate in a kernel of its own, reading the key columns the projection wrote, where

@@ -2,11 +2,12 @@
 //!
 //! Six kernels do the same job (`kernels/fused.cu` and `kernels/hopper.cu`): `mma.sync` with
 //! 128 x 128 or 128 x 256 output tiles, loadable on sm_90 and later, and, sm_90a only, `wgmma`
-//! with the same two widths, the narrow one again with its weight tiles brought by the copy
-//! engine (TMA), and a warp-specialised persistent `wgmma` kernel with 256 x 128 tiles.
+//! with the same two widths, both again with their weight tiles brought by the copy engine
+//! (TMA), and a warp-specialised persistent `wgmma` kernel with 256 x 128 tiles.
 //! The backend picks one when it is made: `ENGRAM_CUDA_PROJ` names one (`mma`, `mma-wide`,
-//! `wgmma`, `wgmma-wide`, `wgmma-tma`, `wgmma-ws`), otherwise the fastest measured on the
-//! device's architecture (`benches/NOTES.md`: `wgmma` on an H100, `mma` elsewhere).
+//! `wgmma`, `wgmma-wide`, `wgmma-tma`, `wgmma-wide-tma`, `wgmma-ws`), otherwise the fastest
+//! measured on the device's architecture (`benches/NOTES.md`: `wgmma` on an H100, `mma`
+//! elsewhere).
 
 use engram_core::{Error, Result};
 
@@ -37,6 +38,9 @@ pub(crate) enum Projection {
     /// `proj_wgmma_tma_*`: `proj_wgmma_*` with each weight tile one bulk tensor copy (TMA)
     /// through a tensor map of the weights, passed as the kernel's last parameter.
     WgmmaTma,
+    /// `proj_wgmma_wide_tma_*`: `proj_wgmma_wide_*` with its weight tiles brought as
+    /// `WgmmaTma`'s are.
+    WgmmaWideTma,
     /// `proj_wgmma_ws_*`: wgmma (sm_90a), 256 x 128 tiles, warp-specialised (a producer
     /// warpgroup and two consumers) and persistent (one block per multiprocessor).
     WgmmaWs,
@@ -81,12 +85,14 @@ impl Projection {
             Some("wgmma") => Projection::Wgmma,
             Some("wgmma-wide") => Projection::WgmmaWide,
             Some("wgmma-tma") => Projection::WgmmaTma,
+            Some("wgmma-wide-tma") => Projection::WgmmaWideTma,
             Some("wgmma-ws") => Projection::WgmmaWs,
             Some(other) => {
                 return Err(Error::Backend {
                     backend: BACKEND_NAME,
                     message: format!(
-                    "{OVERRIDE}={other:?}: expected mma, mma-wide, wgmma, wgmma-wide, wgmma-tma or wgmma-ws"
+                    "{OVERRIDE}={other:?}: expected mma, mma-wide, wgmma, wgmma-wide, wgmma-tma, \
+                     wgmma-wide-tma or wgmma-ws"
                 ),
                 })
             }
@@ -106,21 +112,25 @@ impl Projection {
     pub(crate) fn needs_sm90a(self) -> bool {
         matches!(
             self,
-            Projection::Wgmma | Projection::WgmmaWide | Projection::WgmmaTma | Projection::WgmmaWs
+            Projection::Wgmma
+                | Projection::WgmmaWide
+                | Projection::WgmmaTma
+                | Projection::WgmmaWideTma
+                | Projection::WgmmaWs
         )
     }
 
     /// Whether the kernel takes a tensor map of the weights (rows of `K_TILE` elements by
     /// [`Self::width`] outputs a box) as its last parameter.
     pub(crate) fn weight_map(self) -> bool {
-        self == Projection::WgmmaTma
+        matches!(self, Projection::WgmmaTma | Projection::WgmmaWideTma)
     }
 
     /// Outputs per block.
     pub(crate) fn width(self) -> usize {
         match self {
             Projection::Mma | Projection::Wgmma | Projection::WgmmaTma | Projection::WgmmaWs => 128,
-            Projection::MmaWide | Projection::WgmmaWide => 256,
+            Projection::MmaWide | Projection::WgmmaWide | Projection::WgmmaWideTma => 256,
         }
     }
 
@@ -133,6 +143,7 @@ impl Projection {
             Projection::Wgmma
             | Projection::WgmmaWide
             | Projection::WgmmaTma
+            | Projection::WgmmaWideTma
             | Projection::WgmmaWs => 128,
         }
     }
@@ -145,6 +156,7 @@ impl Projection {
             Projection::Wgmma => "proj_wgmma_",
             Projection::WgmmaWide => "proj_wgmma_wide_",
             Projection::WgmmaTma => "proj_wgmma_tma_",
+            Projection::WgmmaWideTma => "proj_wgmma_wide_tma_",
             Projection::WgmmaWs => "proj_wgmma_ws_",
         };
         format!("{prefix}{t}")
@@ -212,6 +224,7 @@ impl Projection {
             Projection::Mma | Projection::MmaWide => (3, 0),
             Projection::Wgmma => (3, 1024),
             Projection::WgmmaTma => (3, 1024 + 64),
+            Projection::WgmmaWideTma => (4, 1024 + 64),
             Projection::WgmmaWide => (4, 1024),
             Projection::WgmmaWs => (4, 1024 + 64),
         };
@@ -226,12 +239,13 @@ impl Projection {
     }
 
     /// Every projection kernel (the backend raises each one's shared memory limit).
-    pub(crate) const ALL: [Projection; 6] = [
+    pub(crate) const ALL: [Projection; 7] = [
         Projection::Mma,
         Projection::MmaWide,
         Projection::Wgmma,
         Projection::WgmmaWide,
         Projection::WgmmaTma,
+        Projection::WgmmaWideTma,
         Projection::WgmmaWs,
     ];
 }
@@ -278,6 +292,7 @@ mod tests {
             Projection::Wgmma,
             Projection::WgmmaWide,
             Projection::WgmmaTma,
+            Projection::WgmmaWideTma,
             Projection::WgmmaWs,
         ] {
             assert_eq!(p.gate_segment(), 128);
@@ -318,6 +333,15 @@ mod tests {
         assert!(2 * (Projection::WgmmaTma.shared_bytes(16) + 1024) <= 228 * 1024);
         assert_eq!(Projection::WgmmaTma.kernel("f16"), "proj_wgmma_tma_f16");
         assert!(Projection::WgmmaTma.weight_map() && !Projection::Wgmma.weight_map());
+        assert_eq!(
+            Projection::WgmmaWideTma.shared_bytes(16),
+            Projection::WgmmaWide.shared_bytes(16) + 64
+        );
+        assert!(Projection::WgmmaWideTma.shared_bytes(16) <= 227 * 1024);
+        assert_eq!(
+            Projection::choose(Some("wgmma-wide-tma"), true).ok(),
+            Some(Projection::WgmmaWideTma)
+        );
         assert_eq!(
             Projection::WgmmaWide.shared_bytes(16),
             1024 + 196_608 + 8192
