@@ -101,15 +101,15 @@ run | sanitize)
     bench="$bundle/engram-bench"
     set +e
     {
+        # Each kernel with the gate in a kernel of its own (the default: the key columns written
+        # and read back) and summed in the projection's epilogue.
         for p in $projections; do
-            echo "{\"projection\":\"$p\"}"
-            ENGRAM_CUDA_PROJ=$p "$bench" engram --backend cuda --batch 32 --seq 512 --dtype bf16 --runs 20
+            for gate in pass epilogue; do
+                echo "{\"projection\":\"$p\",\"gate\":\"$gate\"}"
+                ENGRAM_CUDA_GATE=$gate ENGRAM_CUDA_PROJ=$p "$bench" engram --backend cuda --batch 32 --seq 512 \
+                    --dtype bf16 --runs 20
+            done
         done
-        # The default kernel once more with the gate in a kernel of its own (the key columns
-        # written and read back) instead of summed in the projection's epilogue.
-        echo "{\"projection\":\"${projections%% *}\",\"gate\":\"pass\"}"
-        ENGRAM_CUDA_GATE=pass ENGRAM_CUDA_PROJ=${projections%% *} "$bench" engram --backend cuda --batch 32 --seq 512 \
-            --dtype bf16 --runs 20
         python3 "$bundle/torch_floor.py" --tokens 16384
         [ "$mode" = "--quick" ] && exit 0
         for b in 1 16 64 256; do "$bench" engram --backend cuda --batch $b --seq 64 --dtype bf16 --decode --runs 50; done
@@ -130,6 +130,12 @@ run | sanitize)
             cp "$out/ncu.log" "$out/ncu_$(echo $args | tr -dc 'a-z0-9').log"
             grep -E "^  [a-zA-Z_0-9]+|duration" "$out/ncu.log" | grep -v "^==" | paste - - | awk '{print $1, $(NF-1), $NF}' | head -40
         done
+        # The gather kernel alone (the op adds a validation kernel and a read-back): its bytes
+        # (rows read and written, row ids) over this time against bench.jsonl's copy bandwidth.
+        echo "== the gather kernel alone, 16384 tokens x 16 heads of 128-byte rows (ncu)"
+        ncu -c 4 --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed -k 'regex:gather' \
+            "$bench" gather --backend cuda --tokens 16384 --dtype bf16 --runs 1 > "$out/ncu_gather.log" 2>&1 || true
+        grep -E "^  [a-zA-Z_0-9]+|duration|dram__" "$out/ncu_gather.log" | grep -v "^==" | awk '{print $1, $NF}'
     fi
     ;;
 *)

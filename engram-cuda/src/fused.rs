@@ -2,10 +2,10 @@
 //! workspace, and the prefill and decode of 16-bit layers on the backend's stream: hash
 //! (reciprocal modulo), projection on tensor cores with the rows gathered into shared memory (for
 //! a small batch split into shares of k, the last share of each tile summing them), gate scales
-//! (from the sums the projection formed in its epilogue, where the hidden size allows, or from the
-//! key columns), then value + convolution + SiLU. Four launches for a prefill; two for a decode
-//! step, whose projection hashes each sequence's window itself and whose last launch does the
-//! gate and the convolution and advances the id history.
+//! (from the key columns, or with `ENGRAM_CUDA_GATE=epilogue` from the sums the projection formed
+//! in its epilogue, where the hidden size allows), then value + convolution + SiLU. Four launches
+//! for a prefill; two for a decode step, whose projection hashes each sequence's window itself
+//! and whose last launch does the gate and the convolution and advances the id history.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

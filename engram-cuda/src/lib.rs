@@ -11,8 +11,8 @@
 //!   hash with the modulo by each table size as a multiply by a precomputed reciprocal
 //!   ([`reciprocal`]), a 16-byte gather, the stacked projection on tensor cores (`mma.sync`) with
 //!   the table rows gathered straight into shared memory (split over k for small batches), the
-//!   gate's sums formed in the projection's epilogue (or one gate kernel per token) and one
-//!   value + convolution + SiLU kernel;
+//!   gate in a kernel of its own (or, with `ENGRAM_CUDA_GATE=epilogue`, its sums formed in the
+//!   projection's epilogue) and one value + convolution + SiLU kernel;
 //! - `kernels/hopper.cu` ([`HOPPER_CU`], [`HOPPER_PTX`]): the same projection on Hopper's
 //!   warpgroup tensor cores (`wgmma`, sm_90a), loaded on sm_90 devices only and taken there.
 //!
@@ -30,12 +30,12 @@
 //! (`mma`, `mma-wide`, `wgmma`, `wgmma-wide`: mma.sync or wgmma, 128 x 128 or 128 x 256 output
 //! tiles; `wgmma-tma`, `wgmma-wide-tma`: those with each weight tile one tensor copy by the copy
 //! engine, through a tensor map made per launch; `wgmma-ws`: warp-specialised and persistent,
-//! 256 x 128 tiles);
-//! an unknown name, or
-//! wgmma on a device without it, makes [`CudaBackend::new`] fail. `ENGRAM_CUDA_GATE=pass` keeps
-//! a prefill's gate in a kernel of its own, reading the key columns the projection wrote, where
-//! by default (`epilogue`) the projection forms the gate's sums itself whenever the hidden size
-//! is a multiple of its segment (32, 64 or 128 columns) and k is not split.
+//! 256 x 128 tiles); an unknown name, or wgmma on a device without it, makes
+//! [`CudaBackend::new`] fail. A prefill's gate is by default (`ENGRAM_CUDA_GATE=pass`) a kernel
+//! of its own, reading the key columns the projection wrote; with `ENGRAM_CUDA_GATE=epilogue` the
+//! projection forms the gate's sums itself instead, never writing the key columns, whenever the
+//! hidden size is a multiple of its segment (32, 64 or 128 columns) and k is not split (slower
+//! on an H200 with the default kernel: `benches/NOTES.md`).
 //!
 //! Without a GPU the backend can still run: `engram-cuda/cpu-driver` builds a stand-in for the
 //! driver library (`bash engram-cuda/cpu-driver/build.sh DIR` makes `DIR/libcuda.so.1`) that
