@@ -24,8 +24,9 @@
 //! captured once as a CUDA graph and replayed without host synchronisation (`DecodeGraph`, with
 //! the `cuda` feature); bad ids are then found on the device.
 //!
-//! The driver is linked only with the `cuda` feature. Without it, and on a machine without a
-//! device, [`CudaBackend::new`] returns [`engram_core::Error::NoDevice`] with the reason; the type
+//! The driver is linked only with the `cuda` feature, and must be one of CUDA 12.0 or later
+//! (drivers 525 on; the crate calls `cuTensorMapEncodeTiled`, which older ones lack). Without
+//! the feature, and on a machine without a device, [`CudaBackend::new`] returns [`engram_core::Error::NoDevice`] with the reason; the type
 //! exists either way. `ENGRAM_CUDA_PROJ` overrides the projection kernel the backend picks
 //! (`mma`, `mma-wide`, `wgmma`, `wgmma-wide`: mma.sync or wgmma, 128 x 128 or 128 x 256 output
 //! tiles; `wgmma-tma`, `wgmma-wide-tma`: those with each weight tile one tensor copy by the copy
