@@ -129,8 +129,8 @@ extern "C" {
     ) -> std::ffi::c_int;
 }
 
-/// A tensor map of a row-major `[rows, k]` matrix of 16-bit elements in `m` (bf16 or f16), read in
-/// boxes of 64 elements of k (128 bytes, the 128-byte swizzle: the tile layout of
+/// A tensor map of a row-major `[rows, k]` matrix of 16-bit elements in `m` (bf16 or f16), read
+/// in boxes of 64 elements of k (128 bytes, the 128-byte swizzle: the tile layout of
 /// `kernels/common.cuh`'s `tile_offset`) by `box_rows` rows, zeros outside the matrix.
 pub(crate) fn weight_tensor_map<T: Element>(
     m: &CudaBuffer<T>,
@@ -359,34 +359,16 @@ impl CudaBackend {
             &self.module
         };
         let function = module.get_function(kernel).map_err(cuda_err)?;
-        let mut storage: Vec<u64> = args
-            .iter()
-            .map(|a| match *a {
-                Arg::U32(v) => u64::from(v),
-                Arg::U64(v) => v,
-                Arg::F64(v) => v.to_bits(),
-                Arg::Map(_) => 0,
-            })
-            .collect();
-        let mut maps: Vec<TensorMap> = args
-            .iter()
-            .filter_map(|a| match *a {
-                Arg::Map(m) => Some(m),
-                _ => None,
-            })
-            .collect();
-        // Each pointer addresses an 8-byte slot whose first bytes hold the argument in the
-        // little-endian layout the kernel reads (a u32 parameter reads the low half), or a
-        // tensor map's 128 bytes.
-        let mut next_map = maps.iter_mut();
-        let pointers: Vec<*mut c_void> = args
-            .iter()
-            .zip(storage.iter_mut())
-            .map(|(a, v)| match a {
-                Arg::Map(_) => next_map
-                    .next()
-                    .map_or(std::ptr::null_mut(), |m| m as *mut TensorMap as *mut c_void),
-                _ => v as *mut u64 as *mut c_void,
+        // Each pointer addresses one argument's own value, in the width and little-endian layout
+        // the kernel's parameter has (a tensor map's 128 bytes, 64-byte aligned).
+        let mut storage = args.to_vec();
+        let pointers: Vec<*mut c_void> = storage
+            .iter_mut()
+            .map(|a| match a {
+                Arg::U32(v) => v as *mut u32 as *mut c_void,
+                Arg::U64(v) => v as *mut u64 as *mut c_void,
+                Arg::F64(v) => v as *mut f64 as *mut c_void,
+                Arg::Map(m) => m as *mut TensorMap as *mut c_void,
             })
             .collect();
         // SAFETY: the kernel's parameter list (see kernels/engram.cu) matches `args` in number and

@@ -24,32 +24,34 @@
 //! captured once as a CUDA graph and replayed without host synchronisation (`DecodeGraph`, with
 //! the `cuda` feature); bad ids are then found on the device.
 //!
-//! The driver is linked only with the `cuda` feature, and must be one of CUDA 12.0 or later
-//! (drivers 525 on; the crate calls `cuTensorMapEncodeTiled`, which older ones lack). Without
-//! the feature, and on a machine without a device, [`CudaBackend::new`] returns [`engram_core::Error::NoDevice`] with the reason; the type
-//! exists either way. `ENGRAM_CUDA_PROJ` overrides the projection kernel the backend picks
-//! (`mma`, `mma-wide`, `wgmma`, `wgmma-wide`: mma.sync or wgmma, 128 x 128 or 128 x 256 output
-//! tiles; `wgmma-tma`, `wgmma-wide-tma`: those with each weight tile one tensor copy by the copy
-//! engine, through a tensor map made per launch; `wgmma-ws`: warp-specialised and persistent,
-//! 256 x 128 tiles); an unknown name, or wgmma on a device without it, makes
-//! [`CudaBackend::new`] fail. A prefill's gate is by default (`ENGRAM_CUDA_GATE=pass`) a kernel
-//! of its own, reading the key columns the projection wrote; with `ENGRAM_CUDA_GATE=epilogue` the
-//! projection forms the gate's sums itself instead, never writing the key columns, whenever the
-//! hidden size is a multiple of its segment (32, 64 or 128 columns) and k is not split (slower
-//! on an H200 with the default kernel: `benches/NOTES.md`).
+//! The driver is linked only with the `cuda` feature, and must be CUDA 12.0 or later (drivers
+//! 525 on: the crate calls `cuTensorMapEncodeTiled`, which older ones lack). Without the
+//! feature, and on a machine without a device, [`CudaBackend::new`] returns
+//! [`engram_core::Error::NoDevice`] with the reason; the type exists either way.
+//! `ENGRAM_CUDA_PROJ` overrides the projection kernel the backend picks (`mma`, `mma-wide`,
+//! `wgmma`, `wgmma-wide`: mma.sync or wgmma, 128 x 128 or 128 x 256 output tiles; `wgmma-tma`,
+//! `wgmma-wide-tma`: those with each weight tile one tensor copy by the copy engine, through a
+//! tensor map made per launch; `wgmma-ws`: warp-specialised and persistent, 256 x 128 tiles); an
+//! unknown name, or wgmma on a device without it, makes [`CudaBackend::new`] fail.
+//!
+//! A prefill's gate is by default (`ENGRAM_CUDA_GATE=pass`) a kernel of its own, reading the key
+//! columns the projection wrote; with `ENGRAM_CUDA_GATE=epilogue` the projection forms the gate's
+//! sums itself instead, never writing the key columns, whenever the hidden size is a multiple of
+//! its segment (32, 64 or 128 columns) and k is not split (slower on an H200 with the default
+//! kernel: `benches/NOTES.md`).
 //!
 //! Without a GPU the backend can still run: `engram-cuda/cpu-driver` builds a stand-in for the
 //! driver library (`bash engram-cuda/cpu-driver/build.sh DIR` makes `DIR/libcuda.so.1`) that
 //! compiles `engram.cu`, `fused.cu` and `hopper.cu` as C++ for the CPU and runs each launch block
 //! by block, every CUDA thread a fiber, with `ldmatrix`, `mma.sync`, `wgmma` (run at its wait),
 //! mbarriers, the asynchronous copies and the tensor copies (with `cuTensorMapEncodeTiled`) given
-//! their PTX meaning. It reports an sm_90 device
-//! (`ENGRAM_CPU_DRIVER_SM=80` for one without the sm_90a module). With `DIR` first in
-//! `LD_LIBRARY_PATH`, `cargo test -p engram-cuda --features cuda` runs the whole suite, the graph
-//! and hash tests and the golden files through this crate's host code and kernels (CI does, with
-//! each projection kernel). Built with `--asan`, it also stops at any kernel access past the end
-//! of a device allocation, naming the source line (CI runs the suite so too). Timings and the
-//! hardware's memory model are what only a GPU run checks.
+//! their PTX meaning. It reports an sm_90 device (`ENGRAM_CPU_DRIVER_SM=80` for one without the
+//! sm_90a module). With `DIR` first in `LD_LIBRARY_PATH`, `cargo test -p engram-cuda --features
+//! cuda` runs the whole suite, the graph and hash tests and the golden files through this crate's
+//! host code and kernels (CI does, with each projection kernel). Built with `--asan`, it also
+//! stops at any kernel access past the end of a device allocation, naming the source line (CI
+//! runs the suite so too). Timings and the hardware's memory model are what only a GPU run
+//! checks.
 
 /// The CUDA C++ source of every kernel, with their launch contracts.
 pub const ENGRAM_CU: &str = include_str!("../kernels/engram.cu");
