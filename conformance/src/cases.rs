@@ -322,6 +322,13 @@ pub fn engram_shapes() -> Vec<EngramShape> {
             &[140, 9],
             Random,
         ),
+        // Rows wider than a block of the CUDA gather (260 16-byte chunks in f32, 130 in 16 bits).
+        s(
+            "wide_rows",
+            engram_config(3, 2, 1, 8, 1040, 4, true),
+            &[3, 2],
+            Random,
+        ),
         EngramShape {
             name: "rows_at_ends",
             rows_at_ends: true,
@@ -782,6 +789,7 @@ pub fn engram_shapes_of(family: Family) -> Vec<EngramShape> {
             "rows_at_ends",
             "m4",
             "largest_ids",
+            "wide_rows",
         ]),
         Family::Gate => {
             engram_shapes_named(&["one_token", "odd_widths", "m1", "m4", "empty_batch", "n2"])

@@ -73,7 +73,7 @@ macro_rules! __case_table {
     ($cb:path; $($args:tt)*) => {
         $cb! { $($args)*; compress_ids; [in_u32]; [random, largest_id, empty] }
         $cb! { $($args)*; hash; [in_u32]; [one_token, shorter_than_order, len1_in_batch, odd_widths, m1, m4, n2, n4, n5, empty_batch, empty_sequences, largest_ids, no_conv, kernel1, tensor_tiles, tensor_tiles_no_conv, tensor_tiles_k3, deep_k, deep_k_split, tiles_hidden20, tiles_kernel6, wide_hidden, tiles_hidden128, tiles_hidden256_no_conv, k_tiles3, k_tiles4] }
-        $cb! { $($args)*; gather; [in_f32, in_bf16, in_f16, in_f64]; [one_token, len1_in_batch, odd_widths, n5, empty_batch, rows_at_ends, m4, largest_ids] }
+        $cb! { $($args)*; gather; [in_f32, in_bf16, in_f16, in_f64]; [one_token, len1_in_batch, odd_widths, n5, empty_batch, rows_at_ends, m4, largest_ids, wide_rows] }
         $cb! { $($args)*; rms_norm; [in_f32, in_bf16, in_f16, in_f64]; [single_element, groups4, odd, empty, wide, many_rows] }
         $cb! { $($args)*; linear; [in_f32, in_bf16, in_f16, in_f64]; [single, bias, odd_no_bias, empty, projection, one_input] }
         $cb! { $($args)*; gate; [in_f32, in_bf16, in_f16, in_f64]; [one_token, odd_widths, m1, m4, empty_batch, n2] }

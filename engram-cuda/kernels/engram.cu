@@ -59,7 +59,7 @@ extern "C" __global__ void first_ge_u32(const u32* v, u64 n, u64 limit, u64* fir
 // rows[i] >= sizes[i % heads]. Grid-stride.
 extern "C" __global__ void first_row_beyond(const u32* rows, u64 n, u32 heads, const u32* sizes, u64* first) {
     for (u64 i = global_index(); i < n; i += global_stride())
-        if (rows[i] >= sizes[i % heads]) atomicMin(first, i);
+        if (rows[i] >= sizes[mod_u32(i, heads)]) atomicMin(first, i);
 }
 
 // ---- ids and hashing ----------------------------------------------------------------------------
@@ -94,7 +94,9 @@ extern "C" __global__ void capture_ids(const u32* ids, const u32* cu, u64 seqs, 
 // ---- per-dtype kernels --------------------------------------------------------------------------
 
 template <typename T>
-__device__ void gather_impl(const T* table, u32 d_head, const u64* offsets, u32 heads, const u32* rows, u64 n_rows, T* out) {
+__device__ void gather_impl(const T* table, u32 d_head, const u64* offsets, u32 heads, const u32* rows, u64 n_rows,
+                            const u64* status, T* out) {
+    if (status && *status != ~0ull) return;
     u64 total = n_rows * d_head;
     for (u64 i = global_index(); i < total; i += global_stride()) {
         u64 r = i / d_head, c = i % d_head;
@@ -319,7 +321,9 @@ __device__ void combine_impl(const T* expert_out, const T* weights, const T* sha
 }
 
 // Launch contracts of the per-dtype kernels (NAME_<dtype>):
-// gather_*(table, d_head, offsets, heads, rows, n_rows, out): grid-stride over n_rows*d_head.
+// gather_*(table, d_head, offsets, heads, rows, n_rows, status|null, out): grid-stride over
+//   n_rows*d_head; with status (a word first_row_beyond wrote to) nothing is written unless it
+//   is all ones.
 // rms_norm_*(x, w, vectors, d, groups, eps, out): one block per vector (grid-stride), blockDim a
 //   power of two, shared memory 3 * blockDim * sizeof(accumulator).
 // linear_*(x, w, bias|null, rows, in, out, y): block (16, 16), grid (ceil(out/16), ceil(rows/16)).
@@ -332,7 +336,8 @@ __device__ void combine_impl(const T* expert_out, const T* weights, const T* sha
 // silu_mul_*, routed_linear_*, combine_*: grid-stride over their outputs.
 #define INSTANTIATE(NAME, T)                                                                                        \
     extern "C" __global__ void gather_##NAME(const T* table, u32 d_head, const u64* offsets, u32 heads, const u32* rows, \
-                                             u64 n_rows, T* out) { gather_impl<T>(table, d_head, offsets, heads, rows, n_rows, out); } \
+                                             u64 n_rows, const u64* status, T* out) {                               \
+        gather_impl<T>(table, d_head, offsets, heads, rows, n_rows, status, out); }                                 \
     extern "C" __global__ void rms_norm_##NAME(const T* x, const T* w, u64 vectors, u32 d, u32 groups, double eps, T* out) { \
         rms_norm_impl<T>(x, w, vectors, d, groups, eps, out); }                                                     \
     extern "C" __global__ void linear_##NAME(const T* x, const T* w, const T* bias, u64 rows, u32 in, u32 outf, T* y) { \

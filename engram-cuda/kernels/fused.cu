@@ -65,17 +65,34 @@ extern "C" __global__ void first_id_at_or_above2(const u32* a, u64 na, const u32
 
 // ---- gather -------------------------------------------------------------------------------------
 
-// gather_rows16(table, row_chunks, offsets, heads, rows, n_rows, out): any element type whose rows
-// are whole 16-byte chunks (row_chunks = d_head * sizeof(T) / 16); table and out 16-byte aligned;
-// rows checked beforehand. out chunk (r, c) = table chunk ((offsets[r % heads] + rows[r]) *
-// row_chunks + c). Grid-stride over n_rows * row_chunks, any block.
-extern "C" __global__ void gather_rows16(const uint4* table, u32 row_chunks, const u64* offsets, u32 heads,
-                                         const u32* rows, u64 n_rows, uint4* out) {
-    u64 total = n_rows * row_chunks;
-    for (u64 i = global_index(); i < total; i += global_stride()) {
-        u64 r = i / row_chunks;
-        u32 c = (u32)(i - r * row_chunks);
-        out[i] = __ldg(table + (offsets[r % heads] + rows[r]) * row_chunks + c);
+// gather_rows16(table, row_chunks, offsets, heads, rows, n_rows, status|null, out): any element
+// type whose rows are whole 16-byte chunks (row_chunks = d_head * sizeof(T) / 16); table and out
+// 16-byte aligned. out chunk (r, c) = table chunk ((offsets[r % heads] + rows[r]) * row_chunks + c).
+// With status (a word a check launched before wrote to, all ones when every row was in range) the
+// kernel writes nothing unless it is all ones; without, the rows were checked on the host side.
+// Block of any size; each row takes L = min(row_chunks, blockDim.x) adjacent threads (thread i
+// of a block: row i / L of its group, chunks i % L + L j), so a block holds R = blockDim.x / L
+// rows; each thread moves two rows R * gridDim.x apart per round (both rows' loads in flight
+// before either store). Grid: ceil(n_rows / (2 R)) blocks, or fewer (grid-stride).
+extern "C" __global__ void gather_rows16(const uint4* __restrict__ table, u32 row_chunks, const u64* offsets, u32 heads,
+                                         const u32* rows, u64 n_rows, const u64* status, uint4* __restrict__ out) {
+    if (status && *status != ~0ull) return;
+    const u32 lanes = row_chunks < blockDim.x ? row_chunks : blockDim.x;
+    const u32 per_block = blockDim.x / lanes;
+    const u32 lane = threadIdx.x % lanes, slot = threadIdx.x / lanes;
+    if (slot >= per_block) return;
+    const u64 stride = (u64)gridDim.x * per_block;
+    for (u64 r0 = (u64)blockIdx.x * per_block + slot; r0 < n_rows; r0 += 2 * stride) {
+        const u64 r1 = r0 + stride;
+        const bool two = r1 < n_rows;
+        const u64 s0 = (offsets[mod_u32(r0, heads)] + rows[r0]) * row_chunks;
+        const u64 s1 = two ? (offsets[mod_u32(r1, heads)] + rows[r1]) * row_chunks : s0;
+        for (u32 c = lane; c < row_chunks; c += lanes) {
+            const uint4 a = __ldg(table + s0 + c);
+            const uint4 b = __ldg(table + s1 + c);
+            out[r0 * row_chunks + c] = a;
+            if (two) out[r1 * row_chunks + c] = b;
+        }
     }
 }
 

@@ -10,6 +10,9 @@ typedef unsigned long long u64;
 __device__ __forceinline__ u64 global_index() { return (u64)blockIdx.x * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ u64 global_stride() { return (u64)gridDim.x * blockDim.x; }
 
+// x mod d, in 32-bit arithmetic whenever x fits (a 64-bit remainder is a long software sequence).
+__device__ __forceinline__ u32 mod_u32(u64 x, u32 d) { return (x >> 32) ? (u32)(x % d) : (u32)x % d; }
+
 // The sequence of position t in a packed batch: the largest s with cu[s] <= t (empty sequences
 // share their start with the next one, and the largest such s is the non-empty one).
 __device__ __forceinline__ u32 sequence_of(const u32* cu, u32 seqs, u64 t) {

@@ -17,6 +17,7 @@ use engram_core::{
     DeviceEngramState, Element, EngramOps, Error, MoeConfig, MoeOps, PackedBatch, Result, Scalar,
     ScoreFunc,
 };
+use std::sync::Mutex;
 
 use crate::fused::{is_fused, is_hopper, HashParams, ParamsCache, Workspace};
 use crate::projection::{self, Projection};
@@ -24,6 +25,9 @@ use crate::{BACKEND_NAME, ENGRAM_PTX, FUSED_PTX, HOPPER_PTX};
 
 pub(crate) const THREADS: u32 = 256;
 pub(crate) const MAX_BLOCKS: u64 = 1 << 20;
+
+/// The status word's value while no check has failed.
+const NO_FAILURE: u64 = u64::MAX;
 
 pub(crate) fn cuda_err(e: cust::error::CudaError) -> Error {
     Error::Backend {
@@ -235,6 +239,8 @@ pub struct CudaBackend {
     /// Whether a prefill's projection forms the gate's sums in its epilogue where the layer
     /// allows (`ENGRAM_CUDA_GATE`).
     pub(crate) gate_epilogue: bool,
+    /// The word on-device checks record their first failure into; see [`CudaBackend::checked`].
+    status: Mutex<CudaBuffer<u64>>,
     device: String,
     _context: Context,
 }
@@ -335,6 +341,7 @@ impl CudaBackend {
             hopper,
             projection,
             gate_epilogue,
+            status: Mutex::new(CudaBuffer::from_host(&[NO_FAILURE], 0, 1, 0)?),
             device,
             _context: context,
         })
@@ -395,6 +402,28 @@ impl CudaBackend {
         self.stream.synchronize().map_err(cuda_err)
     }
 
+    /// Runs `launch` with the device address of the backend's status word, then reads the word
+    /// back (which waits for the launches): the first failure they recorded (their kernels
+    /// `atomicMin` a flat index into it), if any. The word is all ones whenever it is not
+    /// locked, so a check allocates nothing (`cuMemAlloc` and `cuMemFree` would synchronise the
+    /// device) and the kernels launched after the check kernel can test it on the device
+    /// (writing nothing after a failure) instead of the host reading it in between.
+    pub(crate) fn checked(&self, launch: impl FnOnce(u64) -> Result<()>) -> Result<Option<u64>> {
+        let mut word = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let launched = launch(word.device_ptr());
+        let found = self.to_vec(&*word).map(|v| v[0]);
+        // Back to all ones whatever happened (a failure found, or a launch or read that failed),
+        // so that the next check starts clean.
+        let reset = match found {
+            Ok(NO_FAILURE) => Ok(()),
+            _ => word.write(&[NO_FAILURE]),
+        };
+        launched?;
+        let found = found?;
+        reset?;
+        Ok((found != NO_FAILURE).then_some(found))
+    }
+
     /// The first index `i` with `v[i] >= limit`, if any (a device-side scan).
     pub(crate) fn first_at_or_above(
         &self,
@@ -404,14 +433,19 @@ impl CudaBackend {
         if v.len == 0 {
             return Ok(None);
         }
-        let first = CudaBuffer::from_host(&[u64::MAX], 0, 1, 0u64)?;
-        self.launch_n(
-            "first_ge_u32",
-            v.len as u64,
-            &[ptr(v), Arg::U64(v.len as u64), Arg::U64(limit), ptr(&first)],
-        )?;
-        let found = self.to_vec(&first)?[0];
-        Ok((found != u64::MAX).then_some(found as usize))
+        let found = self.checked(|first| {
+            self.launch_n(
+                "first_ge_u32",
+                v.len as u64,
+                &[
+                    ptr(v),
+                    Arg::U64(v.len as u64),
+                    Arg::U64(limit),
+                    Arg::U64(first),
+                ],
+            )
+        })?;
+        Ok(found.map(|i| i as usize))
     }
 
     pub(crate) fn host<T: Scalar>(&self, b: &CudaBuffer<T>) -> Result<Vec<T>> {
@@ -725,43 +759,49 @@ impl EngramOps for CudaBackend {
             return Ok(());
         }
         let params = self.hash_params(layer)?;
-        let first = CudaBuffer::from_host(&[u64::MAX], 0, 1, 0u64)?;
-        self.launch_n(
-            "first_row_beyond",
-            rows.len as u64,
-            &[
-                ptr(rows),
-                Arg::U64(rows.len as u64),
-                Arg::U32(u32_of("heads", heads)?),
-                ptr(&params.sizes),
-                ptr(&first),
-            ],
-        )?;
-        let bad = self.to_vec(&first)?[0];
-        if bad != u64::MAX {
-            let i = bad as usize;
-            return Err(check::row_out_of_range(
-                i,
-                self.host(rows)?[i],
-                &layer.table_sizes,
-            ));
+        // The check, then the gather, which writes nothing if the check found a bad row: one
+        // read-back for both.
+        let bad = self.checked(|first| {
+            self.launch_n(
+                "first_row_beyond",
+                rows.len as u64,
+                &[
+                    ptr(rows),
+                    Arg::U64(rows.len as u64),
+                    Arg::U32(u32_of("heads", heads)?),
+                    ptr(&params.sizes),
+                    Arg::U64(first),
+                ],
+            )?;
+            if self.launch_gather16(table, d_head, &params, rows, first, out)? {
+                return Ok(());
+            }
+            self.launch_n(
+                &format!("gather_{}", suffix(T::DTYPE)?),
+                (rows.len * d_head) as u64,
+                &[
+                    ptr(table),
+                    Arg::U32(u32_of("d_head", d_head)?),
+                    ptr(&params.offsets),
+                    Arg::U32(heads as u32),
+                    ptr(rows),
+                    Arg::U64(rows.len as u64),
+                    Arg::U64(first),
+                    ptr(out),
+                ],
+            )
+        })?;
+        match bad {
+            None => Ok(()),
+            Some(i) => {
+                let i = i as usize;
+                Err(check::row_out_of_range(
+                    i,
+                    self.host(rows)?[i],
+                    &layer.table_sizes,
+                ))
+            }
         }
-        if self.launch_gather16(table, d_head, &params, rows, out)? {
-            return Ok(());
-        }
-        self.launch_n(
-            &format!("gather_{}", suffix(T::DTYPE)?),
-            (rows.len * d_head) as u64,
-            &[
-                ptr(table),
-                Arg::U32(u32_of("d_head", d_head)?),
-                ptr(&params.offsets),
-                Arg::U32(heads as u32),
-                ptr(rows),
-                Arg::U64(rows.len as u64),
-                ptr(out),
-            ],
-        )
     }
 
     fn rms_norm<T: Element>(

@@ -20,6 +20,7 @@ use engram_core::{
 
 use crate::device::{
     cuda_err, ptr, suffix, u32_of, weight_tensor_map, Arg, CudaBackend, CudaBuffer, MAX_BLOCKS,
+    THREADS,
 };
 use crate::projection::{Projection, K_TILE, PROJ_WARPS, TOKENS_PER_BLOCK};
 use crate::reciprocal::Reciprocal;
@@ -284,23 +285,23 @@ impl CudaBackend {
         if total == 0 {
             return Ok(());
         }
-        let first = CudaBuffer::from_host(&[u64::MAX], 0, 1, 0u64)?;
-        self.launch_n(
-            "first_id_at_or_above2",
-            total as u64,
-            &[
-                ptr(ids),
-                Arg::U64(ids.len as u64),
-                ptr(history),
-                Arg::U64(history.len as u64),
-                Arg::U64(limit),
-                ptr(&first),
-            ],
-        )?;
-        let p = self.host(&first)?[0];
-        if p == u64::MAX {
+        let found = self.checked(|first| {
+            self.launch_n(
+                "first_id_at_or_above2",
+                total as u64,
+                &[
+                    ptr(ids),
+                    Arg::U64(ids.len as u64),
+                    ptr(history),
+                    Arg::U64(history.len as u64),
+                    Arg::U64(limit),
+                    Arg::U64(first),
+                ],
+            )
+        })?;
+        let Some(p) = found else {
             return Ok(());
-        }
+        };
         let p = p as usize;
         let id = if p < ids.len {
             self.host(ids)?[p]
@@ -314,14 +315,16 @@ impl CudaBackend {
         })
     }
 
-    /// The gather with 16-byte loads when rows are whole 16-byte chunks and both buffers are
-    /// 16-byte aligned; `false` (nothing launched) otherwise.
+    /// The gather with 16-byte loads (`gather_rows16`) when rows are whole 16-byte chunks and
+    /// both buffers are 16-byte aligned, writing nothing unless the word at `status` (when not
+    /// 0) is all ones; `false` (nothing launched) otherwise.
     pub(crate) fn launch_gather16<T: Element>(
         &self,
         table: &CudaBuffer<T>,
         d_head: usize,
         params: &HashParams,
         rows: &CudaBuffer<u32>,
+        status: u64,
         out: &CudaBuffer<T>,
     ) -> Result<bool> {
         let row_bytes = d_head * std::mem::size_of::<T>();
@@ -329,9 +332,14 @@ impl CudaBackend {
             return Ok(false);
         }
         let row_chunks = row_bytes / 16;
-        self.launch_n(
+        // Each row takes min(row_chunks, THREADS) threads; each thread moves two rows.
+        let per_block = (THREADS as usize / row_chunks.min(THREADS as usize)) as u64;
+        let blocks = (rows.len as u64).div_ceil(2 * per_block).min(MAX_BLOCKS);
+        self.launch(
             "gather_rows16",
-            (rows.len * row_chunks) as u64,
+            blocks as u32,
+            THREADS,
+            0,
             &[
                 ptr(table),
                 Arg::U32(u32_of("row chunks", row_chunks)?),
@@ -339,6 +347,7 @@ impl CudaBackend {
                 Arg::U32(u32_of("heads", params.sizes.len)?),
                 ptr(rows),
                 Arg::U64(rows.len as u64),
+                Arg::U64(status),
                 ptr(out),
             ],
         )?;
