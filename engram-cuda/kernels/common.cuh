@@ -141,19 +141,16 @@ __device__ __forceinline__ void fill_row_table(u32* row_table, const u64* offset
     }
 }
 
-// Issues (without committing) the asynchronous copies of one k-tile of a projection block: the
-// BM x 64 A tile (token rows: gathered table rows, or x with gather == 0) to a_base and, unless
-// WITH_B is false (the caller loads it otherwise), the BN x 64 B tile (weight rows n0..n0+BN) to
-// b_base, both in the tile_offset layout; elements past the tokens, the outputs or K are
-// zero-filled. Thread tid (of THREADS) always moves chunk tid % 8 of rows tid / 8 + (THREADS / 8)
-// i, so its k, head and swizzle are worked out once per k-tile and each further row is a fixed
-// stride away.
-template <typename T, int BM, int BN, int THREADS, bool WITH_B = true>
-__device__ __forceinline__ void load_proj_stage(u32 a_base, u32 b_base, u32 k0, const T* table, u32 d_head,
-                                                const u32* row_table, u32 heads, u32 gather, const T* w, u32 m0,
-                                                u32 n0, u32 tokens, u32 K, u32 N, u32 tid) {
+// Issues (without committing) the asynchronous copies of the A tile of one k-tile of a projection
+// block: BM token rows x 64 (gathered table rows, or x with gather == 0) to a_base in the
+// tile_offset layout, elements past the tokens or K zero-filled. Thread tid (of THREADS) always
+// moves chunk tid % 8 of rows tid / 8 + (THREADS / 8) i, so its k, head and swizzle are worked out
+// once per k-tile and each further row is a fixed stride away.
+template <typename T, int BM, int THREADS>
+__device__ __forceinline__ void load_proj_a(u32 a_base, u32 k0, const T* table, u32 d_head, const u32* row_table,
+                                            u32 heads, u32 gather, u32 m0, u32 tokens, u32 K, u32 tid) {
     constexpr u32 ROWS = THREADS / 8;  // rows per pass, a multiple of 8: the swizzle repeats
-    static_assert(THREADS % 64 == 0 && BM % ROWS == 0 && BN % ROWS == 0, "whole passes");
+    static_assert(THREADS % 64 == 0 && BM % ROWS == 0, "whole passes");
     const u32 c = tid & 7, r0 = tid >> 3, k = k0 + c * 8, dst = tile_offset(r0, c);
     const bool k_in = k < K;
     const u32 h = gather ? k / d_head : 0, k_in_row = k - h * d_head;
@@ -165,7 +162,16 @@ __device__ __forceinline__ void load_proj_stage(u32 a_base, u32 b_base, u32 k0, 
         if (ok) src = gather ? table + (u64)row_table[r * heads + h] * d_head + k_in_row : table + (u64)t * K + k;
         cp_async16(a_base + dst + i * ROWS * 128, src, ok ? 16 : 0);
     }
-    if (!WITH_B) return;
+}
+
+// The B tile of the same k-tile, as load_proj_a: weight rows n0..n0+BN x 64 to b_base, elements
+// past the outputs or K zero-filled. Independent of the row table.
+template <typename T, int BN, int THREADS>
+__device__ __forceinline__ void load_proj_b(u32 b_base, u32 k0, const T* w, u32 n0, u32 K, u32 N, u32 tid) {
+    constexpr u32 ROWS = THREADS / 8;
+    static_assert(THREADS % 64 == 0 && BN % ROWS == 0, "whole passes");
+    const u32 c = tid & 7, r0 = tid >> 3, k = k0 + c * 8, dst = tile_offset(r0, c);
+    const bool k_in = k < K;
     const T* w_row = w + (u64)(n0 + r0) * K + k;
 #pragma unroll
     for (u32 i = 0; i < BN / ROWS; ++i) {
@@ -174,17 +180,17 @@ __device__ __forceinline__ void load_proj_stage(u32 a_base, u32 b_base, u32 k0, 
     }
 }
 
-// Issues the copies of every k-tile of a block's share of k that fits its ring of STAGES stages
-// (k-tile kt_begin + s into stage s, load_stage(stage, k0)) as one group and waits for this
-// thread's; the caller then synchronises the block. A split decode step's few k-tiles so cost one
-// load latency, where a pipeline one stage ahead pays one per k-tile.
+// Calls load(s, k0) for every k-tile kt_begin + s of a block's share of k that fits its ring of
+// STAGES stages (into stage s). A share that fits (a split decode step) is loaded whole, so its
+// few k-tiles cost one load latency where a pipeline one stage ahead pays one per k-tile; and its
+// weight tiles are issued before the block fills its row table (the hash of a decode step's
+// windows, a memory round trip or two), which they do not depend on, then the A tiles after it,
+// then one commit and wait.
 template <int STAGES, typename Load>
-__device__ __forceinline__ void load_whole_share(Load&& load_stage, u32 kt_begin, u32 kt_end) {
+__device__ __forceinline__ void issue_share(Load&& load, u32 kt_begin, u32 kt_end) {
 #pragma unroll
     for (u32 s = 0; s < STAGES; ++s)
-        if (kt_begin + s < kt_end) load_stage(s, (kt_begin + s) * PROJ_BK);
-    cp_async_commit();
-    cp_async_wait<0>();
+        if (kt_begin + s < kt_end) load(s, (kt_begin + s) * PROJ_BK);
 }
 
 // ---- a projection's outputs ---------------------------------------------------------------------

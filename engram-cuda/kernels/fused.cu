@@ -220,18 +220,30 @@ __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, co
     const u32 wm = (warp >> 2) * 64, wn = (warp & 3) * WN;
     const u32 base = smem_addr(smem);
     u32* row_table = reinterpret_cast<u32*>(smem + PROJ_STAGES * STAGE_BYTES);
+    const u32 ktiles = (K + PROJ_BK - 1) / PROJ_BK, per_split = (ktiles + splits - 1) / splits;
+    const u32 kt_begin = blockIdx.z * per_split, kt_end = min(kt_begin + per_split, ktiles);
+    const bool whole = kt_end - kt_begin <= PROJ_STAGES;
+    auto load_a = [&](u32 stage, u32 k0) {
+        load_proj_a<T, PROJ_BM, PROJ_THREADS>(base + stage * STAGE_BYTES, k0, table, d_head, row_table, heads, gather,
+                                              m0, tokens, K, tid);
+    };
+    auto load_b = [&](u32 stage, u32 k0) {
+        load_proj_b<T, BN, PROJ_THREADS>(base + stage * STAGE_BYTES + A_BYTES, k0, w, n0, K, N, tid);
+    };
+    auto load_stage = [&](u32 stage, u32 k0) {
+        load_a(stage, k0);
+        load_b(stage, k0);
+    };
+    // The weight tiles of a whole share first (issue_share), in a loop kept rolled: unrolled, its
+    // addresses cost this kernel a spill at its 128-register limit.
+    if (whole)
+#pragma unroll 1
+        for (u32 kt = kt_begin; kt < kt_end; ++kt) load_b(kt - kt_begin, kt * PROJ_BK);
     record_source_status(src, tokens, threadIdx.x, PROJ_THREADS);
     if (gather) {
         fill_row_table<PROJ_BM, PROJ_THREADS>(row_table, offsets, src, heads, m0, tokens, threadIdx.x);
         __syncthreads();
     }
-    const u32 ktiles = (K + PROJ_BK - 1) / PROJ_BK, per_split = (ktiles + splits - 1) / splits;
-    const u32 kt_begin = blockIdx.z * per_split, kt_end = min(kt_begin + per_split, ktiles);
-    auto load_stage = [&](u32 stage, u32 k0) {
-        const u32 a_base = base + stage * STAGE_BYTES;
-        load_proj_stage<T, PROJ_BM, BN, PROJ_THREADS>(a_base, a_base + A_BYTES, k0, table, d_head, row_table, heads, gather, w,
-                                             m0, n0, tokens, K, N, threadIdx.x);
-    };
 
     float acc[4][NI][4];
 #pragma unroll
@@ -269,8 +281,10 @@ __device__ void proj_mma_impl(const T* table, u32 d_head, const u64* offsets, co
         }
     };
 
-    if (kt_end - kt_begin <= PROJ_STAGES) {
-        load_whole_share<PROJ_STAGES>(load_stage, kt_begin, kt_end);
+    if (whole) {
+        issue_share<PROJ_STAGES>(load_a, kt_begin, kt_end);
+        cp_async_commit();
+        cp_async_wait<0>();
         __syncthreads();
 #pragma unroll
         for (u32 s = 0; s < PROJ_STAGES; ++s)

@@ -198,20 +198,32 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
         for (u32 s = 0; s < STAGES; ++s) mbar_init(full + 8 * s, 1);
         fence_mbarrier_init();
     }
+    const u32 ktiles = (K + PROJ_BK - 1) / PROJ_BK, per_split = (ktiles + splits - 1) / splits;
+    const u32 kt_begin = blockIdx.z * per_split, kt_end = min(kt_begin + per_split, ktiles);
+    const bool whole = kt_end - kt_begin <= STAGES;
+    auto load_a = [&](u32 stage, u32 k0) {
+        load_proj_a<T, PROJ_BM, WG_THREADS>(base + stage * STAGE_BYTES, k0, table, d_head, row_table, heads, gather, m0,
+                                            tokens, K, tid);
+    };
+    // With TMA_B thread 0 issues the tensor copy (its mbarrier initialised above, in its own
+    // program order), else every thread its share of cp.async.
+    auto load_b = [&](u32 stage, u32 k0) {
+        const u32 b_base = base + stage * STAGE_BYTES + A_BYTES;
+        if (!TMA_B) {
+            load_proj_b<T, BN, WG_THREADS>(b_base, k0, w, n0, K, N, tid);
+        } else if (tid == 0) {
+            mbar_arrive_expect_tx(full + 8 * stage, BN * PROJ_BK * 2);
+            tma_load_2d(b_base, w_map, k0, n0, full + 8 * stage);
+        }
+    };
+    auto load_stage = [&](u32 stage, u32 k0) {
+        load_a(stage, k0);
+        load_b(stage, k0);
+    };
+    if (whole) issue_share<STAGES>(load_b, kt_begin, kt_end);
     record_source_status(src, tokens, threadIdx.x, WG_THREADS);
     if (gather) fill_row_table<PROJ_BM, WG_THREADS>(row_table, offsets, src, heads, m0, tokens, threadIdx.x);
     if (gather || TMA_B) __syncthreads();
-    const u32 ktiles = (K + PROJ_BK - 1) / PROJ_BK, per_split = (ktiles + splits - 1) / splits;
-    const u32 kt_begin = blockIdx.z * per_split, kt_end = min(kt_begin + per_split, ktiles);
-    auto load_stage = [&](u32 stage, u32 k0) {
-        const u32 a_base = base + stage * STAGE_BYTES;
-        load_proj_stage<T, PROJ_BM, BN, WG_THREADS, !TMA_B>(a_base, a_base + A_BYTES, k0, table, d_head, row_table, heads,
-                                                           gather, w, m0, n0, tokens, K, N, threadIdx.x);
-        if (TMA_B && tid == 0) {
-            mbar_arrive_expect_tx(full + 8 * stage, BN * PROJ_BK * 2);
-            tma_load_2d(a_base + A_BYTES, w_map, k0, n0, full + 8 * stage);
-        }
-    };
     // With TMA_B: waits for the B tile of the block's i-th k-tile (stage i % STAGES, that stage's
     // (i / STAGES)-th use, so its phase parity).
     auto wait_b = [&](u32 i) {
@@ -235,8 +247,10 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
                 Wgmma<T>::run(acc[b], da + 2 * kk, tile_descriptor(b_base + b * 128 * 128) + 2 * kk);
     };
 
-    if (kt_end - kt_begin <= STAGES) {
-        load_whole_share<STAGES>(load_stage, kt_begin, kt_end);
+    if (whole) {
+        issue_share<STAGES>(load_a, kt_begin, kt_end);
+        cp_async_commit();
+        cp_async_wait<0>();
 #pragma unroll
         for (u32 s = 0; s < STAGES; ++s)
             if (kt_begin + s < kt_end) wait_b(s);

@@ -198,7 +198,7 @@ mod tests {
         for source in [FUSED_CU, HOPPER_CU] {
             assert!(source.contains("#include \"common.cuh\""));
         }
-        assert!(COMMON_CUH.contains("load_proj_stage"));
+        assert!(COMMON_CUH.contains("load_proj_a"));
         for source in [ENGRAM_CU, COMMON_CUH] {
             assert!(source.contains("#include \"grid.cuh\""));
         }
