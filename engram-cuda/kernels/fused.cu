@@ -448,24 +448,6 @@ __device__ void capture_conv_scaled_impl(const T* proj, const float* nscale, con
     }
 }
 
-// A decode step's shift of one thread's slice of a convolution history: rows 1..len-1 (of U
-// units each, `stride` units apart) move one row back, row len-1 left for the caller. The rows
-// are loaded eight at a time before any of them is stored, so a history of len rows costs
-// ceil((len - 1) / 8) memory round trips per thread rather than len - 1 (a row-by-row copy
-// waits for each load before the next: 8 round trips per step in the demo layer, whose history
-// is (4 - 1) * 3 = 9 rows). Each row is read before it is overwritten, as row by row.
-template <typename U> __device__ __forceinline__ void shift_history(U* h, u64 stride, u64 len) {
-    for (u64 j0 = 0; j0 + 1 < len; j0 += 8) {
-        U r[8];
-#pragma unroll
-        for (u32 i = 0; i < 8; ++i)
-            if (j0 + i + 1 < len) r[i] = h[(j0 + i + 1) * stride];
-#pragma unroll
-        for (u32 i = 0; i < 8; ++i)
-            if (j0 + i + 1 < len) h[(j0 + i) * stride] = r[i];
-    }
-}
-
 // conv_decode_scaled(proj, alpha, nscale, conv_norm, conv_w, seqs, m, d, kernel, dil, conv,
 // status|null, history, ids_history, ids, keep, out): one decode step of the convolution for
 // every sequence (history [seqs, L, m d], L = (kernel-1) dil, oldest first), advancing the

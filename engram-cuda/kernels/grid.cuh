@@ -1,6 +1,7 @@
 // Grid and batch helpers shared by every kernel source (engram.cu directly, fused.cu and
-// hopper.cu through common.cuh): the integer types, grid-stride indices, the sequence of a
-// token in a packed batch and the decode state's id history. Included by those sources (tools/gen_ptx.py passes this directory to
+// hopper.cu through common.cuh): the integer types, grid-stride indices, a 32-bit remainder, the
+// sequence of a token in a packed batch, and a decode step's shift of its histories (the ids',
+// the convolution's). Included by those sources (tools/gen_ptx.py passes this directory to
 // NVRTC); never compiled alone.
 #pragma once
 
@@ -24,14 +25,34 @@ __device__ __forceinline__ u32 sequence_of(const u32* cu, u32 seqs, u64 t) {
     return lo;
 }
 
+// A decode step's shift of one thread's slice of a history (the convolution's, or the ids'):
+// rows 1..len-1 (of U units each, `stride` units apart) move one row back, row len-1 left for the
+// caller. The rows are loaded eight at a time before any of them is stored, so a history of len
+// rows costs ceil((len - 1) / 8) memory round trips per thread rather than len - 1 (a row-by-row
+// copy waits for each load before the next: 8 round trips per step for the demo layer's
+// convolution history of (4 - 1) * 3 = 9 rows). Each row is read before it is overwritten, as
+// row by row.
+template <typename U> __device__ __forceinline__ void shift_history(U* h, u64 stride, u64 len) {
+    for (u64 j0 = 0; j0 + 1 < len; j0 += 8) {
+        U r[8];
+#pragma unroll
+        for (u32 i = 0; i < 8; ++i)
+            if (j0 + i + 1 < len) r[i] = h[(j0 + i + 1) * stride];
+#pragma unroll
+        for (u32 i = 0; i < 8; ++i)
+            if (j0 + i + 1 < len) h[(j0 + i) * stride] = r[i];
+    }
+}
+
 // Each sequence's id history (keep ids, oldest first) shifts left by one and ends with its new
 // id: one thread per sequence, grid-stride. push_ids does only this; the fast decode's
 // convolution kernel does it too, in the same launch (nothing in a step reads the history after
-// the hash).
+// the hash). The new id is loaded before the shift's loads, so all are in flight together.
 __device__ __forceinline__ void push_history(u32* history, const u32* ids, u64 seqs, u32 keep) {
     for (u64 s = global_index(); s < seqs; s += global_stride()) {
         u32* h = history + s * keep;
-        for (u32 i = 0; i + 1 < keep; ++i) h[i] = h[i + 1];
-        if (keep > 0) h[keep - 1] = ids[s];
+        const u32 id = ids[s];
+        shift_history(h, 1, keep);
+        if (keep > 0) h[keep - 1] = id;
     }
 }
