@@ -112,7 +112,13 @@ run | sanitize)
         done
         python3 "$bundle/torch_floor.py" --tokens 16384
         [ "$mode" = "--quick" ] && exit 0
-        for b in 1 16 64 256; do "$bench" engram --backend cuda --batch $b --seq 64 --dtype bf16 --decode --runs 50; done
+        # Decode with the first two kernels (on sm_90 the default and its tensor-copy variant).
+        for p in $(echo $projections | cut -d' ' -f1-2); do
+            echo "{\"projection\":\"$p\"}"
+            for b in 1 16 64 256; do
+                ENGRAM_CUDA_PROJ=$p "$bench" engram --backend cuda --batch $b --seq 64 --dtype bf16 --decode --runs 50
+            done
+        done
         "$bench" engram --backend cuda --batch 64 --seq 64 --dtype f32 --decode --runs 50
         "$bench" projection --backend cuda --tokens 16384 --dtype bf16 --runs 20
         "$bench" gather --backend cuda --tokens 16384 --dtype bf16 --runs 20
