@@ -984,7 +984,26 @@ fn bad_case<B: EngramOps + MoeOps>(b: &B, bad: BadInput) -> Run {
         let (idd, cud) = (b.upload(&ids)?, b.upload(&cu_host)?);
         let mut rows = out::<B, u32>(b, ids.len() * c.num_heads())?;
         let r = b.hash(layer, k, PAD, CASE_VOCAB, &idd, &cud, &mut rows);
-        expect_error(o, b, r, expected, all_fill(b, &rows))
+        expect_error(o, b, r, expected, all_fill(b, &rows))?;
+        // A rejected call leaves the backend as it was: the good batch hashes right after it
+        // (a backend that validates on the device must not keep the failure it recorded).
+        let mut good = vec![0u32; inputs.ids.len() * c.num_heads()];
+        inputs
+            .hasher
+            .hash_layer(layer.layer_id, &inputs.ids, &inputs.cu, &mut good)?;
+        let mut rows = out::<B, u32>(b, good.len())?;
+        let r = b.hash(
+            layer,
+            k,
+            PAD,
+            CASE_VOCAB,
+            &b.upload(&inputs.ids)?,
+            &cu,
+            &mut rows,
+        );
+        o.flag("the good batch right after", r.is_ok());
+        o.exact("its rows", &b.to_vec(&rows)?, &good);
+        Ok(())
     };
     let bad_id = |pos: usize, id: u32| {
         let mut ids = inputs.ids.clone();
@@ -1110,7 +1129,25 @@ fn bad_case<B: EngramOps + MoeOps>(b: &B, bad: BadInput) -> Run {
                         rows: layer.table_sizes[1],
                     },
                     all_fill(b, &y),
-                )?
+                )?;
+                // Then the good rows on the same backend (as after a bad hash).
+                rows[heads + 1] = 0;
+                let rows_d = b.upload(&rows)?;
+                let mut y = out::<B, f32>(b, rows.len() * config.d_head())?;
+                let r = b.gather_rows(&table, config.d_head(), layer, &rows_d, &mut y);
+                o.flag("the good rows right after", r.is_ok());
+                let expected: Vec<f64> = rows
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, &row)| {
+                        let start =
+                            (layer.offsets[i % heads] + u64::from(row)) as usize * config.d_head();
+                        inputs.layer.weights.table[start..start + config.d_head()]
+                            .iter()
+                            .map(|&v| f64::from(v))
+                    })
+                    .collect();
+                o.close("their rows (exact copy)", &b.to_vec(&y)?, &expected, 0.0);
             }
         }
         BadInput::DecodeStateWrongSequences | BadInput::DecodeIdBeyondVocab => {
@@ -1144,7 +1181,30 @@ fn bad_case<B: EngramOps + MoeOps>(b: &B, bad: BadInput) -> Run {
                 }
             };
             let untouched = all_fill(b, &y).and_then(|ok| Ok(ok && state.download(b)? == before));
-            expect_error(&mut o, b, r, expected, untouched)?
+            expect_error(&mut o, b, r, expected, untouched)?;
+            if bad == BadInput::DecodeIdBeyondVocab {
+                // Then the good step on the same backend and state, against the oracle's.
+                let good = &inputs.ids[..seqs];
+                let oracle = convert_layer::<f32, f64>(&inputs.layer);
+                let mut oracle_state = EngramState::new(&oracle, seqs);
+                let mut expected = vec![0.0; seqs * md];
+                reference::engram_decode(
+                    &oracle,
+                    good,
+                    &widen(&inputs.hidden[..seqs * md]),
+                    &mut oracle_state,
+                    &mut expected,
+                    None,
+                )?;
+                let r = b.engram_decode(&dev, &b.upload(good)?, &hd, &mut state, &mut y, None);
+                o.flag("the good step right after", r.is_ok());
+                o.close(
+                    "its output",
+                    &b.to_vec(&y)?,
+                    &expected,
+                    nmse_bound(DType::F32),
+                );
+            }
         }
         BadInput::LinearBiasWrongLen => {
             let x = b.upload(&[1.0f32; 6])?;
