@@ -62,6 +62,24 @@ extern "C" __global__ void first_row_beyond(const u32* rows, u64 n, u32 heads, c
         if (rows[i] >= sizes[mod_u32(i, heads)]) atomicMin(first, i);
 }
 
+// first_bad_batch_entry(cu, n_cu, total, ids, n_ids, vocab, status): a packed batch checked in
+// one launch, so that the host reads one word back for both: *status = 0 (atomicMin) when
+// cu_seqlens (n_cu >= 1 entries) does not start at 0, decreases somewhere or does not end at
+// total (the host then finds which, on its copy), else (1 << 63) | p for the first position p
+// whose id is at or beyond vocab (left untouched when none; all ones before). Grid-stride over
+// max(n_cu, n_ids).
+extern "C" __global__ void first_bad_batch_entry(const u32* cu, u64 n_cu, u64 total, const u32* ids, u64 n_ids,
+                                                 u64 vocab, u64* status) {
+    for (u64 i = global_index(); i < n_cu || i < n_ids; i += global_stride()) {
+        if (i < n_cu) {
+            const bool bad = (i == 0 && cu[0] != 0) || (i + 1 < n_cu && cu[i + 1] < cu[i]) ||
+                             (i + 1 == n_cu && (u64)cu[i] != total);
+            if (bad) atomicMin(status, 0ull);
+        }
+        if (i < n_ids && (u64)ids[i] >= vocab) atomicMin(status, (1ull << 63) | i);
+    }
+}
+
 // ---- ids and hashing ----------------------------------------------------------------------------
 
 // compress_ids(lookup, raw, n, out): out[i] = lookup[raw[i]] (ids checked beforehand). Grid-stride.

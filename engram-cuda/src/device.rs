@@ -470,6 +470,54 @@ impl CudaBackend {
         Ok(())
     }
 
+    /// A packed batch's `cu_seqlens` (for `tokens` positions) and its ids below `vocab`, checked
+    /// on the device with one read-back (`first_bad_batch_entry`): the oracle's error, the
+    /// sequence lengths' before the ids', if any.
+    pub(crate) fn check_batch(
+        &self,
+        ids: &CudaBuffer<u32>,
+        cu_seqlens: &CudaBuffer<u32>,
+        tokens: usize,
+        vocab: u64,
+    ) -> Result<()> {
+        if cu_seqlens.len == 0 {
+            // Nothing to launch over: the oracle's error for an empty one.
+            return PackedBatch::new(&[], tokens).map(|_| ());
+        }
+        let found = self.checked(|status| {
+            self.launch_n(
+                "first_bad_batch_entry",
+                cu_seqlens.len.max(ids.len) as u64,
+                &[
+                    ptr(cu_seqlens),
+                    Arg::U64(cu_seqlens.len as u64),
+                    Arg::U64(tokens as u64),
+                    ptr(ids),
+                    Arg::U64(ids.len as u64),
+                    Arg::U64(vocab),
+                    Arg::U64(status),
+                ],
+            )
+        })?;
+        let Some(word) = found else {
+            return Ok(());
+        };
+        if word >> 63 == 0 {
+            // The lengths are bad: the host's check on a copy says how, as the oracle does.
+            PackedBatch::new(&self.host(cu_seqlens)?, tokens)?;
+            return Err(Error::Backend {
+                backend: BACKEND_NAME,
+                message: "the device found cu_seqlens invalid and the host did not".into(),
+            });
+        }
+        let position = (word & !(1 << 63)) as usize;
+        Err(Error::IdOutOfRange {
+            position,
+            id: u64::from(self.host(ids)?[position]),
+            limit: vocab,
+        })
+    }
+
     fn linear_raw<T: Element>(
         &self,
         x: &CudaBuffer<T>,
@@ -699,9 +747,7 @@ impl EngramOps for CudaBackend {
         cu_seqlens: &CudaBuffer<u32>,
         rows: &mut CudaBuffer<u32>,
     ) -> Result<()> {
-        let cu = self.host(cu_seqlens)?;
-        PackedBatch::new(&cu, ids.len)?;
-        self.check_ids(ids, compressed_vocab)?;
+        self.check_batch(ids, cu_seqlens, ids.len, compressed_vocab)?;
         let n_max = layer.multipliers.len();
         let heads = (n_max - 1) * heads_per_order;
         check_len("hash output", rows.len, ids.len * heads)?;

@@ -15,7 +15,7 @@ use engram_core::hash::LayerHash;
 use engram_core::reference::{check, conv_history_len};
 use engram_core::{
     check_decode, check_prefill, DType, DeviceEngramLayer, DeviceEngramState, Element, Error,
-    PackedBatch, Result,
+    Result,
 };
 
 use crate::device::{
@@ -754,9 +754,7 @@ impl CudaBackend {
         }
         let c = &layer.config;
         let (m, d) = (c.hc_mult, c.hidden_size);
-        let cu = self.host(cu_seqlens)?;
-        PackedBatch::new(&cu, tokens)?;
-        self.check_ids(ids, layer.compressed_vocab)?;
+        self.check_batch(ids, cu_seqlens, tokens, layer.compressed_vocab)?;
         let t = suffix(T::DTYPE)?;
         let params = self.hash_params(&layer.hash)?;
         let splits = self.proj_splits(layer, tokens);
