@@ -507,6 +507,15 @@ CUresult cuMemFree_v2(CUdeviceptr p) {
     std::free((void*)p);
     return CUDA_SUCCESS;
 }
+// Page-locked host memory: ordinary memory here (the copies are memcpy either way).
+CUresult cuMemAllocHost_v2(void** p, size_t bytes) {
+    *p = std::malloc(std::max<size_t>(bytes, 1));
+    return *p ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+CUresult cuMemFreeHost(void* p) {
+    std::free(p);
+    return CUDA_SUCCESS;
+}
 CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t n) {
     std::memcpy((void*)dst, src, n);
     return CUDA_SUCCESS;

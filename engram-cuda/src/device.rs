@@ -7,7 +7,7 @@ use std::mem::size_of;
 
 use cust::context::Context;
 use cust::function::{BlockSize, GridSize};
-use cust::memory::{AsyncCopyDestination, CopyDestination, DeviceBuffer};
+use cust::memory::{AsyncCopyDestination, CopyDestination, DeviceBox, DeviceBuffer, LockedBox};
 use cust::module::Module;
 use cust::stream::{Stream, StreamFlags};
 use engram_core::hash::LayerHash;
@@ -28,6 +28,14 @@ pub(crate) const MAX_BLOCKS: u64 = 1 << 20;
 
 /// The status word's value while no check has failed.
 const NO_FAILURE: u64 = u64::MAX;
+
+/// The backend's status word on the device, and the page-locked host word it is read back into
+/// (a copy into page-locked memory is the driver's direct copy, without staging through a
+/// pageable bounce buffer: the read-back every checked op waits for).
+struct StatusWord {
+    device: DeviceBox<u64>,
+    host: LockedBox<u64>,
+}
 
 pub(crate) fn cuda_err(e: cust::error::CudaError) -> Error {
     Error::Backend {
@@ -240,7 +248,7 @@ pub struct CudaBackend {
     /// allows (`ENGRAM_CUDA_GATE`).
     pub(crate) gate_epilogue: bool,
     /// The word on-device checks record their first failure into; see [`CudaBackend::checked`].
-    status: Mutex<CudaBuffer<u64>>,
+    status: Mutex<StatusWord>,
     device: String,
     _context: Context,
 }
@@ -341,7 +349,10 @@ impl CudaBackend {
             hopper,
             projection,
             gate_epilogue,
-            status: Mutex::new(CudaBuffer::from_host(&[NO_FAILURE], 0, 1, 0)?),
+            status: Mutex::new(StatusWord {
+                device: DeviceBox::new(&NO_FAILURE).map_err(cuda_err)?,
+                host: LockedBox::new(&NO_FAILURE).map_err(cuda_err)?,
+            }),
             device,
             _context: context,
         })
@@ -409,14 +420,19 @@ impl CudaBackend {
     /// device) and the kernels launched after the check kernel can test it on the device
     /// (writing nothing after a failure) instead of the host reading it in between.
     pub(crate) fn checked(&self, launch: impl FnOnce(u64) -> Result<()>) -> Result<Option<u64>> {
-        let mut word = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        let launched = launch(word.device_ptr());
-        let found = self.to_vec(&*word).map(|v| v[0]);
+        let mut guard = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let word = &mut *guard;
+        let launched = launch(word.device.as_device_ptr().as_raw());
+        let found = word
+            .device
+            .copy_to(&mut *word.host)
+            .map(|()| *word.host)
+            .map_err(cuda_err);
         // Back to all ones whatever happened (a failure found, or a launch or read that failed),
         // so that the next check starts clean.
         let reset = match found {
             Ok(NO_FAILURE) => Ok(()),
-            _ => word.write(&[NO_FAILURE]),
+            _ => word.device.copy_from(&NO_FAILURE).map_err(cuda_err),
         };
         launched?;
         let found = found?;
