@@ -24,6 +24,11 @@
 //! captured once as a CUDA graph and replayed without host synchronisation (`DecodeGraph`, with
 //! the `cuda` feature); bad ids are then found on the device.
 //!
+//! Ops check their inputs as the oracle does and return its typed errors, writing nothing on bad
+//! input. The checks of device data (ids, `cu_seqlens`, table rows) run on the device into one
+//! status word per backend, read back once per op into page-locked memory (a gather's own
+//! kernel waits for its check on the device); a rejected call leaves the backend as it was.
+//!
 //! The driver is linked only with the `cuda` feature, and must be CUDA 12.0 or later (drivers
 //! 525 on: the crate calls `cuTensorMapEncodeTiled`, which older ones lack). Without the
 //! feature, and on a machine without a device, [`CudaBackend::new`] returns
