@@ -427,6 +427,24 @@ fn hash_case<B: EngramOps>(b: &B, s: &EngramShape, seed: u64) -> Run {
     Ok(o)
 }
 
+/// What gathering `rows` from `table` gives: a gather is a copy, so the expected values are the
+/// table's own, bit for bit.
+fn gathered<T: Element>(
+    table: &[T],
+    layer: &engram_core::hash::LayerHash,
+    d_head: usize,
+    rows: &[u32],
+) -> Vec<f64> {
+    rows.iter()
+        .enumerate()
+        .flat_map(|(i, &r)| {
+            let start =
+                (layer.offsets[i % layer.table_sizes.len()] + u64::from(r)) as usize * d_head;
+            table[start..start + d_head].iter().map(|v| v.to_f64())
+        })
+        .collect()
+}
+
 /// The rows a gather case reads: the hash's, or alternately the first and last row of each head.
 fn gather_rows_of<T>(
     s: &EngramShape,
@@ -458,18 +476,7 @@ fn gather_case<B: EngramOps, T: CaseElement>(b: &B, s: &EngramShape, seed: u64) 
     let rows = gather_rows_of(s, &inputs)?;
     let layer = &inputs.layer.hash;
     let d_head = c.d_head();
-    // A gather is a copy: the expected values are the table's own, bit for bit.
-    let expected: Vec<f64> = rows
-        .iter()
-        .enumerate()
-        .flat_map(|(i, &r)| {
-            let start =
-                (layer.offsets[i % layer.table_sizes.len()] + u64::from(r)) as usize * d_head;
-            inputs.layer.weights.table[start..start + d_head]
-                .iter()
-                .map(|v| v.to_f64())
-        })
-        .collect();
+    let expected = gathered(&inputs.layer.weights.table, layer, d_head, &rows);
     let (table, rows_d) = (b.upload(&inputs.layer.weights.table)?, b.upload(&rows)?);
     let mut e = out::<B, T>(b, expected.len())?;
     let mut o = Outcome::default();
@@ -1111,13 +1118,16 @@ fn bad_case<B: EngramOps + MoeOps>(b: &B, bad: BadInput) -> Run {
             let odd_inputs = engram_inputs::<f32>(&odd, 99)?;
             for (config, inputs) in [(c, &inputs), (&odd.config, &odd_inputs)] {
                 let layer = inputs.hasher.layer(config.layer_ids[0])?;
-                let heads = config.num_heads();
+                let (heads, d_head) = (config.num_heads(), config.d_head());
+                let table = b.upload(&inputs.layer.weights.table)?;
+                let gather = |rows: &[u32]| -> std::result::Result<_, Failure> {
+                    let mut y = out::<B, f32>(b, rows.len() * d_head)?;
+                    let r = b.gather_rows(&table, d_head, layer, &b.upload(rows)?, &mut y);
+                    Ok((r, y))
+                };
                 let mut rows = vec![0u32; 2 * heads];
                 rows[heads + 1] = layer.table_sizes[1];
-                let table = b.upload(&inputs.layer.weights.table)?;
-                let rows_d = b.upload(&rows)?;
-                let mut y = out::<B, f32>(b, rows.len() * config.d_head())?;
-                let r = b.gather_rows(&table, config.d_head(), layer, &rows_d, &mut y);
+                let (r, y) = gather(&rows)?;
                 expect_error(
                     &mut o,
                     b,
@@ -1132,21 +1142,9 @@ fn bad_case<B: EngramOps + MoeOps>(b: &B, bad: BadInput) -> Run {
                 )?;
                 // Then the good rows on the same backend (as after a bad hash).
                 rows[heads + 1] = 0;
-                let rows_d = b.upload(&rows)?;
-                let mut y = out::<B, f32>(b, rows.len() * config.d_head())?;
-                let r = b.gather_rows(&table, config.d_head(), layer, &rows_d, &mut y);
+                let (r, y) = gather(&rows)?;
                 o.flag("the good rows right after", r.is_ok());
-                let expected: Vec<f64> = rows
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(i, &row)| {
-                        let start =
-                            (layer.offsets[i % heads] + u64::from(row)) as usize * config.d_head();
-                        inputs.layer.weights.table[start..start + config.d_head()]
-                            .iter()
-                            .map(|&v| f64::from(v))
-                    })
-                    .collect();
+                let expected = gathered(&inputs.layer.weights.table, layer, d_head, &rows);
                 o.close("their rows (exact copy)", &b.to_vec(&y)?, &expected, 0.0);
             }
         }
