@@ -12,22 +12,50 @@ pub struct PackedBatch<'a> {
     cu_seqlens: &'a [u32],
 }
 
+/// What makes a `cu_seqlens` not a packed batch, in the order [`PackedBatch::new`] tests it (the
+/// first that applies is the one reported). Backends that check `cu_seqlens` on a device report
+/// the fault they found through [`SeqLensFault::error`], as the host check would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqLensFault {
+    /// No entry at all.
+    Empty,
+    /// The first entry is not 0.
+    Start,
+    /// An entry is smaller than the one before it.
+    Decreasing,
+    /// The last entry is not the batch's length.
+    End,
+}
+
+impl SeqLensFault {
+    /// The fault as [`Error::InvalidSeqLens`].
+    pub fn error(self) -> Error {
+        let reason = match self {
+            SeqLensFault::Empty => "must hold at least one entry (0 for an empty batch)",
+            SeqLensFault::Start => "must start at 0",
+            SeqLensFault::Decreasing => "must not decrease",
+            SeqLensFault::End => "must end at the number of tokens in the batch",
+        };
+        Error::InvalidSeqLens { reason }
+    }
+}
+
 impl<'a> PackedBatch<'a> {
     /// Checks `cu_seqlens` against a batch of `total_tokens` positions.
     pub fn new(cu_seqlens: &'a [u32], total_tokens: usize) -> Result<Self> {
-        let bad = |reason| Err(Error::InvalidSeqLens { reason });
-        match cu_seqlens.first() {
-            None => return bad("must hold at least one entry (0 for an empty batch)"),
-            Some(&first) if first != 0 => return bad("must start at 0"),
-            _ => {}
+        let fault = match cu_seqlens.first() {
+            None => Some(SeqLensFault::Empty),
+            Some(&first) if first != 0 => Some(SeqLensFault::Start),
+            _ if cu_seqlens.windows(2).any(|w| w[1] < w[0]) => Some(SeqLensFault::Decreasing),
+            _ if cu_seqlens.last().map(|&l| l as usize) != Some(total_tokens) => {
+                Some(SeqLensFault::End)
+            }
+            _ => None,
+        };
+        match fault {
+            Some(fault) => Err(fault.error()),
+            None => Ok(PackedBatch { cu_seqlens }),
         }
-        if cu_seqlens.windows(2).any(|w| w[1] < w[0]) {
-            return bad("must not decrease");
-        }
-        if cu_seqlens.last().map(|&l| l as usize) != Some(total_tokens) {
-            return bad("must end at the number of tokens in the batch");
-        }
-        Ok(PackedBatch { cu_seqlens })
     }
 
     /// Number of sequences `S`.

@@ -37,7 +37,7 @@ pub mod vocab;
 pub mod weights;
 
 pub use backend::{Backend, Capabilities};
-pub use batch::PackedBatch;
+pub use batch::{PackedBatch, SeqLensFault};
 pub use config::{EngramConfig, MoeConfig, ScoreFunc};
 pub use dtype::{bf16, f16, DType, Element, Scalar};
 pub use error::{Error, Result};

@@ -63,20 +63,23 @@ extern "C" __global__ void first_row_beyond(const u32* rows, u64 n, u32 heads, c
 }
 
 // first_bad_batch_entry(cu, n_cu, total, ids, n_ids, vocab, status): a packed batch checked in
-// one launch, so that the host reads one word back for both: *status = 0 (atomicMin) when
-// cu_seqlens (n_cu >= 1 entries) does not start at 0, decreases somewhere or does not end at
-// total (the host then finds which, on its copy), else (1 << 63) | p for the first position p
-// whose id is at or beyond vocab (left untouched when none; all ones before). Grid-stride over
+// one launch, so that the host reads one word back for both (atomicMin, so the oracle's first
+// fault wins): when cu_seqlens (n_cu >= 1 entries) does not start at 0, *status <= 0; when it
+// decreases somewhere, <= 1; when it does not end at total, <= 2; else, for the first position p
+// whose id is at or beyond vocab, (1 << 63) | (p << 32) | id when n_ids < 2^31 (the word then
+// says all the error needs, so a replayed graph can report it after its inputs changed), or
+// (1 << 63) | p. Left untouched when all is well (all ones before). Grid-stride over
 // max(n_cu, n_ids).
 extern "C" __global__ void first_bad_batch_entry(const u32* cu, u64 n_cu, u64 total, const u32* ids, u64 n_ids,
                                                  u64 vocab, u64* status) {
     for (u64 i = global_index(); i < n_cu || i < n_ids; i += global_stride()) {
         if (i < n_cu) {
-            const bool bad = (i == 0 && cu[0] != 0) || (i + 1 < n_cu && cu[i + 1] < cu[i]) ||
-                             (i + 1 == n_cu && (u64)cu[i] != total);
-            if (bad) atomicMin(status, 0ull);
+            if (i == 0 && cu[0] != 0) atomicMin(status, 0ull);
+            if (i + 1 < n_cu && cu[i + 1] < cu[i]) atomicMin(status, 1ull);
+            if (i + 1 == n_cu && (u64)cu[i] != total) atomicMin(status, 2ull);
         }
-        if (i < n_ids && (u64)ids[i] >= vocab) atomicMin(status, (1ull << 63) | i);
+        if (i < n_ids && (u64)ids[i] >= vocab)
+            atomicMin(status, (1ull << 63) | (n_ids < (1ull << 31) ? (i << 32) | ids[i] : i));
     }
 }
 
@@ -93,13 +96,16 @@ extern "C" __global__ void compress_ids(const u32* lookup, const u32* raw, u64 n
 // ends with its new id; nothing is written when status holds an error (anything but all ones).
 // One thread per sequence, grid-stride.
 extern "C" __global__ void push_ids(u32* history, const u32* ids, u64 seqs, u32 keep, const u64* status) {
-    if (status && *status != ~0ull) return;
+    if (failed(status)) return;
     push_history(history, ids, seqs, keep);
 }
 
-// capture_ids(ids, cu, seqs, keep, pad, state): state[s*keep + i] = id at end - keep + i, or pad
-// before the start. One thread per (s, i), grid-stride over seqs*keep.
-extern "C" __global__ void capture_ids(const u32* ids, const u32* cu, u64 seqs, u32 keep, u32 pad, u32* state) {
+// capture_ids(ids, cu, seqs, keep, pad, status|null, state): state[s*keep + i] = id at end - keep + i,
+// or pad before the start; nothing written when status holds a failure (see failed, grid.cuh). One
+// thread per (s, i), grid-stride over seqs*keep.
+extern "C" __global__ void capture_ids(const u32* ids, const u32* cu, u64 seqs, u32 keep, u32 pad, const u64* status,
+                                       u32* state) {
+    if (failed(status)) return;
     for (u64 x = global_index(); x < seqs * keep; x += global_stride()) {
         u64 s = x / keep, i = x % keep;
         u64 start = cu[s], end = cu[s + 1];
@@ -114,7 +120,7 @@ extern "C" __global__ void capture_ids(const u32* ids, const u32* cu, u64 seqs, 
 template <typename T>
 __device__ void gather_impl(const T* table, u32 d_head, const u64* offsets, u32 heads, const u32* rows, u64 n_rows,
                             const u64* status, T* out) {
-    if (status && *status != ~0ull) return;
+    if (failed(status)) return;
     u64 total = n_rows * d_head;
     for (u64 i = global_index(); i < total; i += global_stride()) {
         u64 r = i / d_head, c = i % d_head;

@@ -76,7 +76,7 @@ extern "C" __global__ void first_id_at_or_above2(const u32* a, u64 na, const u32
 // before either store). Grid: ceil(n_rows / (2 R)) blocks, or fewer (grid-stride).
 extern "C" __global__ void gather_rows16(const uint4* __restrict__ table, u32 row_chunks, const u64* offsets, u32 heads,
                                          const u32* rows, u64 n_rows, const u64* status, uint4* __restrict__ out) {
-    if (status && *status != ~0ull) return;
+    if (failed(status)) return;
     const u32 lanes = row_chunks < blockDim.x ? row_chunks : blockDim.x;
     const u32 per_block = blockDim.x / lanes;
     const u32 lane = threadIdx.x % lanes, slot = threadIdx.x / lanes;
@@ -353,11 +353,12 @@ __device__ __forceinline__ void block_sum3(float& a, float& b, float& c, float* 
     }
 }
 
-// gate_scales(proj, hidden, key_norm, query_norm, tokens, m, d, with_norm, alpha, nscale): one block
-// per token (grid-stride), block a multiple of 32 threads (256). For each branch b: alpha[t m + b]
-// (the oracle's gate, rounded to T) and, with_norm != 0, nscale[t m + b] = alpha /
+// gate_scales(proj, hidden, key_norm, query_norm, tokens, m, d, with_norm, status|null, alpha, nscale):
+// one block per token (grid-stride), block a multiple of 32 threads (256). For each branch b:
+// alpha[t m + b] (the oracle's gate, rounded to T) and, with_norm != 0, nscale[t m + b] = alpha /
 // sqrt(alpha^2 mean(v^2) + 1e-5), so that the convolution's RMSNorm of the gated value is
-// nscale * v * conv_norm.
+// nscale * v * conv_norm. Like every kernel below with a status, it writes nothing when the word
+// holds a failure (failed, grid.cuh; alpha may be the caller's gates).
 template <typename T>
 __device__ void gate_scales_impl(const T* proj, const T* hidden, const T* kn, const T* qn, u64 tokens, u32 m, u32 d,
                                  u32 with_norm, T* alpha, float* nscale) {
@@ -404,7 +405,8 @@ __device__ __forceinline__ float normed_at(const T* proj, const float* nscale, c
     return round_to<T>(nscale[t * m + b] * v * widen(cn[b * d + ch]));
 }
 
-// conv_out(proj, alpha, nscale, conv_norm, conv_w, tokens, m, d, kernel, dil, cu, seqs, conv, out):
+// conv_out(proj, alpha, nscale, conv_norm, conv_w, tokens, m, d, kernel, dil, cu, seqs, conv, status|null,
+// out):
 // out[t, b, ch] = value + SiLU(sum_k conv_w[c, k] normed[t - (kernel-1-k) dil, c]) with c = b d + ch,
 // value = alpha[t, b] v[t, ch] (v the last d columns of proj), zero before each sequence start;
 // conv == 0: out = value. Grid-stride over tokens * m * d, any block.
@@ -431,7 +433,7 @@ __device__ void conv_out_impl(const T* proj, const T* alpha, const float* nscale
     }
 }
 
-// capture_conv_scaled(proj, nscale, conv_norm, cu, seqs, m, d, hist, state): the convolution's
+// capture_conv_scaled(proj, nscale, conv_norm, cu, seqs, m, d, hist, status|null, state): the convolution's
 // decode state after a prefill: state[s, k, c] = normed at position end_s - hist + k, zero before
 // the sequence start. Grid-stride over seqs * hist * m * d.
 template <typename T>
@@ -459,7 +461,7 @@ template <typename T>
 __device__ void conv_decode_scaled_impl(const T* proj, const T* alpha, const float* nscale, const T* cn, const T* cw,
                                         u64 seqs, u32 m, u32 d, u32 kernel, u32 dil, u32 conv, const u64* status,
                                         T* history, u32* ids_history, const u32* ids, u32 keep, T* out) {
-    if (status && *status != ~0ull) return;
+    if (failed(status)) return;
     push_history(ids_history, ids, seqs, keep);
     const u64 md = (u64)m * d, len = (u64)(kernel - 1) * dil;
     for (u64 i = global_index(); i < seqs * md; i += global_stride()) {
@@ -565,7 +567,7 @@ __device__ __forceinline__ float norm_scale(float a, float v2, u32 d) {
     return a * rsqrtf(a * a * v2 * (1.0f / (float)d) + 1e-5f);
 }
 
-// gate_from_sums(sums, seg, tokens, m, d, with_norm, alpha, nscale): gate_scales from the sums a
+// gate_from_sums(sums, seg, tokens, m, d, with_norm, status|null, alpha, nscale): gate_scales from the sums a
 // projection formed in its epilogue (GateSums in common.cuh; segments of seg columns, d a
 // multiple of seg): branch b's key segments, and for the norm scale the value's, added in column
 // order. One thread per token and branch, grid-stride over tokens * m, any block.
@@ -833,7 +835,7 @@ __device__ void gate_conv_decode_vec_impl(const T* proj, const T* hidden, const 
                                           const T* cw, u64 seqs, u32 m, u32 d, u32 kernel, u32 dil, u32 conv,
                                           const u64* status, T* history, u32* ids_history, const u32* ids, u32 keep,
                                           T* alpha, T* out) {
-    if (status && *status != ~0ull) return;
+    if (failed(status)) return;
     push_history(ids_history, ids, seqs, keep);
     __shared__ float sh[GATE_VEC_THREADS / 32][4];
     const u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31, chunks = d / 8;
@@ -884,31 +886,38 @@ __device__ void gate_conv_decode_vec_impl(const T* proj, const T* hidden, const 
         proj_mma_impl<T, 256>(PROJ_KERNEL_ARGS(T));                                                                   \
     }                                                                                                                 \
     extern "C" __global__ void gate_scales_##NAME(const T* proj, const T* hidden, const T* kn, const T* qn, u64 tokens, \
-                                                  u32 m, u32 d, u32 with_norm, T* alpha, float* nscale) {             \
+                                                  u32 m, u32 d, u32 with_norm, const u64* status, T* alpha,           \
+                                                  float* nscale) {                                                    \
+        if (failed(status)) return;                                                                                   \
         gate_scales_impl<T>(proj, hidden, kn, qn, tokens, m, d, with_norm, alpha, nscale);                            \
     }                                                                                                                 \
     extern "C" __global__ void gate_from_sums_##NAME(const float4* sums, u32 seg, u64 tokens, u32 m, u32 d,           \
-                                                     u32 with_norm, T* alpha, float* nscale) {                        \
+                                                     u32 with_norm, const u64* status, T* alpha, float* nscale) {     \
+        if (failed(status)) return;                                                                                   \
         gate_from_sums_impl<T>(sums, seg, tokens, m, d, with_norm, alpha, nscale);                                    \
     }                                                                                                                 \
     extern "C" __global__ void conv_out_##NAME(const T* proj, const T* alpha, const float* nscale, const T* cn,       \
                                                const T* cw, u64 tokens, u32 m, u32 d, u32 kernel, u32 dil,            \
-                                               const u32* cu, u32 seqs, u32 conv, T* out) {                           \
+                                               const u32* cu, u32 seqs, u32 conv, const u64* status, T* out) {        \
+        if (failed(status)) return;                                                                                   \
         conv_out_impl<T>(proj, alpha, nscale, cn, cw, tokens, m, d, kernel, dil, cu, seqs, conv, out);                \
     }                                                                                                                 \
     extern "C" __global__ void __launch_bounds__(GATE_VEC_THREADS)                                                 \
         gate_scales_vec_##NAME(const T* proj, const T* hidden, const T* kn, const T* qn, u64 tokens, u32 m, u32 d,    \
-                               u32 with_norm, T* alpha, float* nscale) {                                              \
+                               u32 with_norm, const u64* status, T* alpha, float* nscale) {                           \
+        if (failed(status)) return;                                                                                   \
         gate_scales_vec_impl<T>(proj, hidden, kn, qn, tokens, m, d, with_norm, alpha, nscale);                        \
     }                                                                                                                 \
     extern "C" __global__ void conv_out_vec4_##NAME(const T* proj, const T* alpha, const float* nscale, const T* cn,  \
                                                     const T* cw, u32 tokens, u32 m, u32 d, u32 kernel, u32 dil,       \
-                                                    const u32* cu, u32 seqs, u32 conv, T* out) {                      \
+                                                    const u32* cu, u32 seqs, u32 conv, const u64* status, T* out) {   \
+        if (failed(status)) return;                                                                                   \
         conv_out_vec_impl<T, 4>(proj, alpha, nscale, cn, cw, tokens, m, d, kernel, dil, cu, seqs, conv, out);         \
     }                                                                                                                 \
     extern "C" __global__ void conv_out_vec8_##NAME(const T* proj, const T* alpha, const float* nscale, const T* cn,  \
                                                     const T* cw, u32 tokens, u32 m, u32 d, u32 kernel, u32 dil,       \
-                                                    const u32* cu, u32 seqs, u32 conv, T* out) {                      \
+                                                    const u32* cu, u32 seqs, u32 conv, const u64* status, T* out) {   \
+        if (failed(status)) return;                                                                                   \
         conv_out_vec_impl<T, 8>(proj, alpha, nscale, cn, cw, tokens, m, d, kernel, dil, cu, seqs, conv, out);         \
     }                                                                                                                 \
     extern "C" __global__ void __launch_bounds__(GATE_VEC_THREADS)                                                    \
@@ -928,7 +937,9 @@ __device__ void gate_conv_decode_vec_impl(const T* proj, const T* hidden, const 
                                         ids_history, ids, keep, alpha, out);                                          \
     }                                                                                                                 \
     extern "C" __global__ void capture_conv_scaled_##NAME(const T* proj, const float* nscale, const T* cn,            \
-                                                          const u32* cu, u64 seqs, u32 m, u32 d, u32 hist, T* state) { \
+                                                          const u32* cu, u64 seqs, u32 m, u32 d, u32 hist,            \
+                                                          const u64* status, T* state) {                              \
+        if (failed(status)) return;                                                                                   \
         capture_conv_scaled_impl<T>(proj, nscale, cn, cu, seqs, m, d, hist, state);                                   \
     }                                                                                                                 \
     extern "C" __global__ void conv_decode_scaled_##NAME(const T* proj, const T* alpha, const float* nscale,          \

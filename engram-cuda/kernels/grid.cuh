@@ -1,6 +1,6 @@
 // Grid and batch helpers shared by every kernel source (engram.cu directly, fused.cu and
-// hopper.cu through common.cuh): the integer types, grid-stride indices, a 32-bit remainder, the
-// sequence of a token in a packed batch, and a decode step's shift of its histories (the ids',
+// hopper.cu through common.cuh): the integer types, grid-stride indices, the status word's test, a
+// 32-bit remainder, the sequence of a token in a packed batch, and a decode step's shift of its histories (the ids',
 // the convolution's). Included by those sources (tools/gen_ptx.py passes this directory to
 // NVRTC); never compiled alone.
 #pragma once
@@ -10,6 +10,11 @@ typedef unsigned long long u64;
 
 __device__ __forceinline__ u64 global_index() { return (u64)blockIdx.x * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ u64 global_stride() { return (u64)gridDim.x * blockDim.x; }
+
+// Whether a check launched before recorded a failure into the status word (all ones while none
+// did): kernels that write an op's outputs return at once when it did, so that bad input leaves
+// every output as it was. A null status means the input was checked on the host side.
+__device__ __forceinline__ bool failed(const u64* status) { return status && *status != ~0ull; }
 
 // x mod d, in 32-bit arithmetic whenever x fits (a 64-bit remainder is a long software sequence).
 __device__ __forceinline__ u32 mod_u32(u64 x, u32 d) { return (x >> 32) ? (u32)(x % d) : (u32)x % d; }

@@ -15,7 +15,7 @@ use engram_core::reference::check;
 use engram_core::{
     compose_engram_decode, compose_engram_prefill, Backend, Capabilities, DType, DeviceEngramLayer,
     DeviceEngramState, Element, EngramOps, Error, MoeConfig, MoeOps, PackedBatch, Result, Scalar,
-    ScoreFunc,
+    ScoreFunc, SeqLensFault,
 };
 use std::sync::Mutex;
 
@@ -498,42 +498,60 @@ impl CudaBackend {
     ) -> Result<()> {
         if cu_seqlens.len == 0 {
             // Nothing to launch over: the oracle's error for an empty one.
-            return PackedBatch::new(&[], tokens).map(|_| ());
+            return Err(SeqLensFault::Empty.error());
         }
-        let found = self.checked(|status| {
-            self.launch_n(
-                "first_bad_batch_entry",
-                cu_seqlens.len.max(ids.len) as u64,
-                &[
-                    ptr(cu_seqlens),
-                    Arg::U64(cu_seqlens.len as u64),
-                    Arg::U64(tokens as u64),
-                    ptr(ids),
-                    Arg::U64(ids.len as u64),
-                    Arg::U64(vocab),
-                    Arg::U64(status),
-                ],
-            )
-        })?;
-        let Some(word) = found else {
-            return Ok(());
-        };
-        if word >> 63 == 0 {
-            // The lengths are bad: the host's check on a copy says how, as the oracle does.
-            PackedBatch::new(&self.host(cu_seqlens)?, tokens)?;
-            return Err(Error::Backend {
-                backend: BACKEND_NAME,
-                message: "the device found cu_seqlens invalid and the host did not".into(),
-            });
+        let found =
+            self.checked(|status| self.launch_batch_check(ids, cu_seqlens, tokens, vocab, status))?;
+        match found {
+            None => Ok(()),
+            Some(word) => Err(self.batch_fault(word, ids, vocab)?),
         }
-        let position = (word & !(1 << 63)) as usize;
-        Err(Error::IdOutOfRange {
-            position,
-            id: u64::from(self.host(ids)?[position]),
-            limit: vocab,
-        })
     }
 
+    /// Launches `first_bad_batch_entry`: the first fault of `cu_seqlens` (for `tokens` positions,
+    /// at least one entry) or of the ids (below `vocab`) into the status word at `status`, to be
+    /// explained by [`Self::batch_fault`].
+    pub(crate) fn launch_batch_check(
+        &self,
+        ids: &CudaBuffer<u32>,
+        cu_seqlens: &CudaBuffer<u32>,
+        tokens: usize,
+        vocab: u64,
+        status: u64,
+    ) -> Result<()> {
+        self.launch_n(
+            "first_bad_batch_entry",
+            cu_seqlens.len.max(ids.len) as u64,
+            &[
+                ptr(cu_seqlens),
+                Arg::U64(cu_seqlens.len as u64),
+                Arg::U64(tokens as u64),
+                ptr(ids),
+                Arg::U64(ids.len as u64),
+                Arg::U64(vocab),
+                Arg::U64(status),
+            ],
+        )
+    }
+
+    /// The oracle's error for a fault `first_bad_batch_entry` recorded: from the word alone
+    /// (batch_fault_in_word), reading the bad id back from `ids` only for batches of 2^31 ids or
+    /// more, whose words hold the position alone.
+    pub(crate) fn batch_fault(
+        &self,
+        word: u64,
+        ids: &CudaBuffer<u32>,
+        vocab: u64,
+    ) -> Result<Error> {
+        match batch_fault_in_word(word, ids.len, vocab)? {
+            Ok(error) => Ok(error),
+            Err(position) => Ok(Error::IdOutOfRange {
+                position,
+                id: u64::from(self.host(ids)?[position]),
+                limit: vocab,
+            }),
+        }
+    }
     fn linear_raw<T: Element>(
         &self,
         x: &CudaBuffer<T>,
@@ -1056,6 +1074,7 @@ impl EngramOps for CudaBackend {
                 Arg::U64(seqs as u64),
                 Arg::U32(u32_of("keep", keep)?),
                 Arg::U32(pad),
+                Arg::U64(0),
                 ptr(state_ids),
             ],
         )?;
@@ -1252,5 +1271,39 @@ impl MoeOps for CudaBackend {
                 ptr(out),
             ],
         )
+    }
+}
+
+/// What a `first_bad_batch_entry` word says about a batch of `n_ids` ids: the oracle's error, or
+/// (`Err`) the position of a bad id whose value the word does not hold (batches of 2^31 ids or
+/// more).
+pub(crate) fn batch_fault_in_word(
+    word: u64,
+    n_ids: usize,
+    vocab: u64,
+) -> Result<std::result::Result<Error, usize>> {
+    if word >> 63 == 0 {
+        let fault = match word {
+            0 => SeqLensFault::Start,
+            1 => SeqLensFault::Decreasing,
+            2 => SeqLensFault::End,
+            _ => {
+                return Err(Error::Backend {
+                    backend: BACKEND_NAME,
+                    message: format!("first_bad_batch_entry recorded {word:#x}, no fault it knows"),
+                })
+            }
+        };
+        return Ok(Ok(fault.error()));
+    }
+    let rest = word & !(1 << 63);
+    if (n_ids as u64) < 1 << 31 {
+        Ok(Ok(Error::IdOutOfRange {
+            position: (rest >> 32) as usize,
+            id: rest & 0xffff_ffff,
+            limit: vocab,
+        }))
+    } else {
+        Ok(Err(rest as usize))
     }
 }

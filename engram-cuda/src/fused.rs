@@ -479,12 +479,13 @@ impl CudaBackend {
 
     /// The gate scales of `tokens` tokens from the sums the projection formed in its epilogue
     /// (`gate_from_sums`): alpha into `s.alpha`, and with a convolution the norm scales into
-    /// `s.nscale`.
+    /// `s.nscale`; nothing when the status word at `status` (0: none) holds a failure.
     fn launch_gate_from_sums<T: Element>(
         &self,
         layer: &DeviceEngramLayer<Self, T>,
         tokens: usize,
         s: &Scratch,
+        status: u64,
     ) -> Result<()> {
         let c = &layer.config;
         let m = c.hc_mult;
@@ -498,6 +499,7 @@ impl CudaBackend {
                 Arg::U32(u32_of("m", m)?),
                 Arg::U32(u32_of("d", c.hidden_size)?),
                 Arg::U32(u32::from(c.short_conv)),
+                Arg::U64(status),
                 Arg::U64(s.alpha),
                 Arg::U64(s.nscale),
             ],
@@ -506,13 +508,15 @@ impl CudaBackend {
 
     /// The gate scales of `tokens` tokens from the projection in `s.proj` (`gate_scales`, or
     /// `gate_scales_vec` when rows are whole 16-byte chunks): alpha into `s.alpha`, and with a
-    /// convolution the norm scales into `s.nscale`.
+    /// convolution the norm scales into `s.nscale`; nothing when the status word at `status`
+    /// (0: none) holds a failure.
     fn launch_gate<T: Element>(
         &self,
         layer: &DeviceEngramLayer<Self, T>,
         tokens: usize,
         hidden: &CudaBuffer<T>,
         s: &Scratch,
+        status: u64,
     ) -> Result<()> {
         let c = &layer.config;
         let (m, d) = (c.hc_mult, c.hidden_size);
@@ -541,6 +545,7 @@ impl CudaBackend {
                 Arg::U32(u32_of("m", m)?),
                 Arg::U32(u32_of("d", d)?),
                 Arg::U32(u32::from(c.short_conv)),
+                Arg::U64(status),
                 Arg::U64(s.alpha),
                 Arg::U64(s.nscale),
             ],
@@ -570,7 +575,8 @@ impl CudaBackend {
     }
 
     /// The value, causal convolution and SiLU of a prefill (`conv_out`, or `conv_out_vec` when
-    /// rows are whole 16-byte chunks).
+    /// rows are whole 16-byte chunks); nothing when the status word at `status` (0: none) holds
+    /// a failure.
     fn launch_conv_out<T: Element>(
         &self,
         layer: &DeviceEngramLayer<Self, T>,
@@ -578,6 +584,7 @@ impl CudaBackend {
         cu_seqlens: &CudaBuffer<u32>,
         s: &Scratch,
         out: &CudaBuffer<T>,
+        status: u64,
     ) -> Result<()> {
         let c = &layer.config;
         let (m, d) = (c.hc_mult, c.hidden_size);
@@ -588,6 +595,7 @@ impl CudaBackend {
             ptr(cu_seqlens),
             Arg::U32(u32_of("sequences", seqs)?),
             Arg::U32(u32::from(c.short_conv)),
+            Arg::U64(status),
             ptr(out),
         ]);
         // conv_out_vec walks chains of CONV_VEC_RUN tokens `dil` apart.
@@ -738,7 +746,7 @@ impl CudaBackend {
         gates: Option<&mut CudaBuffer<T>>,
         state: Option<&mut DeviceEngramState<Self, T>>,
     ) -> Result<bool> {
-        let (tokens, seqs) = check_prefill(
+        let (tokens, _) = check_prefill(
             self,
             layer,
             ids,
@@ -752,73 +760,124 @@ impl CudaBackend {
         if tokens == 0 || !self.fast_path_fits(layer, tokens) {
             return Ok(false);
         }
+        let vocab = layer.compressed_vocab;
+        // The batch is checked on the device by the first launch and every launch that writes
+        // an output tests the status word: one wait, at the end.
+        let bytes = self.prefill_scratch_bytes(layer, hidden, tokens);
+        let found = self.with_workspace(bytes, |base| {
+            self.checked(|status| {
+                self.enqueue_prefill(
+                    layer, ids, cu_seqlens, hidden, out, gates, state, status, base,
+                )
+            })
+        })?;
+        match found {
+            None => Ok(true),
+            Some(word) => Err(self.batch_fault(word, ids, vocab)?),
+        }
+    }
+
+    /// Bytes of scratch one prefill of `tokens` tokens needs (see [`Self::enqueue_prefill`]).
+    pub(crate) fn prefill_scratch_bytes<T: Element>(
+        &self,
+        layer: &DeviceEngramLayer<Self, T>,
+        hidden: &CudaBuffer<T>,
+        tokens: usize,
+    ) -> usize {
+        let splits = self.proj_splits(layer, tokens);
+        let segment = self.gate_sums_segment(layer, hidden, splits);
+        self.scratch_bytes(layer, tokens, splits, segment)
+    }
+
+    /// The launches of a prefill on the fast path (shapes checked, the layer fitting, `tokens`
+    /// positions), with no host synchronisation and no allocation: the batch's check
+    /// (`cu_seqlens` and ids) into the status word at `status`, the hash and the projection (safe
+    /// on any ids and lengths: rows stay in range, only scratch is written), then the kernels that
+    /// write `out`, `gates` and `state`, each of which writes nothing when the word holds a
+    /// failure. `base` is the device address of [`Self::prefill_scratch_bytes`] of scratch.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn enqueue_prefill<T: Element>(
+        &self,
+        layer: &DeviceEngramLayer<Self, T>,
+        ids: &CudaBuffer<u32>,
+        cu_seqlens: &CudaBuffer<u32>,
+        hidden: &CudaBuffer<T>,
+        out: &mut CudaBuffer<T>,
+        gates: Option<u64>,
+        state: Option<&mut DeviceEngramState<Self, T>>,
+        status: u64,
+        base: u64,
+    ) -> Result<()> {
         let c = &layer.config;
         let (m, d) = (c.hc_mult, c.hidden_size);
-        self.check_batch(ids, cu_seqlens, tokens, layer.compressed_vocab)?;
+        let tokens = ids.len;
+        let seqs = cu_seqlens.len - 1;
         let t = suffix(T::DTYPE)?;
         let params = self.hash_params(&layer.hash)?;
         let splits = self.proj_splits(layer, tokens);
         let segment = self.gate_sums_segment(layer, hidden, splits);
-        self.with_workspace(self.scratch_bytes(layer, tokens, splits, segment), |base| {
-            let s = self.scratch(layer, tokens, splits, segment, base, gates);
-            self.launch_hash(
-                &layer.hash,
-                &params,
-                c.n_head_per_ngram,
-                layer.compressed_pad_id,
-                ids,
-                cu_seqlens,
-                s.rows,
-            )?;
-            self.launch_projection(
-                layer,
-                tokens,
-                &params,
-                &s,
-                hidden,
-                RowSource::Hashed(s.rows),
-            )?;
-            if segment.is_some() {
-                self.launch_gate_from_sums(layer, tokens, &s)?;
-            } else {
-                self.launch_gate(layer, tokens, hidden, &s)?;
-            }
-            self.launch_conv_out(layer, tokens, cu_seqlens, &s, out)?;
-            if let Some(state) = state {
-                let keep = c.max_ngram_size - 1;
-                self.launch_n(
-                    "capture_ids",
-                    (seqs * keep) as u64,
-                    &[
-                        ptr(ids),
-                        ptr(cu_seqlens),
-                        Arg::U64(seqs as u64),
-                        Arg::U32(u32_of("keep", keep)?),
-                        Arg::U32(layer.compressed_pad_id),
-                        ptr(&state.ids),
-                    ],
-                )?;
-                if c.short_conv {
-                    let hist = conv_history_len(c.kernel_size, c.max_ngram_size);
-                    self.launch_n(
-                        &format!("capture_conv_scaled_{t}"),
-                        (seqs * hist * m * d) as u64,
-                        &[
-                            Arg::U64(s.proj),
-                            Arg::U64(s.nscale),
-                            ptr(&layer.conv_norm),
-                            ptr(cu_seqlens),
-                            Arg::U64(seqs as u64),
-                            Arg::U32(u32_of("m", m)?),
-                            Arg::U32(u32_of("d", d)?),
-                            Arg::U32(u32_of("hist", hist)?),
-                            ptr(&state.conv),
-                        ],
-                    )?;
-                }
-            }
-            Ok(true)
-        })
+        let s = self.scratch(layer, tokens, splits, segment, base, gates);
+        self.launch_batch_check(ids, cu_seqlens, tokens, layer.compressed_vocab, status)?;
+        self.launch_hash(
+            &layer.hash,
+            &params,
+            c.n_head_per_ngram,
+            layer.compressed_pad_id,
+            ids,
+            cu_seqlens,
+            s.rows,
+        )?;
+        self.launch_projection(
+            layer,
+            tokens,
+            &params,
+            &s,
+            hidden,
+            RowSource::Hashed(s.rows),
+        )?;
+        if segment.is_some() {
+            self.launch_gate_from_sums(layer, tokens, &s, status)?;
+        } else {
+            self.launch_gate(layer, tokens, hidden, &s, status)?;
+        }
+        self.launch_conv_out(layer, tokens, cu_seqlens, &s, out, status)?;
+        let Some(state) = state else {
+            return Ok(());
+        };
+        let keep = c.max_ngram_size - 1;
+        self.launch_n(
+            "capture_ids",
+            (seqs * keep) as u64,
+            &[
+                ptr(ids),
+                ptr(cu_seqlens),
+                Arg::U64(seqs as u64),
+                Arg::U32(u32_of("keep", keep)?),
+                Arg::U32(layer.compressed_pad_id),
+                Arg::U64(status),
+                ptr(&state.ids),
+            ],
+        )?;
+        if !c.short_conv {
+            return Ok(());
+        }
+        let hist = conv_history_len(c.kernel_size, c.max_ngram_size);
+        self.launch_n(
+            &format!("capture_conv_scaled_{t}"),
+            (seqs * hist * m * d) as u64,
+            &[
+                Arg::U64(s.proj),
+                Arg::U64(s.nscale),
+                ptr(&layer.conv_norm),
+                ptr(cu_seqlens),
+                Arg::U64(seqs as u64),
+                Arg::U32(u32_of("m", m)?),
+                Arg::U32(u32_of("d", d)?),
+                Arg::U32(u32_of("hist", hist)?),
+                Arg::U64(status),
+                ptr(&state.conv),
+            ],
+        )
     }
 
     /// One decode step on the fast path; `Ok(false)` when the layer does not fit it.
@@ -941,7 +1000,7 @@ impl CudaBackend {
                 &args,
             );
         }
-        self.launch_gate(layer, seqs, hidden, &s)?;
+        self.launch_gate(layer, seqs, hidden, &s, status)?;
         let mut args = Self::conv_args(layer, seqs, &s)?.to_vec();
         args.push(Arg::U32(u32::from(c.short_conv)));
         args.extend(history);

@@ -20,14 +20,17 @@
 //! `kernels/grid.cuh` ([`GRID_CUH`], grid-stride indices and the sequence of a token).
 //!
 //! Another runtime can load the same PTX and launch the kernels itself: each kernel's parameters,
-//! grid, block and shared memory are written above it in the source. A decode step can be
-//! captured once as a CUDA graph and replayed without host synchronisation (`DecodeGraph`, with
-//! the `cuda` feature); bad ids are then found on the device.
+//! grid, block and shared memory are written above it in the source. A decode step or a prefill
+//! can be captured once as a CUDA graph and replayed without host synchronisation
+//! (`DecodeGraph`, `PrefillGraph`, with the `cuda` feature); bad ids and lengths are then found on
+//! the device and reported by the graph's `check`.
 //!
 //! Ops check their inputs as the oracle does and return its typed errors, writing nothing on bad
 //! input. The checks of device data (ids, `cu_seqlens`, table rows) run on the device into one
-//! status word per backend, read back once per op into page-locked memory (a gather's own
-//! kernel waits for its check on the device); a rejected call leaves the backend as it was.
+//! status word per backend, read back once per op into page-locked memory; the kernels launched
+//! after a check that write the op's outputs test the word on the device (a gather's, and every
+//! output kernel of a prefill, which therefore waits once, at its end); a rejected call leaves
+//! the backend as it was.
 //!
 //! The driver is linked only with the `cuda` feature, and must be CUDA 12.0 or later (drivers
 //! 525 on: the crate calls `cuTensorMapEncodeTiled`, which older ones lack). Without the
@@ -101,7 +104,7 @@ mod graph;
 #[cfg(feature = "cuda")]
 pub use device::{CudaBackend, CudaBuffer};
 #[cfg(feature = "cuda")]
-pub use graph::DecodeGraph;
+pub use graph::{DecodeGraph, PrefillGraph};
 
 /// The CUDA backend (built without the `cuda` feature: it never has a device).
 #[cfg(not(feature = "cuda"))]
