@@ -378,15 +378,7 @@ impl CudaBackend {
             key,
             |status, scratch| {
                 self.enqueue_prefill(
-                    layer,
-                    ids,
-                    cu_seqlens,
-                    hidden,
-                    out,
-                    None,
-                    state,
-                    status,
-                    scratch,
+                    layer, ids, cu_seqlens, hidden, out, None, state, status, scratch,
                 )
             },
         )?;
