@@ -609,6 +609,11 @@ pub enum BadInput {
     DecodeStateWrongSequences,
     /// A decode id beyond the vocabulary (the state must stay untouched).
     DecodeIdBeyondVocab,
+    /// A whole bf16 prefill (gates and decode state asked for: the shape a device's tiled fast
+    /// path takes) with an id beyond the vocabulary: output, gates and state untouched.
+    PrefillIdBeyondVocab,
+    /// The same prefill with `cu_seqlens` that decreases.
+    PrefillSeqlensDecreasing,
     /// A bias of the wrong length.
     LinearBiasWrongLen,
     /// An MoE input that is not a whole number of tokens.
@@ -621,7 +626,7 @@ pub enum BadInput {
 
 impl BadInput {
     /// Every bad input.
-    pub const ALL: [BadInput; 16] = [
+    pub const ALL: [BadInput; 18] = [
         BadInput::HashIdAtVocab,
         BadInput::HashIdMax,
         BadInput::CompressIdBeyondRaw,
@@ -634,6 +639,8 @@ impl BadInput {
         BadInput::GatherRowBeyondTable,
         BadInput::DecodeStateWrongSequences,
         BadInput::DecodeIdBeyondVocab,
+        BadInput::PrefillIdBeyondVocab,
+        BadInput::PrefillSeqlensDecreasing,
         BadInput::LinearBiasWrongLen,
         BadInput::MoeInputWrongLen,
         BadInput::RouteBiasWrongLen,
@@ -655,6 +662,8 @@ impl BadInput {
             BadInput::GatherRowBeyondTable => "gather_row_beyond_table",
             BadInput::DecodeStateWrongSequences => "decode_state_wrong_sequences",
             BadInput::DecodeIdBeyondVocab => "decode_id_beyond_vocab",
+            BadInput::PrefillIdBeyondVocab => "prefill_id_beyond_vocab",
+            BadInput::PrefillSeqlensDecreasing => "prefill_seqlens_decreasing",
             BadInput::LinearBiasWrongLen => "linear_bias_wrong_len",
             BadInput::MoeInputWrongLen => "moe_input_wrong_len",
             BadInput::RouteBiasWrongLen => "route_bias_wrong_len",

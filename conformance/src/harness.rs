@@ -970,6 +970,85 @@ fn all_fill<B: EngramOps, S: Fill>(
             .all(|v| bytemuck::bytes_of(v) == bytemuck::bytes_of(&fill)))
 }
 
+/// A whole prefill in bf16 with gates and the decode state, on a shape of whole 16-byte rows over
+/// several 128-token tiles (what a device's fast path takes, whose kernels may check the batch
+/// on the device while they run), on a bad batch: the oracle's error with output, gates and
+/// state untouched, then the good batch on the same backend and state against the oracle.
+fn bad_prefill_case<B: EngramOps>(b: &B, bad: BadInput) -> Run {
+    let shape = crate::cases::engram_shapes()
+        .into_iter()
+        .find(|s| s.name == "tensor_tiles")
+        .ok_or_else(|| Failure::Unsupported("shape missing".into()))?;
+    let inputs = engram_inputs::<bf16>(&shape, 98)?;
+    let c = &shape.config;
+    let (tokens, seqs) = (inputs.ids.len(), shape.lens.len());
+    let (mut ids, mut cu) = (inputs.ids.clone(), inputs.cu.clone());
+    let expected = if bad == BadInput::PrefillIdBeyondVocab {
+        // In the last tile, after the first sequence.
+        ids[tokens - 3] = CASE_VOCAB as u32 + 7;
+        Error::IdOutOfRange {
+            position: tokens - 3,
+            id: CASE_VOCAB + 7,
+            limit: CASE_VOCAB,
+        }
+    } else {
+        cu.swap(1, 2);
+        Error::InvalidSeqLens {
+            reason: "must not decrease",
+        }
+    };
+    let dev = DeviceEngramLayer::upload(b, &inputs.layer)?;
+    let hidden = b.upload(&inputs.hidden)?;
+    let mut y = out::<B, bf16>(b, inputs.hidden.len())?;
+    let mut g = out::<B, bf16>(b, tokens * c.hc_mult)?;
+    let mut state = DeviceEngramState::new(b, &dev, seqs)?;
+    let before = state.download(b)?;
+    let r = b.engram_prefill(
+        &dev,
+        &b.upload(&ids)?,
+        &b.upload(&cu)?,
+        &hidden,
+        &mut y,
+        Some(&mut g),
+        Some(&mut state),
+    );
+    let untouched = all_fill(b, &y)
+        .and_then(|ok| Ok(ok && all_fill(b, &g)?))
+        .and_then(|ok| Ok(ok && state.download(b)? == before));
+    let mut o = Outcome::default();
+    expect_error(&mut o, b, r, expected, untouched)?;
+    let oracle = convert_layer::<bf16, f64>(&inputs.layer);
+    let mut expected = vec![0.0; inputs.hidden.len()];
+    let mut expected_gates = vec![0.0; tokens * c.hc_mult];
+    let mut expected_state = EngramState::new(&oracle, seqs);
+    reference::engram_prefill(
+        &oracle,
+        &inputs.ids,
+        &inputs.cu,
+        &widen(&inputs.hidden),
+        &mut expected,
+        Some(&mut expected_gates),
+        Some(&mut expected_state),
+    )?;
+    let r = b.engram_prefill(
+        &dev,
+        &b.upload(&inputs.ids)?,
+        &b.upload(&inputs.cu)?,
+        &hidden,
+        &mut y,
+        Some(&mut g),
+        Some(&mut state),
+    );
+    o.flag("the good batch right after", r.is_ok());
+    let bound = nmse_bound(DType::BF16);
+    o.close("its output", &b.to_vec(&y)?, &expected, bound);
+    o.close("its gates", &b.to_vec(&g)?, &expected_gates, bound);
+    let st = state.download(b)?;
+    o.exact("its state ids", &st.ids, &expected_state.ids);
+    o.close("its state conv", &st.conv, &expected_state.conv, bound);
+    Ok(o)
+}
+
 fn bad_case<B: EngramOps + MoeOps>(b: &B, bad: BadInput) -> Run {
     let shape = crate::cases::engram_shapes()
         .into_iter()
@@ -1203,6 +1282,9 @@ fn bad_case<B: EngramOps + MoeOps>(b: &B, bad: BadInput) -> Run {
                     nmse_bound(DType::F32),
                 );
             }
+        }
+        BadInput::PrefillIdBeyondVocab | BadInput::PrefillSeqlensDecreasing => {
+            return bad_prefill_case(b, bad)
         }
         BadInput::LinearBiasWrongLen => {
             let x = b.upload(&[1.0f32; 6])?;
