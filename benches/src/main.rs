@@ -325,6 +325,37 @@ fn graph_step<T: Element>(
     result.map(|()| batch / f64::from(replays))
 }
 
+/// Seconds per prefill replayed as a CUDA graph (back-to-back replays, one synchronisation;
+/// the median of five such batches): the op's time without its wait for the device at the end.
+#[cfg(feature = "cuda")]
+fn graph_prefill<T: Element>(
+    b: &engram_cuda::CudaBackend,
+    dev: &DeviceEngramLayer<engram_cuda::CudaBackend, T>,
+    run: &EngramRun<'_, T>,
+) -> engram_core::Result<f64> {
+    let inputs = run.inputs;
+    let ids = b.upload(&inputs.ids)?;
+    let cu = b.upload(&inputs.cu)?;
+    let hidden = b.upload(&inputs.hidden)?;
+    let mut out = b.zeros::<T>(inputs.hidden.len())?;
+    let mut graph = b.capture_prefill(dev, &ids, &cu, &hidden, &mut out, None)?;
+    graph.replay(&ids, &cu, &hidden, &mut out, None)?;
+    graph.check()?;
+    let replays = 20;
+    let mut result = Ok(());
+    let batch = median_seconds(5, || {
+        for _ in 0..replays {
+            if result.is_ok() {
+                result = graph.replay(&ids, &cu, &hidden, &mut out, None);
+            }
+        }
+        if result.is_ok() {
+            result = graph.check();
+        }
+    });
+    result.map(|()| batch / f64::from(replays))
+}
+
 /// The JSON line of a device backend: the layer, its own projection kernel (the GEMM floor on
 /// the device) and its device-to-device copy bandwidth, measured one after the other.
 fn device_line<B: EngramOps, T: Element>(
@@ -411,6 +442,11 @@ fn bench_engram<T: Element>(
             let memory_s = line["memory_floor_s"].as_f64().unwrap_or(f64::NAN);
             line["graph_step_s"] = step.into();
             line["graph_over_memory"] = (step / memory_s).into();
+        } else if T::DTYPE != engram_core::DType::F32 {
+            let prefill = graph_prefill(&cuda, &dev, &run)?;
+            let gemm_s = line["gemm_floor_s"].as_f64().unwrap_or(f64::NAN);
+            line["graph_prefill_s"] = prefill.into();
+            line["graph_prefill_over_gemm"] = (prefill / gemm_s).into();
         }
         lines.push(line);
     }
