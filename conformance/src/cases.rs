@@ -614,6 +614,12 @@ pub enum BadInput {
     PrefillIdBeyondVocab,
     /// The same prefill with `cu_seqlens` that decreases.
     PrefillSeqlensDecreasing,
+    /// A bf16 decode step on the same shape (gates asked for) with an id beyond the
+    /// vocabulary: output, gates and state untouched.
+    DecodeTilesIdBeyondVocab,
+    /// The same decode step from an uploaded state whose id history holds an id beyond the
+    /// vocabulary.
+    DecodeTilesHistoryBeyondVocab,
     /// A bias of the wrong length.
     LinearBiasWrongLen,
     /// An MoE input that is not a whole number of tokens.
@@ -626,7 +632,7 @@ pub enum BadInput {
 
 impl BadInput {
     /// Every bad input.
-    pub const ALL: [BadInput; 18] = [
+    pub const ALL: [BadInput; 20] = [
         BadInput::HashIdAtVocab,
         BadInput::HashIdMax,
         BadInput::CompressIdBeyondRaw,
@@ -641,6 +647,8 @@ impl BadInput {
         BadInput::DecodeIdBeyondVocab,
         BadInput::PrefillIdBeyondVocab,
         BadInput::PrefillSeqlensDecreasing,
+        BadInput::DecodeTilesIdBeyondVocab,
+        BadInput::DecodeTilesHistoryBeyondVocab,
         BadInput::LinearBiasWrongLen,
         BadInput::MoeInputWrongLen,
         BadInput::RouteBiasWrongLen,
@@ -664,6 +672,8 @@ impl BadInput {
             BadInput::DecodeIdBeyondVocab => "decode_id_beyond_vocab",
             BadInput::PrefillIdBeyondVocab => "prefill_id_beyond_vocab",
             BadInput::PrefillSeqlensDecreasing => "prefill_seqlens_decreasing",
+            BadInput::DecodeTilesIdBeyondVocab => "decode_tiles_id_beyond_vocab",
+            BadInput::DecodeTilesHistoryBeyondVocab => "decode_tiles_history_beyond_vocab",
             BadInput::LinearBiasWrongLen => "linear_bias_wrong_len",
             BadInput::MoeInputWrongLen => "moe_input_wrong_len",
             BadInput::RouteBiasWrongLen => "route_bias_wrong_len",

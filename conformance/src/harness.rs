@@ -1049,6 +1049,111 @@ fn bad_prefill_case<B: EngramOps>(b: &B, bad: BadInput) -> Run {
     Ok(o)
 }
 
+/// A bf16 decode step with gates, from the state a prefill of the fast-path shape left (or that
+/// state uploaded with a bad id in its history), with a bad window id: the oracle's error with
+/// output, gates and state untouched, then the good step (from the good state) against the
+/// oracle.
+fn bad_decode_fast_case<B: EngramOps>(b: &B, bad: BadInput) -> Run {
+    let shape = crate::cases::engram_shapes()
+        .into_iter()
+        .find(|s| s.name == "tensor_tiles")
+        .ok_or_else(|| Failure::Unsupported("shape missing".into()))?;
+    let inputs = engram_inputs::<bf16>(&shape, 97)?;
+    let c = &shape.config;
+    let md = c.hc_mult * c.hidden_size;
+    let (seqs, keep) = (shape.lens.len(), c.max_ngram_size - 1);
+    let dev = DeviceEngramLayer::upload(b, &inputs.layer)?;
+    let mut primed = out::<B, bf16>(b, inputs.hidden.len())?;
+    let mut state = DeviceEngramState::new(b, &dev, seqs)?;
+    b.engram_prefill(
+        &dev,
+        &b.upload(&inputs.ids)?,
+        &b.upload(&inputs.cu)?,
+        &b.upload(&inputs.hidden)?,
+        &mut primed,
+        None,
+        Some(&mut state),
+    )?;
+    let good_state = state.download(b)?;
+    let step_ids = synthetic::ids(seqs, CASE_VOCAB, 3);
+    let step_hidden = synthetic::activations::<bf16>(seqs * md, 2.0, 4);
+    let mut ids = step_ids.clone();
+    let expected = if bad == BadInput::DecodeTilesIdBeyondVocab {
+        ids[1] = CASE_VOCAB as u32 + 4;
+        Error::IdOutOfRange {
+            position: 1,
+            id: CASE_VOCAB + 4,
+            limit: CASE_VOCAB,
+        }
+    } else {
+        // The oldest id of the last sequence's history: flat position seqs + (seqs - 1) keep
+        // over the step's ids then the history, reported modulo seqs as the oracle does.
+        let mut bad_state = good_state.clone();
+        bad_state.ids[(seqs - 1) * keep] = CASE_VOCAB as u32 + 6;
+        state = DeviceEngramState::upload(b, &bad_state)?;
+        Error::IdOutOfRange {
+            position: (seqs + (seqs - 1) * keep) % seqs,
+            id: CASE_VOCAB + 6,
+            limit: CASE_VOCAB,
+        }
+    };
+    let before = state.download(b)?;
+    let hidden = b.upload(&step_hidden)?;
+    let mut y = out::<B, bf16>(b, seqs * md)?;
+    let mut g = out::<B, bf16>(b, seqs * c.hc_mult)?;
+    let r = b.engram_decode(
+        &dev,
+        &b.upload(&ids)?,
+        &hidden,
+        &mut state,
+        &mut y,
+        Some(&mut g),
+    );
+    let untouched = all_fill(b, &y)
+        .and_then(|ok| Ok(ok && all_fill(b, &g)?))
+        .and_then(|ok| Ok(ok && state.download(b)? == before));
+    let mut o = Outcome::default();
+    expect_error(&mut o, b, r, expected, untouched)?;
+    let oracle = convert_layer::<bf16, f64>(&inputs.layer);
+    let mut oracle_state = EngramState::new(&oracle, seqs);
+    reference::engram_prefill(
+        &oracle,
+        &inputs.ids,
+        &inputs.cu,
+        &widen(&inputs.hidden),
+        &mut vec![0.0; inputs.hidden.len()],
+        None,
+        Some(&mut oracle_state),
+    )?;
+    let mut expected = vec![0.0; seqs * md];
+    let mut expected_gates = vec![0.0; seqs * c.hc_mult];
+    reference::engram_decode(
+        &oracle,
+        &step_ids,
+        &widen(&step_hidden),
+        &mut oracle_state,
+        &mut expected,
+        Some(&mut expected_gates),
+    )?;
+    let mut state = DeviceEngramState::upload(b, &good_state)?;
+    let r = b.engram_decode(
+        &dev,
+        &b.upload(&step_ids)?,
+        &hidden,
+        &mut state,
+        &mut y,
+        Some(&mut g),
+    );
+    o.flag("the good step right after", r.is_ok());
+    let bound = nmse_bound(DType::BF16);
+    o.close("its output", &b.to_vec(&y)?, &expected, bound);
+    o.close("its gates", &b.to_vec(&g)?, &expected_gates, bound);
+    let st = state.download(b)?;
+    o.exact("its state ids", &st.ids, &oracle_state.ids);
+    o.close("its state conv", &st.conv, &oracle_state.conv, bound);
+    Ok(o)
+}
+
 fn bad_case<B: EngramOps + MoeOps>(b: &B, bad: BadInput) -> Run {
     let shape = crate::cases::engram_shapes()
         .into_iter()
@@ -1285,6 +1390,9 @@ fn bad_case<B: EngramOps + MoeOps>(b: &B, bad: BadInput) -> Run {
         }
         BadInput::PrefillIdBeyondVocab | BadInput::PrefillSeqlensDecreasing => {
             return bad_prefill_case(b, bad)
+        }
+        BadInput::DecodeTilesIdBeyondVocab | BadInput::DecodeTilesHistoryBeyondVocab => {
+            return bad_decode_fast_case(b, bad)
         }
         BadInput::LinearBiasWrongLen => {
             let x = b.upload(&[1.0f32; 6])?;

@@ -903,12 +903,27 @@ impl CudaBackend {
             ids.len,
             seqs * c.num_heads(),
         )?;
-        self.check_window_ids(ids, &state.ids, layer.compressed_vocab)?;
-        let splits = self.proj_splits(layer, seqs);
-        self.with_workspace(self.scratch_bytes(layer, seqs, splits, None), |base| {
-            self.enqueue_decode(layer, ids, hidden, state, out, gates, 0, base)
+        let vocab = layer.compressed_vocab;
+        let bytes = self.decode_scratch_bytes(layer, seqs);
+        if seqs * c.max_ngram_size >= 1 << 32 {
+            // Window positions too many for the status word: checked before the launches.
+            self.check_window_ids(ids, &state.ids, vocab)?;
+            self.with_workspace(bytes, |base| {
+                self.enqueue_decode(layer, ids, hidden, state, out, gates, 0, base)
+            })?;
+            return Ok(true);
+        }
+        // The windows are checked by the projection as it hashes them, and the kernel that
+        // writes the step's outputs tests the status word: one wait, at the end.
+        let found = self.with_workspace(bytes, |base| {
+            self.checked(|status| {
+                self.enqueue_decode(layer, ids, hidden, state, out, gates, status, base)
+            })
         })?;
-        Ok(true)
+        match found {
+            None => Ok(true),
+            Some(word) => Err(decode_fault_in_word(word, seqs, vocab)),
+        }
     }
 
     /// Bytes of scratch one decode step of `seqs` sequences needs (see [`Self::enqueue_decode`]).
@@ -1010,5 +1025,16 @@ impl CudaBackend {
             (seqs * m * d) as u64,
             &args,
         )
+    }
+}
+
+/// The oracle's error for the first bad window id a decode step of `seqs` sequences recorded
+/// (`position << 32 | id`, the position flat over the step's ids then the id history, as
+/// `hash_decode_fast` documents).
+pub(crate) fn decode_fault_in_word(word: u64, seqs: usize, vocab: u64) -> Error {
+    Error::IdOutOfRange {
+        position: (word >> 32) as usize % seqs.max(1),
+        id: word & 0xffff_ffff,
+        limit: vocab,
     }
 }

@@ -19,6 +19,7 @@ use engram_core::{
 };
 
 use crate::device::{batch_fault_in_word, cuda_err, CudaBackend, CudaBuffer};
+use crate::fused::decode_fault_in_word;
 use crate::BACKEND_NAME;
 
 fn driver(what: &str, status: CUresult) -> Result<()> {
@@ -250,11 +251,11 @@ impl<T: Element> DecodeGraph<'_, T> {
     pub fn check(&mut self) -> Result<()> {
         match self.graph.take_failure()? {
             None => Ok(()),
-            Some(word) => Err(Error::IdOutOfRange {
-                position: (word >> 32) as usize % self.seqs.max(1),
-                id: word & 0xffff_ffff,
-                limit: self.layer.compressed_vocab,
-            }),
+            Some(word) => Err(decode_fault_in_word(
+                word,
+                self.seqs,
+                self.layer.compressed_vocab,
+            )),
         }
     }
 }
