@@ -11,13 +11,16 @@
 
 // mod_reciprocal (x mod d by a precomputed reciprocal) and decode_window_row live in common.cuh.
 
-// hash_rows_fast(lookup|null, ids, tokens, cu, seqs, mult, n_max, sizes, magic, shift, k, pad, rows):
-// one thread per position t, grid-stride; ids pass through lookup first when it is not null (raw
-// ids, checked beforehand). rows[t*H + (n-2)*k + j] = (XOR_{i<n} x_{t-i} mult[i]) mod
-// sizes[(n-2)*k + j], H = (n_max-1) k, pad before the sequence start. seqs >= 1.
+// hash_rows_fast(lookup|null, ids, tokens, cu, seqs, mult, n_max, sizes, magic, shift, k, pad, status|null,
+// rows): one thread per position t, grid-stride; ids pass through lookup first when it is not null
+// (raw ids, checked beforehand). rows[t*H + (n-2)*k + j] = (XOR_{i<n} x_{t-i} mult[i]) mod
+// sizes[(n-2)*k + j], H = (n_max-1) k, pad before the sequence start. seqs >= 1. With lookup null
+// it reads only ids[0, tokens) and cu[0, seqs] and writes rows in range whatever ids and cu hold,
+// so it may run before their check is known; with status, nothing is written after a fault.
 extern "C" __global__ void hash_rows_fast(const u32* lookup, const u32* ids, u64 tokens, const u32* cu, u32 seqs,
                                           const u64* mult, u32 n_max, const u32* sizes, const u64* magic,
-                                          const u32* shift, u32 k, u32 pad, u32* rows) {
+                                          const u32* shift, u32 k, u32 pad, const u64* status, u32* rows) {
+    if (failed(status)) return;
     u32 heads = (n_max - 1) * k;
     for (u64 t = global_index(); t < tokens; t += global_stride()) {
         u64 start = cu[sequence_of(cu, seqs, t)];

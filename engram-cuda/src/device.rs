@@ -781,22 +781,39 @@ impl EngramOps for CudaBackend {
         cu_seqlens: &CudaBuffer<u32>,
         rows: &mut CudaBuffer<u32>,
     ) -> Result<()> {
-        self.check_batch(ids, cu_seqlens, ids.len, compressed_vocab)?;
+        if cu_seqlens.len == 0 {
+            return Err(SeqLensFault::Empty.error());
+        }
         let n_max = layer.multipliers.len();
         let heads = (n_max - 1) * heads_per_order;
-        check_len("hash output", rows.len, ids.len * heads)?;
         if ids.len == 0 {
-            return Ok(());
+            self.check_batch(ids, cu_seqlens, ids.len, compressed_vocab)?;
+            return check_len("hash output", rows.len, 0);
         }
-        self.launch_hash(
-            layer,
-            &*self.hash_params(layer)?,
-            heads_per_order,
-            compressed_pad_id,
-            ids,
-            cu_seqlens,
-            rows.device_ptr(),
-        )
+        // The batch's faults first, as the oracle reports them; then the output's length.
+        let params = self.hash_params(layer)?;
+        let fits = rows.len == ids.len * heads;
+        let found = self.checked(|status| {
+            self.launch_batch_check(ids, cu_seqlens, ids.len, compressed_vocab, status)?;
+            if !fits {
+                return Ok(());
+            }
+            // Tests the word: nothing written on a bad batch, and no wait before it.
+            self.launch_hash(
+                layer,
+                &params,
+                heads_per_order,
+                compressed_pad_id,
+                ids,
+                cu_seqlens,
+                status,
+                rows.device_ptr(),
+            )
+        })?;
+        if let Some(word) = found {
+            return Err(self.batch_fault(word, ids, compressed_vocab)?);
+        }
+        check_len("hash output", rows.len, ids.len * heads)
     }
 
     fn hash_decode(

@@ -199,7 +199,9 @@ impl CudaBackend {
         f(base)
     }
 
-    /// The hash of a validated packed batch (`hash_rows_fast`) with the layer's parameters `p`.
+    /// The hash of a packed batch (`hash_rows_fast`) with the layer's parameters `p`, into the
+    /// device address `rows`: safe whatever the ids and lengths hold; nothing written when the
+    /// status word at `status` (0: none) holds a fault.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn launch_hash(
         &self,
@@ -209,6 +211,7 @@ impl CudaBackend {
         pad: u32,
         ids: &CudaBuffer<u32>,
         cu_seqlens: &CudaBuffer<u32>,
+        status: u64,
         rows: u64,
     ) -> Result<()> {
         if ids.len == 0 {
@@ -230,6 +233,7 @@ impl CudaBackend {
                 ptr(&p.shift),
                 Arg::U32(u32_of("heads", heads_per_order)?),
                 Arg::U32(pad),
+                Arg::U64(status),
                 Arg::U64(rows),
             ],
         )
@@ -825,6 +829,8 @@ impl CudaBackend {
             layer.compressed_pad_id,
             ids,
             cu_seqlens,
+            // Not gated: the projection reads every row it writes.
+            0,
             s.rows,
         )?;
         self.launch_projection(
