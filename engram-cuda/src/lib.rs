@@ -28,9 +28,10 @@
 //! Ops check their inputs as the oracle does and return its typed errors, writing nothing on bad
 //! input. The checks of device data (ids, `cu_seqlens`, table rows) run on the device into one
 //! status word per backend, read back once per op into page-locked memory; the kernels launched
-//! after a check that write the op's outputs test the word on the device (a gather's, and every
-//! output kernel of a prefill, which therefore waits once, at its end); a rejected call leaves
-//! the backend as it was.
+//! after a check that write the op's outputs test the word on the device, so the gather, the
+//! hash, the prefill and the decode step wait for the device once, at their end (the decode
+//! step's windows are checked by its projection as it hashes them); a rejected call leaves the
+//! backend as it was.
 //!
 //! The driver is linked only with the `cuda` feature, and must be CUDA 12.0 or later (drivers
 //! 525 on: the crate calls `cuTensorMapEncodeTiled`, which older ones lack). Without the
