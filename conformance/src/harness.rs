@@ -350,6 +350,29 @@ fn engram_inputs<T: Element>(
     })
 }
 
+/// What the oracle's prefill gives: the output, the gates and the decode state it leaves.
+type OraclePrefill = (Vec<f64>, Vec<f64>, EngramState<f64>);
+
+/// The oracle's prefill of `inputs` (in f64, on the layer's own weights).
+fn oracle_prefill<T: Element>(
+    inputs: &EngramInputs<T>,
+    oracle: &EngramLayer<f64>,
+) -> std::result::Result<OraclePrefill, Failure> {
+    let mut expected = vec![0.0; inputs.hidden.len()];
+    let mut gates = vec![0.0; inputs.ids.len() * oracle.config.hc_mult];
+    let mut state = EngramState::new(oracle, inputs.cu.len().saturating_sub(1));
+    reference::engram_prefill(
+        oracle,
+        &inputs.ids,
+        &inputs.cu,
+        &widen(&inputs.hidden),
+        &mut expected,
+        Some(&mut gates),
+        Some(&mut state),
+    )?;
+    Ok((expected, gates, state))
+}
+
 fn run_typed<B: EngramOps + MoeOps, T: CaseElement>(b: &B, case: &Case) -> Run {
     let seed = case.seed();
     let bound = nmse_bound(case.dtype);
@@ -694,21 +717,9 @@ fn prefill_case<B: EngramOps, T: CaseElement>(
     bound: f64,
 ) -> Run {
     let inputs = engram_inputs::<T>(s, seed)?;
-    let c = &s.config;
     let oracle = convert_layer::<T, f64>(&inputs.layer);
     let seqs = s.lens.len();
-    let mut expected = vec![0.0; inputs.hidden.len()];
-    let mut expected_gates = vec![0.0; inputs.ids.len() * c.hc_mult];
-    let mut expected_state = EngramState::new(&oracle, seqs);
-    reference::engram_prefill(
-        &oracle,
-        &inputs.ids,
-        &inputs.cu,
-        &widen(&inputs.hidden),
-        &mut expected,
-        Some(&mut expected_gates),
-        Some(&mut expected_state),
-    )?;
+    let (expected, expected_gates, expected_state) = oracle_prefill(&inputs, &oracle)?;
     let dev = DeviceEngramLayer::upload(b, &inputs.layer)?;
     let (ids, cu, hidden) = (
         b.upload(&inputs.ids)?,
@@ -970,15 +981,51 @@ fn all_fill<B: EngramOps, S: Fill>(
             .all(|v| bytemuck::bytes_of(v) == bytemuck::bytes_of(&fill)))
 }
 
+/// The Engram shape of the suite named `name`.
+fn engram_shape(name: &str) -> std::result::Result<EngramShape, Failure> {
+    crate::cases::engram_shapes()
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| Failure::Unsupported(format!("shape {name} missing")))
+}
+
+/// Whether a rejected layer call left its output and gates at their fill and its state as it
+/// was (`before`).
+fn untouched_layer<B: EngramOps>(
+    b: &B,
+    out: &B::Buffer<bf16>,
+    gates: &B::Buffer<bf16>,
+    state: &DeviceEngramState<B, bf16>,
+    before: &EngramState<bf16>,
+) -> std::result::Result<bool, Failure> {
+    Ok(all_fill(b, out)? && all_fill(b, gates)? && state.download(b)? == *before)
+}
+
+/// The checks of the good bf16 layer call after a rejected one: output and gates (each with the
+/// oracle's values) and the state against the oracle's.
+fn check_good_call<B: EngramOps>(
+    o: &mut Outcome,
+    b: &B,
+    (out, expected): (&B::Buffer<bf16>, &[f64]),
+    (gates, expected_gates): (&B::Buffer<bf16>, &[f64]),
+    state: &DeviceEngramState<B, bf16>,
+    expected_state: &EngramState<f64>,
+) -> std::result::Result<(), Failure> {
+    let bound = nmse_bound(DType::BF16);
+    o.close("its output", &b.to_vec(out)?, expected, bound);
+    o.close("its gates", &b.to_vec(gates)?, expected_gates, bound);
+    let st = state.download(b)?;
+    o.exact("its state ids", &st.ids, &expected_state.ids);
+    o.close("its state conv", &st.conv, &expected_state.conv, bound);
+    Ok(())
+}
+
 /// A whole prefill in bf16 with gates and the decode state, on a shape of whole 16-byte rows over
 /// several 128-token tiles (what a device's fast path takes, whose kernels may check the batch
 /// on the device while they run), on a bad batch: the oracle's error with output, gates and
 /// state untouched, then the good batch on the same backend and state against the oracle.
 fn bad_prefill_case<B: EngramOps>(b: &B, bad: BadInput) -> Run {
-    let shape = crate::cases::engram_shapes()
-        .into_iter()
-        .find(|s| s.name == "tensor_tiles")
-        .ok_or_else(|| Failure::Unsupported("shape missing".into()))?;
+    let shape = engram_shape("tensor_tiles")?;
     let inputs = engram_inputs::<bf16>(&shape, 98)?;
     let c = &shape.config;
     let (tokens, seqs) = (inputs.ids.len(), shape.lens.len());
@@ -1012,24 +1059,11 @@ fn bad_prefill_case<B: EngramOps>(b: &B, bad: BadInput) -> Run {
         Some(&mut g),
         Some(&mut state),
     );
-    let untouched = all_fill(b, &y)
-        .and_then(|ok| Ok(ok && all_fill(b, &g)?))
-        .and_then(|ok| Ok(ok && state.download(b)? == before));
+    let untouched = untouched_layer(b, &y, &g, &state, &before);
     let mut o = Outcome::default();
     expect_error(&mut o, b, r, expected, untouched)?;
     let oracle = convert_layer::<bf16, f64>(&inputs.layer);
-    let mut expected = vec![0.0; inputs.hidden.len()];
-    let mut expected_gates = vec![0.0; tokens * c.hc_mult];
-    let mut expected_state = EngramState::new(&oracle, seqs);
-    reference::engram_prefill(
-        &oracle,
-        &inputs.ids,
-        &inputs.cu,
-        &widen(&inputs.hidden),
-        &mut expected,
-        Some(&mut expected_gates),
-        Some(&mut expected_state),
-    )?;
+    let (expected, expected_gates, expected_state) = oracle_prefill(&inputs, &oracle)?;
     let r = b.engram_prefill(
         &dev,
         &b.upload(&inputs.ids)?,
@@ -1040,12 +1074,14 @@ fn bad_prefill_case<B: EngramOps>(b: &B, bad: BadInput) -> Run {
         Some(&mut state),
     );
     o.flag("the good batch right after", r.is_ok());
-    let bound = nmse_bound(DType::BF16);
-    o.close("its output", &b.to_vec(&y)?, &expected, bound);
-    o.close("its gates", &b.to_vec(&g)?, &expected_gates, bound);
-    let st = state.download(b)?;
-    o.exact("its state ids", &st.ids, &expected_state.ids);
-    o.close("its state conv", &st.conv, &expected_state.conv, bound);
+    check_good_call(
+        &mut o,
+        b,
+        (&y, &expected),
+        (&g, &expected_gates),
+        &state,
+        &expected_state,
+    )?;
     Ok(o)
 }
 
@@ -1054,10 +1090,7 @@ fn bad_prefill_case<B: EngramOps>(b: &B, bad: BadInput) -> Run {
 /// output, gates and state untouched, then the good step (from the good state) against the
 /// oracle.
 fn bad_decode_fast_case<B: EngramOps>(b: &B, bad: BadInput) -> Run {
-    let shape = crate::cases::engram_shapes()
-        .into_iter()
-        .find(|s| s.name == "tensor_tiles")
-        .ok_or_else(|| Failure::Unsupported("shape missing".into()))?;
+    let shape = engram_shape("tensor_tiles")?;
     let inputs = engram_inputs::<bf16>(&shape, 97)?;
     let c = &shape.config;
     let md = c.hc_mult * c.hidden_size;
@@ -1109,22 +1142,11 @@ fn bad_decode_fast_case<B: EngramOps>(b: &B, bad: BadInput) -> Run {
         &mut y,
         Some(&mut g),
     );
-    let untouched = all_fill(b, &y)
-        .and_then(|ok| Ok(ok && all_fill(b, &g)?))
-        .and_then(|ok| Ok(ok && state.download(b)? == before));
+    let untouched = untouched_layer(b, &y, &g, &state, &before);
     let mut o = Outcome::default();
     expect_error(&mut o, b, r, expected, untouched)?;
     let oracle = convert_layer::<bf16, f64>(&inputs.layer);
-    let mut oracle_state = EngramState::new(&oracle, seqs);
-    reference::engram_prefill(
-        &oracle,
-        &inputs.ids,
-        &inputs.cu,
-        &widen(&inputs.hidden),
-        &mut vec![0.0; inputs.hidden.len()],
-        None,
-        Some(&mut oracle_state),
-    )?;
+    let (_, _, mut oracle_state) = oracle_prefill(&inputs, &oracle)?;
     let mut expected = vec![0.0; seqs * md];
     let mut expected_gates = vec![0.0; seqs * c.hc_mult];
     reference::engram_decode(
@@ -1145,12 +1167,14 @@ fn bad_decode_fast_case<B: EngramOps>(b: &B, bad: BadInput) -> Run {
         Some(&mut g),
     );
     o.flag("the good step right after", r.is_ok());
-    let bound = nmse_bound(DType::BF16);
-    o.close("its output", &b.to_vec(&y)?, &expected, bound);
-    o.close("its gates", &b.to_vec(&g)?, &expected_gates, bound);
-    let st = state.download(b)?;
-    o.exact("its state ids", &st.ids, &oracle_state.ids);
-    o.close("its state conv", &st.conv, &oracle_state.conv, bound);
+    check_good_call(
+        &mut o,
+        b,
+        (&y, &expected),
+        (&g, &expected_gates),
+        &state,
+        &oracle_state,
+    )?;
     Ok(o)
 }
 

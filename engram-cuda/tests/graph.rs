@@ -15,27 +15,45 @@
 mod common;
 
 #[cfg(feature = "cuda")]
+use engram_conformance::{
+    cases::CASE_VOCAB,
+    harness::{convert_layer, nmse_bound},
+    metrics::Check,
+};
+#[cfg(feature = "cuda")]
+use engram_core::{
+    bf16,
+    reference::{self, EngramState},
+    synthetic, Backend, DType, DeviceEngramLayer, DeviceEngramState, EngramConfig, EngramLayer,
+    EngramOps, Error, NgramHasher,
+};
+
+/// The config of the conformance shape `name` and a synthetic bf16 layer of it.
+#[cfg(feature = "cuda")]
+#[allow(clippy::unwrap_used)] // a failing test is a panic with the reason
+fn bf16_layer(name: &str) -> (EngramConfig, EngramLayer<bf16>) {
+    let shape = engram_conformance::cases::engram_shapes()
+        .into_iter()
+        .find(|s| s.name == name)
+        .unwrap();
+    let c = shape.config;
+    let hasher = NgramHasher::new(&c, CASE_VOCAB, 1).unwrap();
+    let layer = synthetic::engram_layer(&c, &hasher, c.layer_ids[0], 5, &mut |_, _| {}).unwrap();
+    (c, layer)
+}
+
+/// bf16 values as f64, for the oracle.
+#[cfg(feature = "cuda")]
+fn widen(v: &[bf16]) -> Vec<f64> {
+    v.iter().map(|x| x.to_f64()).collect()
+}
+
+#[cfg(feature = "cuda")]
 #[allow(clippy::unwrap_used)] // a failing test is a panic with the reason
 fn replays_equal_the_op(b: &engram_cuda::CudaBackend, shape: &str) {
-    use engram_conformance::cases::{engram_shapes, CASE_VOCAB};
-    use engram_conformance::harness::{convert_layer, nmse_bound};
-    use engram_conformance::metrics::Check;
-    use engram_core::reference::{self, EngramState};
-    use engram_core::{
-        bf16, synthetic, Backend, DType, DeviceEngramLayer, DeviceEngramState, EngramOps, Error,
-        NgramHasher,
-    };
-    let widen = |v: &[bf16]| v.iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
-
-    let shape = engram_shapes()
-        .into_iter()
-        .find(|s| s.name == shape)
-        .unwrap();
-    let c = &shape.config;
+    let (c, layer) = bf16_layer(shape);
+    let c = &c;
     let (m, d) = (c.hc_mult, c.hidden_size);
-    let hasher = NgramHasher::new(c, CASE_VOCAB, 1).unwrap();
-    let layer =
-        synthetic::engram_layer::<bf16>(c, &hasher, c.layer_ids[0], 5, &mut |_, _| {}).unwrap();
     let dev = DeviceEngramLayer::upload(b, &layer).unwrap();
     let seqs = 3;
     let prime = 20;
@@ -167,25 +185,9 @@ fn decode_graph_replays_equal_the_op_and_report_bad_ids() {
 #[cfg(feature = "cuda")]
 #[allow(clippy::unwrap_used)] // a failing test is a panic with the reason
 fn prefill_replays_equal_the_op(b: &engram_cuda::CudaBackend, shape: &str) {
-    use engram_conformance::cases::{engram_shapes, CASE_VOCAB};
-    use engram_conformance::harness::{convert_layer, nmse_bound};
-    use engram_conformance::metrics::Check;
-    use engram_core::reference::{self, EngramState};
-    use engram_core::{
-        bf16, synthetic, Backend, DType, DeviceEngramLayer, DeviceEngramState, EngramOps, Error,
-        NgramHasher,
-    };
-    let widen = |v: &[bf16]| v.iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
-
-    let shape = engram_shapes()
-        .into_iter()
-        .find(|s| s.name == shape)
-        .unwrap();
-    let c = &shape.config;
+    let (c, layer) = bf16_layer(shape);
+    let c = &c;
     let md = c.hc_mult * c.hidden_size;
-    let hasher = NgramHasher::new(c, CASE_VOCAB, 1).unwrap();
-    let layer =
-        synthetic::engram_layer::<bf16>(c, &hasher, c.layer_ids[0], 5, &mut |_, _| {}).unwrap();
     let dev = DeviceEngramLayer::upload(b, &layer).unwrap();
     let oracle = convert_layer::<bf16, f64>(&layer);
     let (seqs, tokens) = (3, 48);
