@@ -487,21 +487,25 @@ impl CudaBackend {
     }
 
     /// A packed batch's `cu_seqlens` (for `tokens` positions) and its ids below `vocab`, checked
-    /// on the device with one read-back (`first_bad_batch_entry`): the oracle's error, the
-    /// sequence lengths' before the ids', if any.
-    pub(crate) fn check_batch(
+    /// on the device (`first_bad_batch_entry`), then `then(status)`'s launches, which must write
+    /// nothing when the word at `status` holds a fault; one read-back at the end: the oracle's
+    /// error, the sequence lengths' before the ids', if any.
+    pub(crate) fn check_batch_then(
         &self,
         ids: &CudaBuffer<u32>,
         cu_seqlens: &CudaBuffer<u32>,
         tokens: usize,
         vocab: u64,
+        then: impl FnOnce(u64) -> Result<()>,
     ) -> Result<()> {
         if cu_seqlens.len == 0 {
             // Nothing to launch over: the oracle's error for an empty one.
             return Err(SeqLensFault::Empty.error());
         }
-        let found =
-            self.checked(|status| self.launch_batch_check(ids, cu_seqlens, tokens, vocab, status))?;
+        let found = self.checked(|status| {
+            self.launch_batch_check(ids, cu_seqlens, tokens, vocab, status)?;
+            then(status)
+        })?;
         match found {
             None => Ok(()),
             Some(word) => Err(self.batch_fault(word, ids, vocab)?),
@@ -781,24 +785,14 @@ impl EngramOps for CudaBackend {
         cu_seqlens: &CudaBuffer<u32>,
         rows: &mut CudaBuffer<u32>,
     ) -> Result<()> {
-        if cu_seqlens.len == 0 {
-            return Err(SeqLensFault::Empty.error());
-        }
-        let n_max = layer.multipliers.len();
-        let heads = (n_max - 1) * heads_per_order;
-        if ids.len == 0 {
-            self.check_batch(ids, cu_seqlens, ids.len, compressed_vocab)?;
-            return check_len("hash output", rows.len, 0);
-        }
+        let heads = (layer.multipliers.len() - 1) * heads_per_order;
         // The batch's faults first, as the oracle reports them; then the output's length.
-        let params = self.hash_params(layer)?;
         let fits = rows.len == ids.len * heads;
-        let found = self.checked(|status| {
-            self.launch_batch_check(ids, cu_seqlens, ids.len, compressed_vocab, status)?;
+        let params = self.hash_params(layer)?;
+        self.check_batch_then(ids, cu_seqlens, ids.len, compressed_vocab, |status| {
             if !fits {
                 return Ok(());
             }
-            // Tests the word: nothing written on a bad batch, and no wait before it.
             self.launch_hash(
                 layer,
                 &params,
@@ -810,9 +804,6 @@ impl EngramOps for CudaBackend {
                 rows.device_ptr(),
             )
         })?;
-        if let Some(word) = found {
-            return Err(self.batch_fault(word, ids, compressed_vocab)?);
-        }
         check_len("hash output", rows.len, ids.len * heads)
     }
 

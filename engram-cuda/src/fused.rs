@@ -376,6 +376,9 @@ impl CudaBackend {
             && c.d_mem() <= u32::MAX as usize
             && Projection::Mma.shared_bytes(c.num_heads()) <= self.shared_optin
             && layer.hash.total_rows() <= u64::from(u32::MAX)
+            // A fault's flat position fits the status word (a decode step's window positions;
+            // with the grid's limit above, this also keeps a prefill below 2^31 ids).
+            && tokens.saturating_mul(c.max_ngram_size) < 1 << 31
     }
 
     /// The stacked projection of `tokens` tokens whose table rows come from `rows`, into
@@ -764,21 +767,17 @@ impl CudaBackend {
         if tokens == 0 || !self.fast_path_fits(layer, tokens) {
             return Ok(false);
         }
-        let vocab = layer.compressed_vocab;
         // The batch is checked on the device by the first launch and every launch that writes
         // an output tests the status word: one wait, at the end.
         let bytes = self.prefill_scratch_bytes(layer, hidden, tokens);
-        let found = self.with_workspace(bytes, |base| {
-            self.checked(|status| {
+        self.with_workspace(bytes, |base| {
+            self.check_batch_then(ids, cu_seqlens, tokens, layer.compressed_vocab, |status| {
                 self.enqueue_prefill(
                     layer, ids, cu_seqlens, hidden, out, gates, state, status, base,
                 )
             })
         })?;
-        match found {
-            None => Ok(true),
-            Some(word) => Err(self.batch_fault(word, ids, vocab)?),
-        }
+        Ok(true)
     }
 
     /// Bytes of scratch one prefill of `tokens` tokens needs (see [`Self::enqueue_prefill`]).
@@ -793,12 +792,12 @@ impl CudaBackend {
         self.scratch_bytes(layer, tokens, splits, segment)
     }
 
-    /// The launches of a prefill on the fast path (shapes checked, the layer fitting, `tokens`
-    /// positions), with no host synchronisation and no allocation: the batch's check
-    /// (`cu_seqlens` and ids) into the status word at `status`, the hash and the projection (safe
-    /// on any ids and lengths: rows stay in range, only scratch is written), then the kernels that
-    /// write `out`, `gates` and `state`, each of which writes nothing when the word holds a
-    /// failure. `base` is the device address of [`Self::prefill_scratch_bytes`] of scratch.
+    /// The launches of a prefill on the fast path (shapes checked, the layer fitting), after the
+    /// batch's check (`launch_batch_check`, into the status word at `status`), with no host
+    /// synchronisation and no allocation: the hash and the projection (safe on any ids and
+    /// lengths: rows stay in range, only scratch is written), then the kernels that write `out`,
+    /// `gates` and `state`, each of which writes nothing when the word holds a failure. `base` is
+    /// the device address of [`Self::prefill_scratch_bytes`] of scratch.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn enqueue_prefill<T: Element>(
         &self,
@@ -821,7 +820,6 @@ impl CudaBackend {
         let splits = self.proj_splits(layer, tokens);
         let segment = self.gate_sums_segment(layer, hidden, splits);
         let s = self.scratch(layer, tokens, splits, segment, base, gates);
-        self.launch_batch_check(ids, cu_seqlens, tokens, layer.compressed_vocab, status)?;
         self.launch_hash(
             &layer.hash,
             &params,
@@ -911,14 +909,6 @@ impl CudaBackend {
         )?;
         let vocab = layer.compressed_vocab;
         let bytes = self.decode_scratch_bytes(layer, seqs);
-        if seqs * c.max_ngram_size >= 1 << 32 {
-            // Window positions too many for the status word: checked before the launches.
-            self.check_window_ids(ids, &state.ids, vocab)?;
-            self.with_workspace(bytes, |base| {
-                self.enqueue_decode(layer, ids, hidden, state, out, gates, 0, base)
-            })?;
-            return Ok(true);
-        }
         // The windows are checked by the projection as it hashes them, and the kernel that
         // writes the step's outputs tests the status word: one wait, at the end.
         let found = self.with_workspace(bytes, |base| {

@@ -210,8 +210,7 @@ impl CudaBackend {
         out: &mut CudaBuffer<T>,
     ) -> Result<DecodeGraph<'a, T>> {
         let seqs = check_decode(self, layer, ids, hidden, state, out, None)?;
-        let window = seqs * layer.config.max_ngram_size;
-        if seqs == 0 || !self.fast_path_fits(layer, seqs) || window >= 1 << 32 {
+        if seqs == 0 || !self.fast_path_fits(layer, seqs) {
             return Err(Error::Backend {
                 backend: BACKEND_NAME,
                 message: "this layer or batch is not served by the fast path a decode graph \
@@ -359,9 +358,9 @@ impl CudaBackend {
             None,
             state.as_deref(),
         )?;
-        // The status word holds a bad id's position and value only below 2^31 ids (which the
-        // fast path's grid keeps to anyway).
-        if tokens == 0 || !self.fast_path_fits(layer, tokens) || tokens >= 1 << 31 {
+        // The fast path keeps to below 2^31 ids, where the status word holds a bad id's position
+        // and value.
+        if tokens == 0 || !self.fast_path_fits(layer, tokens) {
             return Err(Error::Backend {
                 backend: BACKEND_NAME,
                 message: "this layer or batch is not served by the fast path a prefill graph \
@@ -378,6 +377,8 @@ impl CudaBackend {
             self.prefill_scratch_bytes(layer, hidden, tokens),
             key,
             |status, scratch| {
+                let vocab = layer.compressed_vocab;
+                self.launch_batch_check(ids, cu_seqlens, tokens, vocab, status)?;
                 self.enqueue_prefill(
                     layer, ids, cu_seqlens, hidden, out, None, state, status, scratch,
                 )
@@ -408,7 +409,7 @@ impl<T: Element> PrefillGraph<'_, T> {
         let Some(word) = self.graph.take_failure()? else {
             return Ok(());
         };
-        // Below 2^31 ids (checked at capture) the word holds the whole fault.
+        // Below 2^31 ids (the fast path keeps to that) the word holds the whole fault.
         let tokens = self.graph.key[0].1;
         match batch_fault_in_word(word, tokens, self.layer.compressed_vocab)? {
             Ok(error) => Err(error),
