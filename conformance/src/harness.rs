@@ -1179,10 +1179,7 @@ fn bad_decode_fast_case<B: EngramOps>(b: &B, bad: BadInput) -> Run {
 }
 
 fn bad_case<B: EngramOps + MoeOps>(b: &B, bad: BadInput) -> Run {
-    let shape = crate::cases::engram_shapes()
-        .into_iter()
-        .find(|s| s.name == "len1_in_batch")
-        .ok_or_else(|| Failure::Unsupported("shape missing".into()))?;
+    let shape = engram_shape("len1_in_batch")?;
     let inputs = engram_inputs::<f32>(&shape, 99)?;
     let c = &shape.config;
     let md = c.hc_mult * c.hidden_size;
@@ -1319,10 +1316,7 @@ fn bad_case<B: EngramOps + MoeOps>(b: &B, bad: BadInput) -> Run {
         BadInput::GatherRowBeyondTable => {
             // Rows of whole 16-byte chunks (this shape's) and odd-width rows ("odd_widths",
             // 3 values): backends may gather the two differently.
-            let odd = crate::cases::engram_shapes()
-                .into_iter()
-                .find(|s| s.name == "odd_widths")
-                .ok_or_else(|| Failure::Unsupported("shape missing".into()))?;
+            let odd = engram_shape("odd_widths")?;
             let odd_inputs = engram_inputs::<f32>(&odd, 99)?;
             for (config, inputs) in [(c, &inputs), (&odd.config, &odd_inputs)] {
                 let layer = inputs.hasher.layer(config.layer_ids[0])?;
