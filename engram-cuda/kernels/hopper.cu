@@ -174,14 +174,21 @@ __device__ __forceinline__ void wgmma_gate_epilogue(const float (&acc)[NB][64], 
 // fill: cuTensorMapEncodeTiled) passed by value, and thread 0 issues one tensor copy per
 // k-tile, completing on that stage's mbarrier, where 256 threads issued 4 BN cp.async. Dynamic
 // shared memory 64 bytes more (the stages' mbarriers, between the stages and the row table).
-template <typename T, int BN, int STAGES, bool TMA_B = false>
+// proj_wgmma_tma_ab_*(..., status, w_map, a_map) and proj_wgmma_wide_tma_ab_*: the two above for
+// a matrix of rows gathered beforehand (gather 0: table is the [tokens, K] matrix, K a multiple
+// of 8, 16-byte aligned), its tiles brought by the copy engine too: a_map is a tensor map of
+// it ([tokens, K] 16-bit elements, K innermost; box 64 x 128, 128-byte swizzle, zero fill), and
+// thread 0 issues both tensor copies of a k-tile on the stage's mbarrier; no thread issues a
+// cp.async. Same shared memory as the _tma kernels (the row table unused).
+template <typename T, int BN, int STAGES, bool TMA_B = false, bool TMA_A = false>
 __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, const RowSource src, u32 heads,
                                 u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,
                                 float* partial, u32* counters, T* y, const GateSums<T> g,
-                                const TensorMap* w_map = nullptr) {
+                                const TensorMap* w_map = nullptr, const TensorMap* a_map = nullptr) {
     // One wgmma group stays in flight behind the one just issued; the loads run AHEAD k-tiles
     // in front of it, in the stages neither group reads.
     static_assert(STAGES >= 3, "at least one stage loading");
+    static_assert(TMA_B || !TMA_A, "A by tensor copies only beside B by tensor copies");
     constexpr u32 NB = BN / 128, AHEAD = STAGES - 2;
     constexpr u32 A_BYTES = PROJ_BM * PROJ_BK * 2, STAGE_BYTES = (PROJ_BM + BN) * PROJ_BK * 2;
     extern __shared__ __align__(1024) unsigned char smem[];
@@ -201,18 +208,21 @@ __device__ void proj_wgmma_impl(const T* table, u32 d_head, const u64* offsets, 
     const u32 ktiles = (K + PROJ_BK - 1) / PROJ_BK, per_split = (ktiles + splits - 1) / splits;
     const u32 kt_begin = blockIdx.z * per_split, kt_end = min(kt_begin + per_split, ktiles);
     const bool whole = kt_end - kt_begin <= STAGES;
+    // With TMA_A the A tile comes with the B tile's tensor copy (load_b), on one mbarrier phase.
     auto load_a = [&](u32 stage, u32 k0) {
-        load_proj_a<T, PROJ_BM, WG_THREADS>(base + stage * STAGE_BYTES, k0, table, d_head, row_table, heads, gather, m0,
-                                            tokens, K, tid);
+        if (!TMA_A)
+            load_proj_a<T, PROJ_BM, WG_THREADS>(base + stage * STAGE_BYTES, k0, table, d_head, row_table, heads,
+                                                gather, m0, tokens, K, tid);
     };
     // With TMA_B thread 0 issues the tensor copy (its mbarrier initialised above, in its own
-    // program order), else every thread its share of cp.async.
+    // program order), and with TMA_A the A tile's too, else every thread its share of cp.async.
     auto load_b = [&](u32 stage, u32 k0) {
-        const u32 b_base = base + stage * STAGE_BYTES + A_BYTES;
+        const u32 a_base = base + stage * STAGE_BYTES, b_base = a_base + A_BYTES;
         if (!TMA_B) {
             load_proj_b<T, BN, WG_THREADS>(b_base, k0, w, n0, K, N, tid);
         } else if (tid == 0) {
-            mbar_arrive_expect_tx(full + 8 * stage, BN * PROJ_BK * 2);
+            mbar_arrive_expect_tx(full + 8 * stage, (TMA_A ? A_BYTES : 0) + BN * PROJ_BK * 2);
+            if (TMA_A) tma_load_2d(a_base, a_map, k0, m0, full + 8 * stage);
             tma_load_2d(b_base, w_map, k0, n0, full + 8 * stage);
         }
     };
@@ -514,6 +524,14 @@ __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offset
     extern "C" __global__ void __launch_bounds__(WG_THREADS, 1)                                                       \
         proj_wgmma_wide_tma_##NAME(PROJ_KERNEL_PARAMS(T), const __grid_constant__ TensorMap w_map) {                  \
         proj_wgmma_impl<T, 256, 4, true>(PROJ_KERNEL_ARGS(T), &w_map);                                                \
+    }                                                                                                                 \
+    extern "C" __global__ void __launch_bounds__(WG_THREADS, 2) proj_wgmma_tma_ab_##NAME(                             \
+        PROJ_KERNEL_PARAMS(T), const __grid_constant__ TensorMap w_map, const __grid_constant__ TensorMap a_map) {   \
+        proj_wgmma_impl<T, 128, 3, true, true>(PROJ_KERNEL_ARGS(T), &w_map, &a_map);                                  \
+    }                                                                                                                 \
+    extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) proj_wgmma_wide_tma_ab_##NAME(                        \
+        PROJ_KERNEL_PARAMS(T), const __grid_constant__ TensorMap w_map, const __grid_constant__ TensorMap a_map) {   \
+        proj_wgmma_impl<T, 256, 4, true, true>(PROJ_KERNEL_ARGS(T), &w_map, &a_map);                                  \
     }                                                                                                                 \
     extern "C" __global__ void __launch_bounds__(WS_THREADS, 1) proj_wgmma_ws_##NAME(PROJ_KERNEL_PARAMS(T)) {         \
         proj_wgmma_ws_impl<T>(PROJ_KERNEL_ARGS(T));                                                                   \

@@ -141,11 +141,13 @@ extern "C" {
     ) -> std::ffi::c_int;
 }
 
-/// A tensor map of a row-major `[rows, k]` matrix of 16-bit elements in `m` (bf16 or f16), read
-/// in boxes of 64 elements of k (128 bytes, the 128-byte swizzle: the tile layout of
-/// `kernels/common.cuh`'s `tile_offset`) by `box_rows` rows, zeros outside the matrix.
-pub(crate) fn weight_tensor_map<T: Element>(
-    m: &CudaBuffer<T>,
+/// A tensor map of a row-major `[rows, k]` matrix of 16-bit elements `T` (bf16 or f16) at device
+/// address `address`, inside an allocation of `len` elements from there, read in boxes of 64
+/// elements of k (128 bytes, the 128-byte swizzle: the tile layout of `kernels/common.cuh`'s
+/// `tile_offset`) by `box_rows` rows, zeros outside the matrix.
+pub(crate) fn matrix_tensor_map<T: Element>(
+    address: u64,
+    len: usize,
     rows: usize,
     k: usize,
     box_rows: usize,
@@ -162,13 +164,10 @@ pub(crate) fn weight_tensor_map<T: Element>(
             })
         }
     };
-    if rows == 0 || k == 0 || m.len < rows * k {
+    if rows == 0 || k == 0 || len < rows * k {
         return Err(Error::Backend {
             backend: BACKEND_NAME,
-            message: format!(
-                "a tensor map of {rows} x {k} elements over a buffer of {}",
-                m.len
-            ),
+            message: format!("a tensor map of {rows} x {k} elements over a buffer of {len}"),
         });
     }
     let dims = [k as u64, rows as u64];
@@ -177,15 +176,16 @@ pub(crate) fn weight_tensor_map<T: Element>(
     let element_strides = [1u32, 1];
     let mut map = TensorMap([0; 16]);
     // SAFETY: `map` is a 64-byte aligned 128-byte CUtensorMap the call fills; the arrays hold
-    // the rank (2) entries it reads (rank - 1 for the strides); the address is the live device
-    // allocation of `m`, whose `rows * k` elements the map covers (checked above). The driver
+    // the rank (2) entries it reads (rank - 1 for the strides); the address is in a live device
+    // allocation with the `rows * k` elements the map covers (the caller's `len`, checked
+    // above). Encoding only records the address: the copies through the map read it. The driver
     // validates alignment and sizes and returns an error code rather than writing elsewhere.
     let status = unsafe {
         cuTensorMapEncodeTiled(
             &mut map,
             dtype,
             2,
-            m.device_ptr() as *mut c_void,
+            address as *mut c_void,
             dims.as_ptr(),
             strides.as_ptr(),
             box_dim.as_ptr(),
@@ -247,6 +247,9 @@ pub struct CudaBackend {
     /// Whether a prefill's projection forms the gate's sums in its epilogue where the layer
     /// allows (`ENGRAM_CUDA_GATE`).
     pub(crate) gate_epilogue: bool,
+    /// Whether a prefill gathers its rows into a matrix before the projection
+    /// (`ENGRAM_CUDA_ROWS`).
+    pub(crate) rows_first: bool,
     /// The word on-device checks record their first failure into; see [`CudaBackend::checked`].
     status: Mutex<StatusWord>,
     device: String,
@@ -259,6 +262,7 @@ impl std::fmt::Debug for CudaBackend {
             .field("device", &self.device)
             .field("projection", &self.projection)
             .field("gate_epilogue", &self.gate_epilogue)
+            .field("rows_first", &self.rows_first)
             .finish()
     }
 }
@@ -307,9 +311,12 @@ impl CudaBackend {
         let projection = Projection::choose(requested.as_deref(), hopper.is_some())?;
         let gate_epilogue =
             projection::gate_in_epilogue(std::env::var(projection::GATE_OVERRIDE).ok().as_deref())?;
-        for (p, t) in Projection::ALL
+        let rows_first =
+            projection::rows_first(std::env::var(projection::ROWS_OVERRIDE).ok().as_deref())?;
+        for (p, kernel) in Projection::ALL
             .iter()
             .flat_map(|p| ["bf16", "f16"].map(|t| (p, t)))
+            .flat_map(|(p, t)| p.kernels(t).into_iter().map(move |k| (p, k)))
         {
             let module = if p.needs_sm90a() {
                 match &hopper {
@@ -319,7 +326,6 @@ impl CudaBackend {
             } else {
                 &fused
             };
-            let kernel = p.kernel(t);
             let f = module.get_function(&kernel).map_err(cuda_err)?;
             // SAFETY: the function handle is live (its module is owned by the backend); the
             // attribute only raises the dynamic shared memory a launch may ask for.
@@ -349,6 +355,7 @@ impl CudaBackend {
             hopper,
             projection,
             gate_epilogue,
+            rows_first,
             status: Mutex::new(StatusWord {
                 device: DeviceBox::new(&NO_FAILURE).map_err(cuda_err)?,
                 host: LockedBox::new(&NO_FAILURE).map_err(cuda_err)?,
@@ -861,7 +868,15 @@ impl EngramOps for CudaBackend {
                     Arg::U64(first),
                 ],
             )?;
-            if self.launch_gather16(table, d_head, &params, rows, first, out)? {
+            if self.launch_gather16(
+                table,
+                d_head,
+                &params,
+                rows.device_ptr(),
+                rows.len,
+                first,
+                out.device_ptr(),
+            )? {
                 return Ok(());
             }
             self.launch_n(

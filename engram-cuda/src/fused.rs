@@ -19,7 +19,7 @@ use engram_core::{
 };
 
 use crate::device::{
-    cuda_err, ptr, suffix, u32_of, weight_tensor_map, Arg, CudaBackend, CudaBuffer, MAX_BLOCKS,
+    cuda_err, matrix_tensor_map, ptr, suffix, u32_of, Arg, CudaBackend, CudaBuffer, MAX_BLOCKS,
     THREADS,
 };
 use crate::projection::{Projection, K_TILE, PROJ_WARPS, TOKENS_PER_BLOCK};
@@ -72,6 +72,10 @@ fn conv_vec_width(kernel_size: usize) -> Option<usize> {
 pub(crate) enum RowSource<'a> {
     /// Computed beforehand (`hash_rows_fast`), `[tokens, heads]` at this device address.
     Hashed(u64),
+    /// Gathered beforehand (`gather_rows16` of the hashed rows): the rows themselves, a
+    /// `[tokens, d_mem]` matrix at this device address, which the projection reads as it is
+    /// (`gather` 0).
+    Matrix(u64),
     /// A decode step's windows (`history`, then `ids`), hashed by the projection itself; bad ids
     /// recorded into the device word at `status` (0: validated beforehand).
     Windows {
@@ -184,6 +188,22 @@ struct Scratch {
     sums: u64,
     /// Columns per segment of `sums` (0 without them).
     segment: usize,
+    /// A prefill's rows gathered into a `[tokens, d_mem]` matrix ([`Plan::rows_first`]), 0
+    /// without it.
+    matrix: u64,
+}
+
+/// How one call lays out its projection, worked out once per call from the layer, the batch
+/// and the backend's choices (so that a call's scratch size and its launches agree).
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    /// Shares of k per projection tile ([`CudaBackend::proj_splits`]).
+    splits: usize,
+    /// Columns per segment of the gate's sums when the projection forms them in its epilogue.
+    segment: Option<usize>,
+    /// Whether the rows are gathered into a matrix before the projection (a prefill with
+    /// `ENGRAM_CUDA_ROWS=first`).
+    rows_first: bool,
 }
 
 impl CudaBackend {
@@ -319,26 +339,29 @@ impl CudaBackend {
         })
     }
 
-    /// The gather with 16-byte loads (`gather_rows16`) when rows are whole 16-byte chunks and
-    /// both buffers are 16-byte aligned, writing nothing unless the word at `status` (when not
-    /// 0) is all ones; `false` (nothing launched) otherwise.
+    /// The gather with 16-byte loads (`gather_rows16`) of the `n_rows` rows whose ids are at
+    /// device address `rows` into the `[n_rows, d_head]` elements at `out`, when rows are whole
+    /// 16-byte chunks and both the table and `out` are 16-byte aligned, writing nothing unless
+    /// the word at `status` (when not 0) is all ones; `false` (nothing launched) otherwise.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn launch_gather16<T: Element>(
         &self,
         table: &CudaBuffer<T>,
         d_head: usize,
         params: &HashParams,
-        rows: &CudaBuffer<u32>,
+        rows: u64,
+        n_rows: usize,
         status: u64,
-        out: &CudaBuffer<T>,
+        out: u64,
     ) -> Result<bool> {
         let row_bytes = d_head * std::mem::size_of::<T>();
-        if row_bytes % 16 != 0 || table.device_ptr() % 16 != 0 || out.device_ptr() % 16 != 0 {
+        if row_bytes % 16 != 0 || table.device_ptr() % 16 != 0 || out % 16 != 0 {
             return Ok(false);
         }
         let row_chunks = row_bytes / 16;
         // Each row takes min(row_chunks, THREADS) threads; each thread moves two rows.
         let per_block = (THREADS as usize / row_chunks.min(THREADS as usize)) as u64;
-        let blocks = (rows.len as u64).div_ceil(2 * per_block).min(MAX_BLOCKS);
+        let blocks = (n_rows as u64).div_ceil(2 * per_block).min(MAX_BLOCKS);
         self.launch(
             "gather_rows16",
             blocks as u32,
@@ -349,10 +372,10 @@ impl CudaBackend {
                 Arg::U32(u32_of("row chunks", row_chunks)?),
                 ptr(&params.offsets),
                 Arg::U32(u32_of("heads", params.sizes.len)?),
-                ptr(rows),
-                Arg::U64(rows.len as u64),
+                Arg::U64(rows),
+                Arg::U64(n_rows as u64),
                 Arg::U64(status),
-                ptr(out),
+                Arg::U64(out),
             ],
         )?;
         Ok(true)
@@ -396,25 +419,35 @@ impl CudaBackend {
         rows: RowSource<'_>,
     ) -> Result<()> {
         let c = &layer.config;
-        let (hashed, history, ids, status) = match rows {
-            RowSource::Hashed(at) => (at, 0, 0, 0),
+        // The A operand: the tables, gathered through row ids (`gather` 1), or a matrix.
+        let (table, hashed, gather, history, ids, status) = match rows {
+            RowSource::Hashed(at) => (layer.table.device_ptr(), at, 1, 0, 0, 0),
+            RowSource::Matrix(at) => (at, 0, 0, 0, 0, 0),
             RowSource::Windows {
                 history,
                 ids,
                 status,
-            } => (0, history.device_ptr(), ids.device_ptr(), status),
+            } => (
+                layer.table.device_ptr(),
+                0,
+                1,
+                history.device_ptr(),
+                ids.device_ptr(),
+                status,
+            ),
         };
+        let matrix = matches!(rows, RowSource::Matrix(_));
         let n = (c.hc_mult + 1) * c.hidden_size;
         let t = suffix(T::DTYPE)?;
         let projection = self.projection_for(layer);
         let [x, y, z] = projection.grid(n, tokens, s.splits, self.multiprocessors);
         let mut args = vec![
-            ptr(&layer.table),
+            Arg::U64(table),
             Arg::U32(u32_of("d_head", c.d_head())?),
             ptr(&p.offsets),
             Arg::U64(hashed),
             Arg::U32(u32_of("heads", c.num_heads())?),
-            Arg::U32(1),
+            Arg::U32(gather),
             ptr(&layer.proj_weight),
             ptr(&layer.proj_bias),
             Arg::U32(u32_of("tokens", tokens)?),
@@ -443,15 +476,30 @@ impl CudaBackend {
         ];
         if projection.weight_map() {
             // Encoded per launch (a host call, no device work): nothing to cache per layer.
-            args.push(Arg::Map(weight_tensor_map(
-                &layer.proj_weight,
+            args.push(Arg::Map(matrix_tensor_map::<T>(
+                layer.proj_weight.device_ptr(),
+                layer.proj_weight.len,
                 n,
                 c.d_mem(),
                 projection.width(),
             )?));
+            if matrix {
+                args.push(Arg::Map(matrix_tensor_map::<T>(
+                    table,
+                    tokens * c.d_mem(),
+                    tokens,
+                    c.d_mem(),
+                    TOKENS_PER_BLOCK,
+                )?));
+            }
         }
+        let kernel = if matrix {
+            projection.matrix_kernel(t)
+        } else {
+            projection.kernel(t)
+        };
         self.launch(
-            &projection.kernel(t),
+            &kernel,
             (
                 u32_of("projection blocks", x)?,
                 u32_of("token tiles", y)?,
@@ -667,20 +715,19 @@ impl CudaBackend {
         self.multiprocessors * PROJ_WARPS * 4
     }
 
-    /// The sizes of one call's temporaries for `tokens` tokens, in carve order; `segment` the
-    /// columns per segment of the gate's sums when the projection forms them.
+    /// The sizes of one call's temporaries for `tokens` tokens laid out as `plan`, in carve
+    /// order.
     fn scratch_sizes<T: Element>(
         &self,
         layer: &DeviceEngramLayer<Self, T>,
         tokens: usize,
-        splits: usize,
-        segment: Option<usize>,
-    ) -> [usize; 7] {
+        plan: Plan,
+    ) -> [usize; 8] {
         let c = &layer.config;
         let (m, d) = (c.hc_mult, c.hidden_size);
         let size = std::mem::size_of::<T>();
-        let partial = if splits > 1 {
-            splits * tokens * (m + 1) * d * 4
+        let partial = if plan.splits > 1 {
+            plan.splits * tokens * (m + 1) * d * 4
         } else {
             0
         };
@@ -691,23 +738,27 @@ impl CudaBackend {
             tokens * m * size,
             tokens * m * 4,
             partial,
-            segment.map_or(0, |seg| tokens * ((m + 1) * d / seg) * 16),
+            plan.segment
+                .map_or(0, |seg| tokens * ((m + 1) * d / seg) * 16),
+            if plan.rows_first {
+                tokens * c.d_mem() * size
+            } else {
+                0
+            },
         ]
     }
 
     /// Carves one call's temporaries; `gates` (when given) receives alpha.
-    #[allow(clippy::too_many_arguments)]
     fn scratch<T: Element>(
         &self,
         layer: &DeviceEngramLayer<Self, T>,
         tokens: usize,
-        splits: usize,
-        segment: Option<usize>,
+        plan: Plan,
         base: u64,
         gates: Option<u64>,
     ) -> Scratch {
-        let [counters, rows, proj, alpha, nscale, partial, sums] =
-            self.scratch_sizes(layer, tokens, splits, segment);
+        let [counters, rows, proj, alpha, nscale, partial, sums, matrix] =
+            self.scratch_sizes(layer, tokens, plan);
         let mut carve = Carve { next: 0 };
         let at = |c: &mut Carve, bytes| base + c.take(bytes) as u64;
         Scratch {
@@ -717,13 +768,18 @@ impl CudaBackend {
             alpha: gates.unwrap_or(at(&mut carve, alpha)),
             nscale: at(&mut carve, nscale),
             partial: at(&mut carve, partial),
-            splits,
-            sums: if segment.is_some() {
+            splits: plan.splits,
+            sums: if plan.segment.is_some() {
                 at(&mut carve, sums)
             } else {
                 0
             },
-            segment: segment.unwrap_or(0),
+            segment: plan.segment.unwrap_or(0),
+            matrix: if plan.rows_first {
+                at(&mut carve, matrix)
+            } else {
+                0
+            },
         }
     }
 
@@ -732,13 +788,38 @@ impl CudaBackend {
         &self,
         layer: &DeviceEngramLayer<Self, T>,
         tokens: usize,
-        splits: usize,
-        segment: Option<usize>,
+        plan: Plan,
     ) -> usize {
-        self.scratch_sizes(layer, tokens, splits, segment)
+        self.scratch_sizes(layer, tokens, plan)
             .iter()
             .map(|b| b.div_ceil(256) * 256)
             .sum()
+    }
+
+    /// The layout of a prefill of `tokens` tokens (both [`Self::prefill_scratch_bytes`] and
+    /// [`Self::enqueue_prefill`] follow it).
+    fn prefill_plan<T: Element>(
+        &self,
+        layer: &DeviceEngramLayer<Self, T>,
+        hidden: &CudaBuffer<T>,
+        tokens: usize,
+    ) -> Plan {
+        let splits = self.proj_splits(layer, tokens);
+        Plan {
+            splits,
+            segment: self.gate_sums_segment(layer, hidden, splits),
+            rows_first: self.rows_first,
+        }
+    }
+
+    /// The layout of a decode step of `seqs` sequences: its gate is summed by its last launch
+    /// from the key columns, and its projection hashes each window itself.
+    fn decode_plan<T: Element>(&self, layer: &DeviceEngramLayer<Self, T>, seqs: usize) -> Plan {
+        Plan {
+            splits: self.proj_splits(layer, seqs),
+            segment: None,
+            rows_first: false,
+        }
     }
 
     /// The prefill on the fast path; `Ok(false)` when the layer does not fit it (nothing done).
@@ -787,9 +868,7 @@ impl CudaBackend {
         hidden: &CudaBuffer<T>,
         tokens: usize,
     ) -> usize {
-        let splits = self.proj_splits(layer, tokens);
-        let segment = self.gate_sums_segment(layer, hidden, splits);
-        self.scratch_bytes(layer, tokens, splits, segment)
+        self.scratch_bytes(layer, tokens, self.prefill_plan(layer, hidden, tokens))
     }
 
     /// The launches of a prefill on the fast path (shapes checked, the layer fitting), after the
@@ -817,9 +896,8 @@ impl CudaBackend {
         let seqs = cu_seqlens.len - 1;
         let t = suffix(T::DTYPE)?;
         let params = self.hash_params(&layer.hash)?;
-        let splits = self.proj_splits(layer, tokens);
-        let segment = self.gate_sums_segment(layer, hidden, splits);
-        let s = self.scratch(layer, tokens, splits, segment, base, gates);
+        let plan = self.prefill_plan(layer, hidden, tokens);
+        let s = self.scratch(layer, tokens, plan, base, gates);
         self.launch_hash(
             &layer.hash,
             &params,
@@ -831,15 +909,31 @@ impl CudaBackend {
             0,
             s.rows,
         )?;
-        self.launch_projection(
-            layer,
-            tokens,
-            &params,
-            &s,
-            hidden,
-            RowSource::Hashed(s.rows),
-        )?;
-        if segment.is_some() {
+        let rows = if plan.rows_first {
+            // Not gated either (scratch only; every row id is in its table).
+            let launched = self.launch_gather16(
+                &layer.table,
+                c.d_head(),
+                &params,
+                s.rows,
+                tokens * c.num_heads(),
+                0,
+                s.matrix,
+            )?;
+            // `fast_path_fits` holds it (whole 16-byte chunks, an aligned table; scratch is
+            // aligned), so this is a broken invariant, not bad input.
+            if !launched {
+                return Err(Error::Backend {
+                    backend: BACKEND_NAME,
+                    message: "the fast path's rows do not fit the 16-byte gather".into(),
+                });
+            }
+            RowSource::Matrix(s.matrix)
+        } else {
+            RowSource::Hashed(s.rows)
+        };
+        self.launch_projection(layer, tokens, &params, &s, hidden, rows)?;
+        if plan.segment.is_some() {
             self.launch_gate_from_sums(layer, tokens, &s, status)?;
         } else {
             self.launch_gate(layer, tokens, hidden, &s, status)?;
@@ -928,7 +1022,7 @@ impl CudaBackend {
         layer: &DeviceEngramLayer<Self, T>,
         seqs: usize,
     ) -> usize {
-        self.scratch_bytes(layer, seqs, self.proj_splits(layer, seqs), None)
+        self.scratch_bytes(layer, seqs, self.decode_plan(layer, seqs))
     }
 
     /// The launches of one decode step on the fast path (shapes checked and the layer fitting),
@@ -952,9 +1046,7 @@ impl CudaBackend {
         let seqs = ids.len;
         let t = suffix(T::DTYPE)?;
         let params = self.hash_params(&layer.hash)?;
-        let splits = self.proj_splits(layer, seqs);
-        // A decode step's gate is summed by its last launch, from the key columns.
-        let s = self.scratch(layer, seqs, splits, None, base, gates);
+        let s = self.scratch(layer, seqs, self.decode_plan(layer, seqs), base, gates);
         // The projection hashes each sequence's window itself (no launch of hash_decode_fast).
         let windows = RowSource::Windows {
             history: &state.ids,

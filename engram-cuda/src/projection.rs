@@ -69,6 +69,27 @@ pub(crate) fn gate_in_epilogue(requested: Option<&str>) -> Result<bool> {
     }
 }
 
+/// The environment variable that says where a prefill's projection finds its table rows:
+/// `inline` (the default: each block gathers its tile's rows from the tables itself, through
+/// the row ids the hash wrote) or `first` (the rows are gathered into one `[tokens, d_mem]`
+/// matrix first, `gather_rows16`, which the projection then reads as a plain matrix; the
+/// kernels with a weight map then bring its tiles by tensor copies too, their `_ab` variants).
+/// A decode step always hashes its windows inside the projection.
+pub(crate) const ROWS_OVERRIDE: &str = "ENGRAM_CUDA_ROWS";
+
+/// Whether a prefill gathers its rows into a matrix before the projection, `requested` being
+/// [`ROWS_OVERRIDE`]'s value when it is set; an unknown value is an error.
+pub(crate) fn rows_first(requested: Option<&str>) -> Result<bool> {
+    match requested {
+        Some("first") => Ok(true),
+        None | Some("inline") => Ok(false),
+        Some(other) => Err(Error::Backend {
+            backend: BACKEND_NAME,
+            message: format!("{ROWS_OVERRIDE}={other:?}: expected first or inline"),
+        }),
+    }
+}
+
 impl Projection {
     /// The choice for a device, `requested` being the override's value when it is set.
     /// `wgmma` is whether the sm_90a module is loaded. An unknown name, or a wgmma kernel on a
@@ -126,6 +147,29 @@ impl Projection {
     /// [`Self::width`] outputs a box) as its last parameter.
     pub(crate) fn weight_map(self) -> bool {
         matches!(self, Projection::WgmmaTma | Projection::WgmmaWideTma)
+    }
+
+    /// The kernel that reads a matrix of rows gathered beforehand ([`ROWS_OVERRIDE`] `first`)
+    /// for element suffix `t`: for the kernels with a weight map their `_ab` variant, which
+    /// also takes a tensor map of that matrix (rows of `K_TILE` elements by
+    /// [`TOKENS_PER_BLOCK`] tokens a box) after the weights'; the others themselves (`gather`
+    /// 0).
+    pub(crate) fn matrix_kernel(self, t: &str) -> String {
+        match self {
+            Projection::WgmmaTma => format!("proj_wgmma_tma_ab_{t}"),
+            Projection::WgmmaWideTma => format!("proj_wgmma_wide_tma_ab_{t}"),
+            _ => self.kernel(t),
+        }
+    }
+
+    /// Every kernel name of this projection for element suffix `t`: [`Self::kernel`], and
+    /// [`Self::matrix_kernel`] where it differs.
+    pub(crate) fn kernels(self, t: &str) -> Vec<String> {
+        let mut names = vec![self.kernel(t)];
+        if self.matrix_kernel(t) != names[0] {
+            names.push(self.matrix_kernel(t));
+        }
+        names
     }
 
     /// Outputs per block.
@@ -275,6 +319,31 @@ mod tests {
         assert!(Projection::choose(Some("wgmma"), false).is_err());
         assert!(Projection::choose(Some("wgmma-tma"), false).is_err());
         assert!(Projection::choose(Some("fast"), true).is_err());
+    }
+
+    #[test]
+    fn the_rows_override_is_inline_by_default_or_first() {
+        assert!(!rows_first(None).unwrap());
+        assert!(rows_first(Some("first")).unwrap());
+        assert!(!rows_first(Some("inline")).unwrap());
+        assert!(rows_first(Some("First")).is_err());
+    }
+
+    #[test]
+    fn only_the_tensor_copy_kernels_have_a_matrix_variant() {
+        // hopper.cu's HOPPER_INSTANTIATE: proj_wgmma_tma_ab_* and proj_wgmma_wide_tma_ab_*.
+        assert_eq!(
+            Projection::WgmmaTma.kernels("bf16"),
+            ["proj_wgmma_tma_bf16", "proj_wgmma_tma_ab_bf16"]
+        );
+        assert_eq!(
+            Projection::WgmmaWideTma.matrix_kernel("f16"),
+            "proj_wgmma_wide_tma_ab_f16"
+        );
+        for p in Projection::ALL {
+            assert_eq!(p.kernels("f16").len(), if p.weight_map() { 2 } else { 1 });
+        }
+        assert_eq!(Projection::Wgmma.matrix_kernel("bf16"), "proj_wgmma_bf16");
     }
 
     #[test]
