@@ -19,7 +19,9 @@
 #                                               # step to those kernels, to fit a 10-minute call)
 #
 # Every projection kernel the device has is checked (ENGRAM_CUDA_PROJ, see engram-cuda's docs):
-# mma and mma-wide everywhere, wgmma, wgmma-tma, wgmma-wide, wgmma-wide-tma and wgmma-ws on sm_90.
+# mma and mma-wide everywhere, wgmma, wgmma-tma, wgmma-wide, wgmma-wide-tma and wgmma-ws on sm_90;
+# on sm_90 the two tensor-copy kernels also with a prefill's rows gathered first
+# (ENGRAM_CUDA_ROWS=first: every tile by tensor copies).
 #
 # `build` needs a libcuda to link against: CUDA_LIBRARY_PATH pointing at a folder whose lib64/
 # holds libcuda.so (a driver install, or Debian's libcuda1 package unpacked; .ci/run shows how).
@@ -60,7 +62,11 @@ run | sanitize)
     mkdir -p "$out"
     nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv | tee "$out/gpu.txt"
     projections="mma mma-wide"
-    grep -q ", 9.0$" "$out/gpu.txt" && projections="wgmma wgmma-tma wgmma-wide wgmma-wide-tma wgmma-ws $projections"
+    rows_first=""
+    if grep -q ", 9.0$" "$out/gpu.txt"; then
+        projections="wgmma wgmma-tma wgmma-wide wgmma-wide-tma wgmma-ws $projections"
+        rows_first="wgmma-tma wgmma-wide-tma"
+    fi
     # CHECK_PROJECTIONS="wgmma mma" narrows the kernels (sanitize runs every family with the first).
     projections=${CHECK_PROJECTIONS:-$projections}
     if [ "$step" = sanitize ]; then
@@ -78,6 +84,11 @@ run | sanitize)
                     "$bundle/cuda_conformance" --test-threads 1 engram_prefill engram_decode >> "$out/$tool.log" 2>&1 \
                     || echo "$tool ($p): exit $?"
             done
+            for p in $rows_first; do
+                ENGRAM_CUDA_ROWS=first ENGRAM_CUDA_PROJ=$p timeout "${SANITIZER_TIMEOUT:-240}" compute-sanitizer \
+                    --tool "$tool" "$bundle/cuda_conformance" --test-threads 1 engram_prefill >> "$out/$tool.log" 2>&1 \
+                    || echo "$tool ($p, rows first): exit $?"
+            done
             ENGRAM_CUDA_PROJ=${projections%% *} compute-sanitizer --tool "$tool" "$bundle/cuda_graph" >> "$out/$tool.log" 2>&1 \
                 || echo "$tool graph: exit $?"
             grep -h "SUMMARY\|^test result" "$out/$tool.log" || tail -3 "$out/$tool.log"
@@ -89,6 +100,12 @@ run | sanitize)
     for p in $projections; do
         echo "-- ENGRAM_CUDA_PROJ=$p" >> "$out/suite.log"
         ENGRAM_CUDA_PROJ=$p "$bundle/cuda_conformance" --test-threads 8 >> "$out/suite.log" 2>&1 || true
+    done
+    for p in $rows_first; do
+        echo "-- ENGRAM_CUDA_PROJ=$p ENGRAM_CUDA_ROWS=first" >> "$out/suite.log"
+        ENGRAM_CUDA_ROWS=first ENGRAM_CUDA_PROJ=$p "$bundle/cuda_conformance" --test-threads 8 engram_prefill \
+            >> "$out/suite.log" 2>&1 || true
+        ENGRAM_CUDA_ROWS=first ENGRAM_CUDA_PROJ=$p "$bundle/cuda_graph" >> "$out/suite.log" 2>&1 || true
     done
     "$bundle/cuda_exact" >> "$out/suite.log" 2>&1 || true
     "$bundle/cuda_graph" >> "$out/suite.log" 2>&1 || true
@@ -108,6 +125,15 @@ run | sanitize)
                 echo "{\"projection\":\"$p\",\"gate\":\"$gate\"}"
                 ENGRAM_CUDA_GATE=$gate ENGRAM_CUDA_PROJ=$p "$bench" engram --backend cuda --batch 32 --seq 512 \
                     --dtype bf16 --runs 20
+            done
+        done
+        # The tensor-copy kernels with the rows gathered first (a gather launch more, then no
+        # cp.async in the projection).
+        for p in $rows_first; do
+            for gate in pass epilogue; do
+                echo "{\"projection\":\"$p\",\"gate\":\"$gate\",\"rows\":\"first\"}"
+                ENGRAM_CUDA_ROWS=first ENGRAM_CUDA_GATE=$gate ENGRAM_CUDA_PROJ=$p "$bench" engram --backend cuda \
+                    --batch 32 --seq 512 --dtype bf16 --runs 20
             done
         done
         python3 "$bundle/torch_floor.py" --tokens 16384
@@ -135,6 +161,15 @@ run | sanitize)
                 "$bench" engram --backend cuda $args --dtype bf16 --runs 1 > "$out/ncu.log" 2>&1 || true
             cp "$out/ncu.log" "$out/ncu_$(echo $args | tr -dc 'a-z0-9').log"
             grep -E "^  [a-zA-Z_0-9]+|duration" "$out/ncu.log" | grep -v "^==" | paste - - | awk '{print $1, $(NF-1), $NF}' | head -40
+        done
+        for p in $rows_first; do
+            echo "== per-kernel times of one bf16 prefill of 16384 tokens, $p with the rows gathered first (ncu)"
+            ENGRAM_CUDA_ROWS=first ENGRAM_CUDA_PROJ=$p ncu -c 40 \
+                --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_elapsed \
+                -k 'regex:fast|proj_|gate_|conv_|gather_rows16|first_|capture' \
+                "$bench" engram --backend cuda --batch 32 --seq 512 --dtype bf16 --runs 1 > "$out/ncu_rows_first_$p.log" 2>&1 || true
+            grep -E "^  [a-zA-Z_0-9]+|duration" "$out/ncu_rows_first_$p.log" | grep -v "^==" | paste - - \
+                | awk '{print $1, $(NF-1), $NF}' | head -20
         done
         # The gather kernel alone (the op adds a validation kernel and a read-back): its bytes
         # (rows read and written, row ids) over this time against bench.jsonl's copy bandwidth.

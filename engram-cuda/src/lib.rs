@@ -49,6 +49,14 @@
 //! its segment (32, 64 or 128 columns) and k is not split (slower on an H200 with the default
 //! kernel: `benches/NOTES.md`).
 //!
+//! A prefill's projection by default (`ENGRAM_CUDA_ROWS=inline`) gathers each tile's table rows
+//! itself through the row ids the hash wrote; with `ENGRAM_CUDA_ROWS=first` the rows are gathered
+//! into one `[tokens, d_mem]` matrix first (the 16-byte gather, in the call's scratch), which the
+//! projection then reads as a plain matrix: `wgmma-tma` and `wgmma-wide-tma` then bring both tiles
+//! of every k-tile by tensor copies (`proj_wgmma_tma_ab_*`, `proj_wgmma_wide_tma_ab_*`, with a
+//! second tensor map), the other kernels by `cp.async` without a row table. A decode step always
+//! hashes its windows inside the projection. An unknown value makes [`CudaBackend::new`] fail.
+//!
 //! Without a GPU the backend can still run: `engram-cuda/cpu-driver` builds a stand-in for the
 //! driver library (`bash engram-cuda/cpu-driver/build.sh DIR` makes `DIR/libcuda.so.1`) that
 //! compiles `engram.cu`, `fused.cu` and `hopper.cu` as C++ for the CPU and runs each launch block

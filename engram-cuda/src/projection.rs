@@ -3,7 +3,10 @@
 //! Six kernels do the same job (`kernels/fused.cu` and `kernels/hopper.cu`): `mma.sync` with
 //! 128 x 128 or 128 x 256 output tiles, loadable on sm_90 and later, and, sm_90a only, `wgmma`
 //! with the same two widths, both again with their weight tiles brought by the copy engine
-//! (TMA), and a warp-specialised persistent `wgmma` kernel with 256 x 128 tiles.
+//! (TMA), and a warp-specialised persistent `wgmma` kernel with 256 x 128 tiles. The two TMA
+//! kernels have an `_ab` variant for a prefill whose rows were gathered into a matrix first
+//! ([`ROWS_OVERRIDE`]), which brings that matrix's tiles by tensor copies too (same launch
+//! and shared memory, a second tensor map).
 //! The backend picks one when it is made: `ENGRAM_CUDA_PROJ` names one (`mma`, `mma-wide`,
 //! `wgmma`, `wgmma-wide`, `wgmma-tma`, `wgmma-wide-tma`, `wgmma-ws`), otherwise the fastest
 //! measured on the device's architecture (`benches/NOTES.md`: `wgmma` on an H100, `mma`
