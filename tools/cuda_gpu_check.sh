@@ -19,9 +19,9 @@
 #                                               # step to those kernels, to fit a 10-minute call)
 #
 # Every projection kernel the device has is checked (ENGRAM_CUDA_PROJ, see engram-cuda's docs):
-# mma and mma-wide everywhere, wgmma, wgmma-tma, wgmma-wide, wgmma-wide-tma and wgmma-ws on sm_90;
-# on sm_90 the two tensor-copy kernels also with a prefill's rows gathered first
-# (ENGRAM_CUDA_ROWS=first: every tile by tensor copies).
+# mma and mma-wide everywhere, wgmma, wgmma-tma, wgmma-wide, wgmma-wide-tma, wgmma-ws and
+# wgmma-ws-tma on sm_90; on sm_90 the three tensor-copy kernels also with a prefill's rows
+# gathered first (ENGRAM_CUDA_ROWS=first: every tile by tensor copies).
 #
 # `build` needs a libcuda to link against: CUDA_LIBRARY_PATH pointing at a folder whose lib64/
 # holds libcuda.so (a driver install, or Debian's libcuda1 package unpacked; .ci/run shows how).
@@ -64,8 +64,8 @@ run | sanitize)
     projections="mma mma-wide"
     rows_first=""
     if grep -q ", 9.0$" "$out/gpu.txt"; then
-        projections="wgmma wgmma-tma wgmma-wide wgmma-wide-tma wgmma-ws $projections"
-        rows_first="wgmma-tma wgmma-wide-tma"
+        projections="wgmma wgmma-tma wgmma-wide wgmma-wide-tma wgmma-ws wgmma-ws-tma $projections"
+        rows_first="wgmma-tma wgmma-wide-tma wgmma-ws-tma"
     fi
     # CHECK_PROJECTIONS="wgmma mma" narrows the kernels (sanitize runs every family with the first).
     projections=${CHECK_PROJECTIONS:-$projections}

@@ -284,9 +284,9 @@ __device__ __forceinline__ void store_gate_sums(float4* sums, u32 per_row, u32 s
 }
 
 // The parameters of every projection kernel (proj_mma_*, proj_mma_wide_* in fused.cu; proj_wgmma_*,
-// proj_wgmma_wide_*, proj_wgmma_ws_* and, followed by a tensor map, proj_wgmma_tma_* and
-// proj_wgmma_wide_tma_*, or by two, proj_wgmma_tma_ab_* and proj_wgmma_wide_tma_ab_* in
-// hopper.cu), in launch order, and the arguments their impl functions
+// proj_wgmma_wide_*, proj_wgmma_ws_* and, followed by a tensor map, proj_wgmma_tma_*,
+// proj_wgmma_wide_tma_* and proj_wgmma_ws_tma_*, or by two, their _ab_ variants in hopper.cu),
+// in launch order, and the arguments their impl functions
 // take from them: the row source and the gate sums as the structs above.
 #define PROJ_KERNEL_PARAMS(T)                                                                                         \
     const T *table, u32 d_head, const u64 *offsets, const u32 *rows, u32 heads, u32 gather, const T *w, const T *bias, \

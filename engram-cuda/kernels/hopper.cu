@@ -365,11 +365,22 @@ __device__ __forceinline__ WsTile ws_tile(u32 index, u32 n_tiles, u32 m_tiles, u
 // requirements as proj_mma_* (the global rows offsets[h] + rows[..] may exceed 2^32 here). Grid (min(tiles,
 // multiprocessors)), block 384, dynamic shared memory 1024 + 4 (256 + 128) 128 + 64 bytes, the
 // function's limit raised to that.
-template <typename T>
+// proj_wgmma_ws_tma_*(..., status, w_map): proj_wgmma_ws_* with each B tile one tensor copy
+// (w_map as proj_wgmma_tma_*'s, box 64 x 128) issued by producer thread 0 with its cp.async of
+// A, both completing on the stage's `full` mbarrier. proj_wgmma_ws_tma_ab_*(..., status, w_map,
+// a_map): the same for a matrix of rows gathered beforehand (gather 0, a_map as
+// proj_wgmma_tma_ab_*'s but box 64 x 256), its A tiles by tensor copies too: the producer is
+// thread 0 alone, two tensor copies per k-tile. Same grid, block and shared memory.
+template <typename T, bool TMA_B = false, bool TMA_A = false>
 __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offsets, const RowSource src, u32 heads,
                                    u32 gather, const T* w, const T* bias, u32 tokens, u32 K, u32 N, u32 splits,
-                                   float* partial, u32* counters, T* y, const GateSums<T> g) {
+                                   float* partial, u32* counters, T* y, const GateSums<T> g,
+                                   const TensorMap* w_map = nullptr, const TensorMap* a_map = nullptr) {
+    static_assert(TMA_B || !TMA_A, "A by tensor copies only beside B by tensor copies");
     constexpr u32 A_BYTES = WS_BM * PROJ_BK * 2, STAGE_BYTES = (WS_BM + WS_BN) * PROJ_BK * 2;
+    // Arrivals that complete a stage's `full` phase: each producer thread's copies (a
+    // cp.async.mbarrier.arrive each), and thread 0's arrive.expect_tx of the tensor copies' bytes.
+    constexpr u32 FULL_ARRIVALS = TMA_A ? 1 : 128 + (TMA_B ? 1 : 0);
     extern __shared__ __align__(1024) unsigned char smem[];
     const u32 raw = smem_addr(smem), base = (raw + 1023) & ~1023u;
     const u32 bars = base + WS_STAGES * STAGE_BYTES;  // full[s] at 8 s, empty[s] at 32 + 8 s
@@ -378,14 +389,17 @@ __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offset
     const u32 ktiles = (K + PROJ_BK - 1) / PROJ_BK, tiles = n_tiles * m_tiles * splits;
     if (tid == 0) {
         for (u32 s = 0; s < WS_STAGES; ++s) {
-            mbar_init(bars + 8 * s, 128);      // full: every producer thread
-            mbar_init(bars + 32 + 8 * s, 8);   // empty: one lane per consumer warp
+            mbar_init(bars + 8 * s, FULL_ARRIVALS);  // full: the producer's copies
+            mbar_init(bars + 32 + 8 * s, 8);         // empty: one lane per consumer warp
         }
+        if (TMA_B) fence_mbarrier_init();
     }
     __syncthreads();
 
     if (wg == 0) {
         record_source_status(src, tokens, tid, 128);
+        // With every tile by tensor copies thread 0 alone produces (no barrier follows).
+        if (TMA_A && tid != 0) return;
         // Producer. Thread tid moves chunk c = tid % 8 of rows r0 + 16 i of every stage; for
         // gathered rows it fetches the next k-tile's row ids into registers while the current
         // k-tile's copies are issued, so no copy waits on an id load.
@@ -408,29 +422,40 @@ __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offset
         u32 it = 0, tile = blockIdx.x;
         WsTile tl = ws_tile(tile, n_tiles, m_tiles, ktiles, splits);
         u32 kt = tl.kt_begin;
-        if (tile < tiles) fetch_ids(tl, kt);
+        if (!TMA_A && tile < tiles) fetch_ids(tl, kt);
         while (tile < tiles) {
             const u32 s = it % WS_STAGES;
             if (it >= WS_STAGES) mbar_wait(bars + 32 + 8 * s, ((it / WS_STAGES) - 1) & 1);
             const u32 a_base = base + s * STAGE_BYTES, b_base = a_base + A_BYTES;
             const u32 k = kt * PROJ_BK + c * 8;
             const bool k_in = k < K;
-#pragma unroll
-            for (u32 i = 0; i < WS_BM / 16; ++i) {
-                const u32 t = tl.m0 + r0 + 16 * i;
-                const bool ok = k_in && t < tokens;
-                const T* src = table;
-                if (ok) src = gather ? table + (id_offset + ids[i]) * d_head + id_k_in_row : table + (u64)t * K + k;
-                cp_async16(a_base + dst + i * 16 * 128, src, ok ? 16 : 0);
+            if (TMA_B && tid == 0) {
+                mbar_arrive_expect_tx(bars + 8 * s, (TMA_A ? A_BYTES : 0) + WS_BN * PROJ_BK * 2);
+                if (TMA_A) tma_load_2d(a_base, a_map, kt * PROJ_BK, tl.m0, bars + 8 * s);
+                tma_load_2d(b_base, w_map, kt * PROJ_BK, tl.n0, bars + 8 * s);
             }
-            const T* w_row = w + (u64)(tl.n0 + r0) * K + k;
+            if (!TMA_A) {
 #pragma unroll
-            for (u32 i = 0; i < WS_BN / 16; ++i) {
-                const bool ok = k_in && tl.n0 + r0 + 16 * i < N;
-                cp_async16(b_base + dst + i * 16 * 128, ok ? w_row + (u64)i * 16 * K : w, ok ? 16 : 0);
+                for (u32 i = 0; i < WS_BM / 16; ++i) {
+                    const u32 t = tl.m0 + r0 + 16 * i;
+                    const bool ok = k_in && t < tokens;
+                    const T* src = table;
+                    if (ok)
+                        src = gather ? table + (id_offset + ids[i]) * d_head + id_k_in_row : table + (u64)t * K + k;
+                    cp_async16(a_base + dst + i * 16 * 128, src, ok ? 16 : 0);
+                }
             }
-            // The stage's `full` barrier completes when every producer thread's copies landed.
-            mbar_arrive_on_copies(bars + 8 * s);
+            if (!TMA_B) {
+                const T* w_row = w + (u64)(tl.n0 + r0) * K + k;
+#pragma unroll
+                for (u32 i = 0; i < WS_BN / 16; ++i) {
+                    const bool ok = k_in && tl.n0 + r0 + 16 * i < N;
+                    cp_async16(b_base + dst + i * 16 * 128, ok ? w_row + (u64)i * 16 * K : w, ok ? 16 : 0);
+                }
+            }
+            // The stage's `full` barrier completes when every producer thread's copies landed
+            // (and the tensor copies' bytes, with TMA_B).
+            if (!TMA_A) mbar_arrive_on_copies(bars + 8 * s);
             ++it;
             if (++kt == tl.kt_end) {
                 tile += gridDim.x;
@@ -438,10 +463,12 @@ __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offset
                 tl = ws_tile(tile, n_tiles, m_tiles, ktiles, splits);
                 kt = tl.kt_begin;
             }
-            fetch_ids(tl, kt);
+            if (!TMA_A) fetch_ids(tl, kt);
         }
-        cp_async_commit();
-        cp_async_wait<0>();
+        if (!TMA_A) {
+            cp_async_commit();
+            cp_async_wait<0>();
+        }
         return;
     }
 
@@ -535,6 +562,14 @@ __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offset
     }                                                                                                                 \
     extern "C" __global__ void __launch_bounds__(WS_THREADS, 1) proj_wgmma_ws_##NAME(PROJ_KERNEL_PARAMS(T)) {         \
         proj_wgmma_ws_impl<T>(PROJ_KERNEL_ARGS(T));                                                                   \
+    }                                                                                                                 \
+    extern "C" __global__ void __launch_bounds__(WS_THREADS, 1)                                                       \
+        proj_wgmma_ws_tma_##NAME(PROJ_KERNEL_PARAMS(T), const __grid_constant__ TensorMap w_map) {                    \
+        proj_wgmma_ws_impl<T, true>(PROJ_KERNEL_ARGS(T), &w_map);                                                     \
+    }                                                                                                                 \
+    extern "C" __global__ void __launch_bounds__(WS_THREADS, 1) proj_wgmma_ws_tma_ab_##NAME(                          \
+        PROJ_KERNEL_PARAMS(T), const __grid_constant__ TensorMap w_map, const __grid_constant__ TensorMap a_map) {   \
+        proj_wgmma_ws_impl<T, true, true>(PROJ_KERNEL_ARGS(T), &w_map, &a_map);                                       \
     }
 
 HOPPER_INSTANTIATE(bf16, __nv_bfloat16)

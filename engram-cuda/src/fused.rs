@@ -489,7 +489,7 @@ impl CudaBackend {
                     tokens * c.d_mem(),
                     tokens,
                     c.d_mem(),
-                    TOKENS_PER_BLOCK,
+                    projection.tokens_per_tile(),
                 )?));
             }
         }

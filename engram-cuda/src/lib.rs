@@ -40,8 +40,9 @@
 //! `ENGRAM_CUDA_PROJ` overrides the projection kernel the backend picks (`mma`, `mma-wide`,
 //! `wgmma`, `wgmma-wide`: mma.sync or wgmma, 128 x 128 or 128 x 256 output tiles; `wgmma-tma`,
 //! `wgmma-wide-tma`: those with each weight tile one tensor copy by the copy engine, through a
-//! tensor map made per launch; `wgmma-ws`: warp-specialised and persistent, 256 x 128 tiles); an
-//! unknown name, or wgmma on a device without it, makes [`CudaBackend::new`] fail.
+//! tensor map made per launch; `wgmma-ws`: warp-specialised and persistent, 256 x 128 tiles, and
+//! `wgmma-ws-tma` the same with its weight tiles so brought); an unknown name, or wgmma on a
+//! device without it, makes [`CudaBackend::new`] fail.
 //!
 //! A prefill's gate is by default (`ENGRAM_CUDA_GATE=pass`) a kernel of its own, reading the key
 //! columns the projection wrote; with `ENGRAM_CUDA_GATE=epilogue` the projection forms the gate's
@@ -52,9 +53,9 @@
 //! A prefill's projection by default (`ENGRAM_CUDA_ROWS=inline`) gathers each tile's table rows
 //! itself through the row ids the hash wrote; with `ENGRAM_CUDA_ROWS=first` the rows are gathered
 //! into one `[tokens, d_mem]` matrix first (the 16-byte gather, in the call's scratch), which the
-//! projection then reads as a plain matrix: `wgmma-tma` and `wgmma-wide-tma` then bring both tiles
-//! of every k-tile by tensor copies (`proj_wgmma_tma_ab_*`, `proj_wgmma_wide_tma_ab_*`, with a
-//! second tensor map), the other kernels by `cp.async` without a row table. A decode step always
+//! projection then reads as a plain matrix: the three `-tma` kernels then bring both tiles of
+//! every k-tile by tensor copies (their `_ab` variants, with a second tensor map), the other
+//! kernels by `cp.async` without a row table. A decode step always
 //! hashes its windows inside the projection. An unknown value makes [`CudaBackend::new`] fail.
 //!
 //! Without a GPU the backend can still run: `engram-cuda/cpu-driver` builds a stand-in for the

@@ -1,16 +1,16 @@
 //! Which kernel computes the stacked projection of the fast path, and what each one needs.
 //!
-//! Six kernels do the same job (`kernels/fused.cu` and `kernels/hopper.cu`): `mma.sync` with
+//! Eight kernels do the same job (`kernels/fused.cu` and `kernels/hopper.cu`): `mma.sync` with
 //! 128 x 128 or 128 x 256 output tiles, loadable on sm_90 and later, and, sm_90a only, `wgmma`
-//! with the same two widths, both again with their weight tiles brought by the copy engine
-//! (TMA), and a warp-specialised persistent `wgmma` kernel with 256 x 128 tiles. The two TMA
+//! with the same two widths and a warp-specialised persistent `wgmma` kernel with 256 x 128
+//! tiles, those three again with their weight tiles brought by the copy engine (TMA). The TMA
 //! kernels have an `_ab` variant for a prefill whose rows were gathered into a matrix first
 //! ([`ROWS_OVERRIDE`]), which brings that matrix's tiles by tensor copies too (same launch
 //! and shared memory, a second tensor map).
 //! The backend picks one when it is made: `ENGRAM_CUDA_PROJ` names one (`mma`, `mma-wide`,
-//! `wgmma`, `wgmma-wide`, `wgmma-tma`, `wgmma-wide-tma`, `wgmma-ws`), otherwise the fastest
-//! measured on the device's architecture (`benches/NOTES.md`: `wgmma` on an H100, `mma`
-//! elsewhere).
+//! `wgmma`, `wgmma-wide`, `wgmma-tma`, `wgmma-wide-tma`, `wgmma-ws`, `wgmma-ws-tma`), otherwise
+//! the fastest measured on the device's architecture (`benches/NOTES.md`: `wgmma` on an H100,
+//! `mma` elsewhere).
 
 use engram_core::{Error, Result};
 
@@ -47,6 +47,9 @@ pub(crate) enum Projection {
     /// `proj_wgmma_ws_*`: wgmma (sm_90a), 256 x 128 tiles, warp-specialised (a producer
     /// warpgroup and two consumers) and persistent (one block per multiprocessor).
     WgmmaWs,
+    /// `proj_wgmma_ws_tma_*`: `proj_wgmma_ws_*` with its weight tiles brought as `WgmmaTma`'s
+    /// are, by the producer's thread 0.
+    WgmmaWsTma,
 }
 
 /// The environment variable that overrides the choice.
@@ -113,12 +116,13 @@ impl Projection {
             Some("wgmma-tma") => Projection::WgmmaTma,
             Some("wgmma-wide-tma") => Projection::WgmmaWideTma,
             Some("wgmma-ws") => Projection::WgmmaWs,
+            Some("wgmma-ws-tma") => Projection::WgmmaWsTma,
             Some(other) => {
                 return Err(Error::Backend {
                     backend: BACKEND_NAME,
                     message: format!(
                     "{OVERRIDE}={other:?}: expected mma, mma-wide, wgmma, wgmma-wide, wgmma-tma, \
-                     wgmma-wide-tma or wgmma-ws"
+                     wgmma-wide-tma, wgmma-ws or wgmma-ws-tma"
                 ),
                 })
             }
@@ -143,25 +147,29 @@ impl Projection {
                 | Projection::WgmmaTma
                 | Projection::WgmmaWideTma
                 | Projection::WgmmaWs
+                | Projection::WgmmaWsTma
         )
     }
 
     /// Whether the kernel takes a tensor map of the weights (rows of `K_TILE` elements by
     /// [`Self::width`] outputs a box) as its last parameter.
     pub(crate) fn weight_map(self) -> bool {
-        matches!(self, Projection::WgmmaTma | Projection::WgmmaWideTma)
+        matches!(
+            self,
+            Projection::WgmmaTma | Projection::WgmmaWideTma | Projection::WgmmaWsTma
+        )
     }
 
     /// The kernel that reads a matrix of rows gathered beforehand ([`ROWS_OVERRIDE`] `first`)
     /// for element suffix `t`: for the kernels with a weight map their `_ab` variant, which
     /// also takes a tensor map of that matrix (rows of `K_TILE` elements by
-    /// [`TOKENS_PER_BLOCK`] tokens a box) after the weights'; the others themselves (`gather`
-    /// 0).
+    /// [`Self::tokens_per_tile`] tokens a box) after the weights'; the others themselves
+    /// (`gather` 0).
     pub(crate) fn matrix_kernel(self, t: &str) -> String {
-        match self {
-            Projection::WgmmaTma => format!("proj_wgmma_tma_ab_{t}"),
-            Projection::WgmmaWideTma => format!("proj_wgmma_wide_tma_ab_{t}"),
-            _ => self.kernel(t),
+        if self.weight_map() {
+            format!("{}ab_{t}", self.kernel_prefix())
+        } else {
+            self.kernel(t)
         }
     }
 
@@ -178,7 +186,11 @@ impl Projection {
     /// Outputs per block.
     pub(crate) fn width(self) -> usize {
         match self {
-            Projection::Mma | Projection::Wgmma | Projection::WgmmaTma | Projection::WgmmaWs => 128,
+            Projection::Mma
+            | Projection::Wgmma
+            | Projection::WgmmaTma
+            | Projection::WgmmaWs
+            | Projection::WgmmaWsTma => 128,
             Projection::MmaWide | Projection::WgmmaWide | Projection::WgmmaWideTma => 256,
         }
     }
@@ -193,13 +205,19 @@ impl Projection {
             | Projection::WgmmaWide
             | Projection::WgmmaTma
             | Projection::WgmmaWideTma
-            | Projection::WgmmaWs => 128,
+            | Projection::WgmmaWs
+            | Projection::WgmmaWsTma => 128,
         }
     }
 
     /// The kernel's name for element suffix `t` (`bf16`, `f16`).
     pub(crate) fn kernel(self, t: &str) -> String {
-        let prefix = match self {
+        format!("{}{t}", self.kernel_prefix())
+    }
+
+    /// The kernel's name up to its element suffix.
+    fn kernel_prefix(self) -> &'static str {
+        match self {
             Projection::Mma => "proj_mma_",
             Projection::MmaWide => "proj_mma_wide_",
             Projection::Wgmma => "proj_wgmma_",
@@ -207,23 +225,25 @@ impl Projection {
             Projection::WgmmaTma => "proj_wgmma_tma_",
             Projection::WgmmaWideTma => "proj_wgmma_wide_tma_",
             Projection::WgmmaWs => "proj_wgmma_ws_",
-        };
-        format!("{prefix}{t}")
+            Projection::WgmmaWsTma => "proj_wgmma_ws_tma_",
+        }
     }
 
     /// Tokens per tile.
     pub(crate) fn tokens_per_tile(self) -> usize {
-        match self {
-            Projection::WgmmaWs => 2 * TOKENS_PER_BLOCK,
-            _ => TOKENS_PER_BLOCK,
+        if self.persistent() {
+            2 * TOKENS_PER_BLOCK
+        } else {
+            TOKENS_PER_BLOCK
         }
     }
 
     /// Threads per block.
     pub(crate) fn threads(self) -> u32 {
-        match self {
-            Projection::WgmmaWs => THREADS + 128,
-            _ => THREADS,
+        if self.persistent() {
+            THREADS + 128
+        } else {
+            THREADS
         }
     }
 
@@ -260,7 +280,7 @@ impl Projection {
     /// Whether blocks loop over tiles (grid = one block per multiprocessor at most) rather than
     /// one block per tile (grid = output tiles x token tiles x splits).
     pub(crate) fn persistent(self) -> bool {
-        self == Projection::WgmmaWs
+        matches!(self, Projection::WgmmaWs | Projection::WgmmaWsTma)
     }
 
     /// Dynamic shared memory of one block for a layer of `heads` heads: the pipeline's stages of
@@ -275,7 +295,7 @@ impl Projection {
             Projection::WgmmaTma => (3, 1024 + 64),
             Projection::WgmmaWideTma => (4, 1024 + 64),
             Projection::WgmmaWide => (4, 1024),
-            Projection::WgmmaWs => (4, 1024 + 64),
+            Projection::WgmmaWs | Projection::WgmmaWsTma => (4, 1024 + 64),
         };
         let rows = self.tokens_per_tile();
         // The warp-specialised kernel's producer reads the row ids itself (no row table).
@@ -288,7 +308,7 @@ impl Projection {
     }
 
     /// Every projection kernel (the backend raises each one's shared memory limit).
-    pub(crate) const ALL: [Projection; 7] = [
+    pub(crate) const ALL: [Projection; 8] = [
         Projection::Mma,
         Projection::MmaWide,
         Projection::Wgmma,
@@ -296,6 +316,7 @@ impl Projection {
         Projection::WgmmaTma,
         Projection::WgmmaWideTma,
         Projection::WgmmaWs,
+        Projection::WgmmaWsTma,
     ];
 }
 
@@ -343,6 +364,10 @@ mod tests {
             Projection::WgmmaWideTma.matrix_kernel("f16"),
             "proj_wgmma_wide_tma_ab_f16"
         );
+        assert_eq!(
+            Projection::WgmmaWsTma.kernels("bf16"),
+            ["proj_wgmma_ws_tma_bf16", "proj_wgmma_ws_tma_ab_bf16"]
+        );
         for p in Projection::ALL {
             assert_eq!(p.kernels("f16").len(), if p.weight_map() { 2 } else { 1 });
         }
@@ -368,6 +393,7 @@ mod tests {
             Projection::WgmmaTma,
             Projection::WgmmaWideTma,
             Projection::WgmmaWs,
+            Projection::WgmmaWsTma,
         ] {
             assert_eq!(p.gate_segment(), 128);
             // Whole segments per block: a segment never straddles two blocks.
@@ -424,5 +450,19 @@ mod tests {
         // hopper.cu, warp-specialised: 1024 + 4 (256 + 128) 128 + 64, no row table.
         assert_eq!(Projection::WgmmaWs.shared_bytes(16), 1024 + 196_608 + 64);
         assert!(Projection::WgmmaWs.shared_bytes(16) <= 227 * 1024);
+        // The tensor-copy variant: the same ring and barriers, the same persistent grid.
+        assert_eq!(
+            Projection::WgmmaWsTma.shared_bytes(16),
+            Projection::WgmmaWs.shared_bytes(16)
+        );
+        assert_eq!(
+            Projection::WgmmaWsTma.grid(5120, 16384, 1, 132),
+            [132, 1, 1]
+        );
+        assert_eq!(Projection::WgmmaWsTma.threads(), 384);
+        assert_eq!(
+            Projection::choose(Some("wgmma-ws-tma"), true).ok(),
+            Some(Projection::WgmmaWsTma)
+        );
     }
 }
