@@ -12,18 +12,21 @@
 // mod_reciprocal (x mod d by a precomputed reciprocal) and decode_window_row live in common.cuh.
 
 // hash_rows_fast(lookup|null, ids, tokens, cu, seqs, mult, n_max, sizes, magic, shift, k, pad, status|null,
-// rows): one thread per position t, grid-stride; ids pass through lookup first when it is not null
-// (raw ids, checked beforehand). rows[t*H + (n-2)*k + j] = (XOR_{i<n} x_{t-i} mult[i]) mod
-// sizes[(n-2)*k + j], H = (n_max-1) k, pad before the sequence start. seqs >= 1. With lookup null
-// it reads only ids[0, tokens) and cu[0, seqs] and writes rows in range whatever ids and cu hold,
-// so it may run before their check is known; with status, nothing is written after a fault.
+// rows, starts|null): one thread per position t, grid-stride; ids pass through lookup first when it
+// is not null (raw ids, checked beforehand). rows[t*H + (n-2)*k + j] = (XOR_{i<n} x_{t-i} mult[i])
+// mod sizes[(n-2)*k + j], H = (n_max-1) k, pad before the sequence start; with starts, starts[t] =
+// the first position of t's sequence (conv_out_vec's). seqs >= 1. With lookup null it reads only
+// ids[0, tokens) and cu[0, seqs] and writes rows in range whatever ids and cu hold, so it may run
+// before their check is known; with status, nothing is written after a fault.
 extern "C" __global__ void hash_rows_fast(const u32* lookup, const u32* ids, u64 tokens, const u32* cu, u32 seqs,
                                           const u64* mult, u32 n_max, const u32* sizes, const u64* magic,
-                                          const u32* shift, u32 k, u32 pad, const u64* status, u32* rows) {
+                                          const u32* shift, u32 k, u32 pad, const u64* status, u32* rows,
+                                          u32* starts) {
     if (failed(status)) return;
     u32 heads = (n_max - 1) * k;
     for (u64 t = global_index(); t < tokens; t += global_stride()) {
         u64 start = cu[sequence_of(cu, seqs, t)];
+        if (starts) starts[t] = (u32)start;
         u64 mix = 0;
         for (u32 n = 0; n < n_max; ++n) {
             u64 id = pad;
@@ -670,12 +673,16 @@ __device__ __forceinline__ void load_taps(const T* cw, u32 c0, u32 kernel, float
 
 #define CONV_VEC_CH 4
 
-// conv_out_vec{4,8}_*(...): conv_out for CONV_VEC_CH (4) channels of one branch per thread,
+// conv_out_vec{4,8}_*(proj, alpha, nscale, conv_norm, conv_w, tokens, m, d, kernel, dil, starts, conv,
+// status|null, out): conv_out for CONV_VEC_CH (4) channels of one branch per thread,
 // walking a chain of CONV_VEC_RUN tokens dil apart (t0, t0 + dil, ...): the convolution's taps of
 // a token are the chain's previous kernel - 1 tokens, so their normed values stay in registers and
 // each value row is loaded once (plus kernel - 1 rows before the chain's first token), 8-byte
-// loads and stores, the channels' weights in registers (kernel at most 4 or 8). Requirements
-// (host-checked): d a multiple of 8, proj, out, conv_norm and conv_w 16-byte aligned, dil >= 1.
+// loads and stores, the channels' weights in registers (kernel at most 4 or 8). starts[t] is the
+// first position of t's sequence (hash_rows_fast's), so that no thread searches cu_seqlens: each
+// thread's loads wait for no other load, only for the previous token's store (its output may
+// alias, for the compiler, the next token's input). Requirements (host-checked): d a multiple of
+// 8, proj, out, conv_norm and conv_w 16-byte aligned, dil >= 1, starts[t] <= t.
 // Four channels rather than eight keep the weights and history in half the registers, so twice
 // the warps are resident (on an H100 this took the kernel from 273 to 170 us).
 // Grid (chains cblocks), chains = ceil(tokens / (CONV_VEC_RUN dil)) dil, cblocks = ceil(m d /
@@ -684,7 +691,7 @@ __device__ __forceinline__ void load_taps(const T* cw, u32 c0, u32 kernel, float
 // (c / dil) CONV_VEC_RUN dil.
 template <typename T, int KMAX, int CH = CONV_VEC_CH>
 __device__ void conv_out_vec_impl(const T* proj, const T* alpha, const float* nscale, const T* cn, const T* cw,
-                                  u32 tokens, u32 m, u32 d, u32 kernel, u32 dil, const u32* cu, u32 seqs, u32 conv,
+                                  u32 tokens, u32 m, u32 d, u32 kernel, u32 dil, const u32* starts, u32 conv,
                                   T* out) {
     // Consecutive blocks take the channel blocks of one chain (every branch reads the same value
     // columns), so a token's value row is read from memory once and from L2 by the other branches.
@@ -719,14 +726,13 @@ __device__ void conv_out_vec_impl(const T* proj, const T* alpha, const float* ns
 #pragma unroll
         for (u32 e = 0; e < CH; ++e) x[e] = round_to<T>(sc * x[e] * nw[e]);
     };
-    u32 s = sequence_of(cu, seqs, t0);
-    u64 start = cu[s], next = cu[s + 1];
     if (conv) {
-        // The chain's history before t0: taps inside t0's sequence, zero otherwise.
+        // The chain's history before t0, every row that exists loaded at once (none waits for
+        // t0's sequence start); taps before the start are zeroed at each token below.
 #pragma unroll
         for (u32 j = 0; j + 1 < KMAX; ++j) {
-            const u64 back = (u64)(j + 1) * dil;
-            if (j + 1 < kernel && t0 >= start + back) {
+            const u32 back = (j + 1) * dil;
+            if (j + 1 < kernel && t0 >= back) {
                 normed(t0 - back, hist[j]);
             } else {
 #pragma unroll
@@ -739,18 +745,13 @@ __device__ void conv_out_vec_impl(const T* proj, const T* alpha, const float* ns
     for (u32 i = 0; i < CONV_VEC_RUN; ++i) {
         const u32 t = t0 + i * dil;
         if (t >= tokens) break;
-        if (t >= next) {
-            // A new sequence: nothing before it is a tap.
-            while (t >= next) {
-                ++s;
-                start = cu[s];
-                next = cu[s + 1];
-            }
+        // Nothing before t's sequence is a tap: hist[j], (j + 1) dil back, only from its start on.
+        const u32 start = starts[t];
 #pragma unroll
-            for (u32 j = 0; j + 1 < KMAX; ++j)
+        for (u32 j = 0; j + 1 < KMAX; ++j)
 #pragma unroll
-                for (u32 e = 0; e < CH; ++e) hist[j][e] = 0.0f;
-        }
+            for (u32 e = 0; e < CH; ++e)
+                if (t < start + (j + 1) * dil) hist[j][e] = 0.0f;
         float v[CH], o[CH];
         loadv<T, CH>(proj + (u64)t * row + md + ch0, v);
         const float a = widen(alpha[(u64)t * m + b]);
@@ -913,15 +914,15 @@ __device__ void gate_conv_decode_vec_impl(const T* proj, const T* hidden, const 
     }                                                                                                                 \
     extern "C" __global__ void conv_out_vec4_##NAME(const T* proj, const T* alpha, const float* nscale, const T* cn,  \
                                                     const T* cw, u32 tokens, u32 m, u32 d, u32 kernel, u32 dil,       \
-                                                    const u32* cu, u32 seqs, u32 conv, const u64* status, T* out) {   \
+                                                    const u32* starts, u32 conv, const u64* status, T* out) {         \
         if (failed(status)) return;                                                                                   \
-        conv_out_vec_impl<T, 4>(proj, alpha, nscale, cn, cw, tokens, m, d, kernel, dil, cu, seqs, conv, out);         \
+        conv_out_vec_impl<T, 4>(proj, alpha, nscale, cn, cw, tokens, m, d, kernel, dil, starts, conv, out);           \
     }                                                                                                                 \
     extern "C" __global__ void conv_out_vec8_##NAME(const T* proj, const T* alpha, const float* nscale, const T* cn,  \
                                                     const T* cw, u32 tokens, u32 m, u32 d, u32 kernel, u32 dil,       \
-                                                    const u32* cu, u32 seqs, u32 conv, const u64* status, T* out) {   \
+                                                    const u32* starts, u32 conv, const u64* status, T* out) {         \
         if (failed(status)) return;                                                                                   \
-        conv_out_vec_impl<T, 8>(proj, alpha, nscale, cn, cw, tokens, m, d, kernel, dil, cu, seqs, conv, out);         \
+        conv_out_vec_impl<T, 8>(proj, alpha, nscale, cn, cw, tokens, m, d, kernel, dil, starts, conv, out);           \
     }                                                                                                                 \
     extern "C" __global__ void __launch_bounds__(GATE_VEC_THREADS)                                                    \
         gate_conv_decode_vec4_##NAME(const T* proj, const T* hidden, const T* kn, const T* qn, const T* cn,           \

@@ -809,6 +809,7 @@ impl EngramOps for CudaBackend {
                 cu_seqlens,
                 status,
                 rows.device_ptr(),
+                0,
             )
         })?;
         check_len("hash output", rows.len, ids.len * heads)

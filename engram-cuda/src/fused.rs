@@ -176,6 +176,8 @@ struct Scratch {
     counters: u64,
     /// A prefill's table rows (`hash_rows_fast`); a decode step's projection hashes its own.
     rows: u64,
+    /// A prefill's sequence start of each token (`hash_rows_fast`), for the convolution.
+    starts: u64,
     proj: u64,
     alpha: u64,
     nscale: u64,
@@ -220,8 +222,9 @@ impl CudaBackend {
     }
 
     /// The hash of a packed batch (`hash_rows_fast`) with the layer's parameters `p`, into the
-    /// device address `rows`: safe whatever the ids and lengths hold; nothing written when the
-    /// status word at `status` (0: none) holds a fault.
+    /// device address `rows`, and each token's sequence start into `starts` unless it is 0:
+    /// safe whatever the ids and lengths hold; nothing written when the status word at
+    /// `status` (0: none) holds a fault.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn launch_hash(
         &self,
@@ -233,6 +236,7 @@ impl CudaBackend {
         cu_seqlens: &CudaBuffer<u32>,
         status: u64,
         rows: u64,
+        starts: u64,
     ) -> Result<()> {
         if ids.len == 0 {
             return Ok(());
@@ -255,6 +259,7 @@ impl CudaBackend {
                 Arg::U32(pad),
                 Arg::U64(status),
                 Arg::U64(rows),
+                Arg::U64(starts),
             ],
         )
     }
@@ -646,13 +651,11 @@ impl CudaBackend {
         let seqs = cu_seqlens.len - 1;
         let t = suffix(T::DTYPE)?;
         let mut args = Self::conv_args(layer, tokens, s)?.to_vec();
-        args.extend([
-            ptr(cu_seqlens),
-            Arg::U32(u32_of("sequences", seqs)?),
+        let tail = [
             Arg::U32(u32::from(c.short_conv)),
             Arg::U64(status),
             ptr(out),
-        ]);
+        ];
         // conv_out_vec walks chains of CONV_VEC_RUN tokens `dil` apart.
         let dil = c.max_ngram_size.max(1);
         let chains = tokens.div_ceil(CONV_VEC_RUN * dil) * dil;
@@ -666,9 +669,14 @@ impl CudaBackend {
                 && blocks <= i32::MAX as usize
         });
         let Some(width) = width else {
+            args.extend([ptr(cu_seqlens), Arg::U32(u32_of("sequences", seqs)?)]);
+            args.extend(tail);
             return self.launch_n(&format!("conv_out_{t}"), (tokens * m * d) as u64, &args);
         };
         args[5] = Arg::U32(u32_of("tokens", tokens)?);
+        // The sequence starts the hash wrote, instead of cu_seqlens.
+        args.push(Arg::U64(s.starts));
+        args.extend(tail);
         self.launch(
             &format!("conv_out_vec{width}_{t}"),
             (u32_of("convolution blocks", blocks)?, 1, 1),
@@ -722,7 +730,7 @@ impl CudaBackend {
         layer: &DeviceEngramLayer<Self, T>,
         tokens: usize,
         plan: Plan,
-    ) -> [usize; 8] {
+    ) -> [usize; 9] {
         let c = &layer.config;
         let (m, d) = (c.hc_mult, c.hidden_size);
         let size = std::mem::size_of::<T>();
@@ -734,6 +742,7 @@ impl CudaBackend {
         [
             self.counter_bytes(),
             tokens * c.num_heads() * 4,
+            tokens * 4,
             tokens * (m + 1) * d * size,
             tokens * m * size,
             tokens * m * 4,
@@ -757,13 +766,14 @@ impl CudaBackend {
         base: u64,
         gates: Option<u64>,
     ) -> Scratch {
-        let [counters, rows, proj, alpha, nscale, partial, sums, matrix] =
+        let [counters, rows, starts, proj, alpha, nscale, partial, sums, matrix] =
             self.scratch_sizes(layer, tokens, plan);
         let mut carve = Carve { next: 0 };
         let at = |c: &mut Carve, bytes| base + c.take(bytes) as u64;
         Scratch {
             counters: at(&mut carve, counters),
             rows: at(&mut carve, rows),
+            starts: at(&mut carve, starts),
             proj: at(&mut carve, proj),
             alpha: gates.unwrap_or(at(&mut carve, alpha)),
             nscale: at(&mut carve, nscale),
@@ -905,9 +915,11 @@ impl CudaBackend {
             layer.compressed_pad_id,
             ids,
             cu_seqlens,
-            // Not gated: the projection reads every row it writes.
+            // Not gated: the projection reads every row it writes (and the convolution, which
+            // is, every start).
             0,
             s.rows,
+            s.starts,
         )?;
         let rows = if plan.rows_first {
             // Not gated either (scratch only; every row id is in its table).
