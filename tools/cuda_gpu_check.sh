@@ -114,6 +114,16 @@ run | sanitize)
     "$bundle/engram-conformance" golden --backend cuda "$bundle"/golden/engram_public.safetensors \
         "$bundle"/golden/moe_public.safetensors "$bundle"/golden/variants/*.safetensors > "$out/golden.log" 2>&1 || true
     grep -E "^(PASS|FAIL|error)" "$out/golden.log"
+    if [ "$mode" != "--quick" ]; then
+        # What a user's first CudaBackend::new costs on a machine whose driver has not compiled
+        # this PTX yet (its cache disabled), and once it has.
+        echo "== backend creation: the PTX compiled by the driver, then from its cache (seconds)"
+        for cache in 1 0; do
+            t0=$EPOCHREALTIME
+            CUDA_CACHE_DISABLE=$cache "$bundle/engram-bench" route --backend cuda --tokens 16 --runs 1 > /dev/null 2>&1 || true
+            echo "CUDA_CACHE_DISABLE=$cache: $(awk "BEGIN {print $EPOCHREALTIME - $t0}")"
+        done | tee "$out/load.txt"
+    fi
     echo "== benchmarks (JSON lines in bench.jsonl)"
     bench="$bundle/engram-bench"
     set +e
