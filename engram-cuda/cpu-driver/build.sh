@@ -31,9 +31,9 @@ fi
 objs=()
 pids=()
 # Each kernel source in its own translation unit (they define helpers of the same names), with
-# one registration per kernel its committed PTX lists.
+# one registration per kernel its committed PTX lists (hopper.cu's over its modules, hopper_*.ptx).
 for src in engram fused hopper; do
-    grep -oE '^\.visible \.entry [A-Za-z0-9_]+' "$here/../kernels/$src.ptx" | awk '{print "EMU_KERNEL(" $3 ")"}' \
+    grep -hoE '^\.visible \.entry [A-Za-z0-9_]+' "$here/../kernels/$src"*.ptx | awk '{print "EMU_KERNEL(" $3 ")"}' \
         > "$out/$src.entries"
     printf '#include "cuda_lang.h"\n#include "%s.cu"\n#include "%s"\n' "$src" "$out/$src.entries" > "$out/$src.cpp"
     "$cxx" "${flags[@]}" -c "$out/$src.cpp" -o "$out/$src.o" &

@@ -20,6 +20,7 @@
 #include <sys/mman.h>
 
 #include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -430,14 +431,32 @@ CUresult cuDevicePrimaryCtxRelease_v2(CUdevice) { return CUDA_SUCCESS; }
 CUresult cuDevicePrimaryCtxSetFlags_v2(CUdevice, unsigned) { return CUDA_SUCCESS; }
 CUresult cuCtxSetCurrent(void*) { return CUDA_SUCCESS; }
 
+// A loaded module: the kernels its PTX defines (every kernel of this library is compiled in,
+// but a module hands out only its own, as the driver does: a name looked up in the wrong module
+// is an error here too).
+struct Module {
+    std::set<std::string> entries;
+};
+
 CUresult cuModuleLoadDataEx(void** module, const void* image, unsigned, void*, void**) {
     if (!image) return CUDA_ERROR_INVALID_VALUE;
-    static int loaded;
-    *module = &loaded;
+    auto* m = new Module;
+    const std::string ptx(static_cast<const char*>(image));
+    const std::string mark = ".entry ";
+    for (size_t at = ptx.find(mark); at != std::string::npos; at = ptx.find(mark, at + 1)) {
+        const size_t begin = at + mark.size(), end = ptx.find('(', begin);
+        if (end != std::string::npos) m->entries.insert(ptx.substr(begin, end - begin));
+    }
+    *module = m;
     return CUDA_SUCCESS;
 }
-CUresult cuModuleUnload(void*) { return CUDA_SUCCESS; }
-CUresult cuModuleGetFunction(void** f, void*, const char* name) {
+CUresult cuModuleUnload(void* module) {
+    delete static_cast<Module*>(module);
+    return CUDA_SUCCESS;
+}
+CUresult cuModuleGetFunction(void** f, void* module, const char* name) {
+    if (!module) return CUDA_ERROR_INVALID_VALUE;
+    if (!static_cast<Module*>(module)->entries.count(name)) return CUDA_ERROR_NOT_FOUND;
     auto it = registry().find(name);
     if (it == registry().end()) return CUDA_ERROR_NOT_FOUND;
     *f = &it->second;

@@ -1,8 +1,9 @@
 // The stacked projection on Hopper's warpgroup tensor cores (wgmma, sm_90a only): the same job
 // and parameters as proj_mma_* in fused.cu, with each warpgroup's 64 x 128 products read by the
-// tensor cores straight from shared memory (no ldmatrix through registers). Compiled to
-// hopper.ptx for compute_90a by tools/gen_ptx.py; the backend loads it only on sm_90 devices and
-// otherwise keeps the mma.sync kernels. Launch contracts are written above each kernel.
+// tensor cores straight from shared memory (no ldmatrix through registers). Compiled for
+// compute_90a by tools/gen_ptx.py, one module per projection (hopper_<name>.ptx, HOPPER_FAMILY at
+// the end); the backend loads the one it uses, on sm_90 devices only, and otherwise keeps the
+// mma.sync kernels. Launch contracts are written above each kernel.
 #include "common.cuh"
 
 #define WG_THREADS 256
@@ -537,32 +538,70 @@ __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offset
     }
 }
 
-#define HOPPER_INSTANTIATE(NAME, T)                                                                                   \
+// Which projection's kernels a compilation instantiates. tools/gen_ptx.py makes one module per
+// projection, hopper_<name>.ptx with HOPPER_FAMILY 1..6 in the order below (the ENGRAM_CUDA_PROJ
+// names wgmma, wgmma-wide, wgmma-tma, wgmma-wide-tma, wgmma-ws, wgmma-ws-tma), so that a backend
+// has the driver compile only the kernels it launches; 0, the default, is every one (what the
+// CPU stand-in compiles).
+#ifndef HOPPER_FAMILY
+#define HOPPER_FAMILY 0
+#endif
+#define HOPPER_BUILDS(F) (HOPPER_FAMILY == 0 || HOPPER_FAMILY == (F))
+// M(NAME, T) for both 16-bit element types.
+#define HOPPER_BOTH(M) M(bf16, __nv_bfloat16) M(f16, __half)
+
+#if HOPPER_BUILDS(1)
+#define HOPPER_WGMMA(NAME, T)                                                                                         \
     extern "C" __global__ void __launch_bounds__(WG_THREADS, 2) proj_wgmma_##NAME(PROJ_KERNEL_PARAMS(T)) {            \
         proj_wgmma_impl<T, 128, 3>(PROJ_KERNEL_ARGS(T));                                                              \
-    }                                                                                                                 \
+    }
+HOPPER_BOTH(HOPPER_WGMMA)
+#endif
+
+#if HOPPER_BUILDS(2)
+#define HOPPER_WGMMA_WIDE(NAME, T)                                                                                    \
     extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) proj_wgmma_wide_##NAME(PROJ_KERNEL_PARAMS(T)) {       \
         proj_wgmma_impl<T, 256, 4>(PROJ_KERNEL_ARGS(T));                                                              \
-    }                                                                                                                 \
+    }
+HOPPER_BOTH(HOPPER_WGMMA_WIDE)
+#endif
+
+#if HOPPER_BUILDS(3)
+#define HOPPER_WGMMA_TMA(NAME, T)                                                                                     \
     extern "C" __global__ void __launch_bounds__(WG_THREADS, 2)                                                       \
         proj_wgmma_tma_##NAME(PROJ_KERNEL_PARAMS(T), const __grid_constant__ TensorMap w_map) {                       \
         proj_wgmma_impl<T, 128, 3, true>(PROJ_KERNEL_ARGS(T), &w_map);                                                \
     }                                                                                                                 \
+    extern "C" __global__ void __launch_bounds__(WG_THREADS, 2) proj_wgmma_tma_ab_##NAME(                             \
+        PROJ_KERNEL_PARAMS(T), const __grid_constant__ TensorMap w_map, const __grid_constant__ TensorMap a_map) {   \
+        proj_wgmma_impl<T, 128, 3, true, true>(PROJ_KERNEL_ARGS(T), &w_map, &a_map);                                  \
+    }
+HOPPER_BOTH(HOPPER_WGMMA_TMA)
+#endif
+
+#if HOPPER_BUILDS(4)
+#define HOPPER_WGMMA_WIDE_TMA(NAME, T)                                                                                \
     extern "C" __global__ void __launch_bounds__(WG_THREADS, 1)                                                       \
         proj_wgmma_wide_tma_##NAME(PROJ_KERNEL_PARAMS(T), const __grid_constant__ TensorMap w_map) {                  \
         proj_wgmma_impl<T, 256, 4, true>(PROJ_KERNEL_ARGS(T), &w_map);                                                \
     }                                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(WG_THREADS, 2) proj_wgmma_tma_ab_##NAME(                             \
-        PROJ_KERNEL_PARAMS(T), const __grid_constant__ TensorMap w_map, const __grid_constant__ TensorMap a_map) {   \
-        proj_wgmma_impl<T, 128, 3, true, true>(PROJ_KERNEL_ARGS(T), &w_map, &a_map);                                  \
-    }                                                                                                                 \
     extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) proj_wgmma_wide_tma_ab_##NAME(                        \
         PROJ_KERNEL_PARAMS(T), const __grid_constant__ TensorMap w_map, const __grid_constant__ TensorMap a_map) {   \
         proj_wgmma_impl<T, 256, 4, true, true>(PROJ_KERNEL_ARGS(T), &w_map, &a_map);                                  \
-    }                                                                                                                 \
+    }
+HOPPER_BOTH(HOPPER_WGMMA_WIDE_TMA)
+#endif
+
+#if HOPPER_BUILDS(5)
+#define HOPPER_WGMMA_WS(NAME, T)                                                                                      \
     extern "C" __global__ void __launch_bounds__(WS_THREADS, 1) proj_wgmma_ws_##NAME(PROJ_KERNEL_PARAMS(T)) {         \
         proj_wgmma_ws_impl<T>(PROJ_KERNEL_ARGS(T));                                                                   \
-    }                                                                                                                 \
+    }
+HOPPER_BOTH(HOPPER_WGMMA_WS)
+#endif
+
+#if HOPPER_BUILDS(6)
+#define HOPPER_WGMMA_WS_TMA(NAME, T)                                                                                  \
     extern "C" __global__ void __launch_bounds__(WS_THREADS, 1)                                                       \
         proj_wgmma_ws_tma_##NAME(PROJ_KERNEL_PARAMS(T), const __grid_constant__ TensorMap w_map) {                    \
         proj_wgmma_ws_impl<T, true>(PROJ_KERNEL_ARGS(T), &w_map);                                                     \
@@ -571,6 +610,5 @@ __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offset
         PROJ_KERNEL_PARAMS(T), const __grid_constant__ TensorMap w_map, const __grid_constant__ TensorMap a_map) {   \
         proj_wgmma_ws_impl<T, true, true>(PROJ_KERNEL_ARGS(T), &w_map, &a_map);                                       \
     }
-
-HOPPER_INSTANTIATE(bf16, __nv_bfloat16)
-HOPPER_INSTANTIATE(f16, __half)
+HOPPER_BOTH(HOPPER_WGMMA_WS_TMA)
+#endif

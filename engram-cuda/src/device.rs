@@ -21,7 +21,7 @@ use std::sync::Mutex;
 
 use crate::fused::{is_fused, is_hopper, HashParams, ParamsCache, Workspace};
 use crate::projection::{self, Projection};
-use crate::{BACKEND_NAME, ENGRAM_PTX, FUSED_PTX, HOPPER_PTX};
+use crate::{BACKEND_NAME, ENGRAM_PTX, FUSED_PTX};
 
 pub(crate) const THREADS: u32 = 256;
 pub(crate) const MAX_BLOCKS: u64 = 1 << 20;
@@ -240,7 +240,8 @@ pub struct CudaBackend {
     /// Multiprocessors of the device, and the largest dynamic shared memory a block may opt in to.
     pub(crate) multiprocessors: usize,
     pub(crate) shared_optin: usize,
-    /// The sm_90a module (`kernels/hopper.cu`), loaded on sm_90 devices only.
+    /// The chosen wgmma projection's sm_90a module (`kernels/hopper.cu`, [`crate::HOPPER_PTX`]),
+    /// loaded on sm_90 devices only.
     hopper: Option<Module>,
     /// The projection kernel, chosen once when the backend is made.
     pub(crate) projection: Projection,
@@ -301,30 +302,33 @@ impl CudaBackend {
             && capability(cust::device::DeviceAttribute::ComputeCapabilityMinor)? == 0;
         let module = Module::from_ptx(ENGRAM_PTX, &[]).map_err(cuda_err)?;
         let fused = Module::from_ptx(FUSED_PTX, &[]).map_err(cuda_err)?;
-        // sm_90a code loads on sm_90 devices only; elsewhere the mma.sync kernels serve.
-        let hopper = if sm90 {
-            Some(Module::from_ptx(HOPPER_PTX, &[]).map_err(cuda_err)?)
-        } else {
-            None
-        };
         let requested = std::env::var(projection::OVERRIDE).ok();
-        let projection = Projection::choose(requested.as_deref(), hopper.is_some())?;
+        let projection = Projection::choose(requested.as_deref(), sm90)?;
+        // sm_90a code loads on sm_90 devices only (`choose` picks a wgmma kernel only there),
+        // and only the chosen projection's module: the driver compiles what it loads.
+        let hopper = match projection.hopper_ptx() {
+            Some(ptx) => Some(Module::from_ptx(ptx, &[]).map_err(cuda_err)?),
+            None => None,
+        };
         let gate_epilogue =
             projection::gate_in_epilogue(std::env::var(projection::GATE_OVERRIDE).ok().as_deref())?;
         let rows_first =
             projection::rows_first(std::env::var(projection::ROWS_OVERRIDE).ok().as_deref())?;
-        for (p, kernel) in Projection::ALL
-            .iter()
+        // The chosen projection's kernels, and the narrow mma.sync ones any layer falls back to
+        // when the chosen kernel's shared memory does not fit it (`projection_for`).
+        let used = if projection == Projection::Mma {
+            vec![projection]
+        } else {
+            vec![projection, Projection::Mma]
+        };
+        for (p, kernel) in used
+            .into_iter()
             .flat_map(|p| ["bf16", "f16"].map(|t| (p, t)))
             .flat_map(|(p, t)| p.kernels(t).into_iter().map(move |k| (p, k)))
         {
-            let module = if p.needs_sm90a() {
-                match &hopper {
-                    Some(m) => m,
-                    None => continue,
-                }
-            } else {
-                &fused
+            let module = match (&hopper, p.needs_sm90a()) {
+                (Some(m), true) => m,
+                _ => &fused,
             };
             let f = module.get_function(&kernel).map_err(cuda_err)?;
             // SAFETY: the function handle is live (its module is owned by the backend); the

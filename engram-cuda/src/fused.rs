@@ -31,7 +31,7 @@ pub(crate) fn is_fused(kernel: &str) -> bool {
     crate::FUSED_KERNELS.iter().any(|k| kernel.starts_with(k))
 }
 
-/// Whether `kernel` lives in the sm_90a module.
+/// Whether `kernel` lives in an sm_90a module (the backend loads only its projection's).
 pub(crate) fn is_hopper(kernel: &str) -> bool {
     crate::HOPPER_KERNELS.iter().any(|k| kernel.starts_with(k))
 }

@@ -14,7 +14,9 @@
 //!   gate in a kernel of its own (or, with `ENGRAM_CUDA_GATE=epilogue`, its sums formed in the
 //!   projection's epilogue) and one value + convolution + SiLU kernel;
 //! - `kernels/hopper.cu` ([`HOPPER_CU`], [`HOPPER_PTX`]): the same projection on Hopper's
-//!   warpgroup tensor cores (`wgmma`, sm_90a), loaded on sm_90 devices only and taken there.
+//!   warpgroup tensor cores (`wgmma`, sm_90a), one module per kernel family of which the backend
+//!   loads the one it uses (the driver compiles a module's PTX when it is loaded, once per
+//!   machine with its cache), on sm_90 devices only, and takes it there.
 //!
 //! Both fast-path sources include `kernels/common.cuh` ([`COMMON_CUH`]); every source includes
 //! `kernels/grid.cuh` ([`GRID_CUH`], grid-stride indices and the sequence of a token).
@@ -63,8 +65,8 @@
 //! compiles `engram.cu`, `fused.cu` and `hopper.cu` as C++ for the CPU and runs each launch block
 //! by block, every CUDA thread a fiber, with `ldmatrix`, `mma.sync`, `wgmma` (run at its wait),
 //! mbarriers, the asynchronous copies and the tensor copies (with `cuTensorMapEncodeTiled`) given
-//! their PTX meaning. It reports an sm_90 device (`ENGRAM_CPU_DRIVER_SM=80` for one without the
-//! sm_90a module). With `DIR` first in `LD_LIBRARY_PATH`, `cargo test -p engram-cuda --features
+//! their PTX meaning, each module handing out only the kernels its PTX defines. It reports an
+//! sm_90 device (`ENGRAM_CPU_DRIVER_SM=80` for one without the sm_90a modules). With `DIR` first in `LD_LIBRARY_PATH`, `cargo test -p engram-cuda --features
 //! cuda` runs the whole suite, the graph and hash tests and the golden files through this crate's
 //! host code and kernels (CI does, with each projection kernel). Built with `--asan`, it also
 //! stops at any kernel access past the end of a device allocation, naming the source line (CI
@@ -86,8 +88,27 @@ pub const FUSED_PTX: &str = include_str!("../kernels/fused.ptx");
 /// The CUDA C++ source of the stacked projection on `wgmma` (sm_90a only), with its launch
 /// contract.
 pub const HOPPER_CU: &str = include_str!("../kernels/hopper.cu");
-/// The PTX (ISA 8.2, `sm_90a`) of the `wgmma` projection; it loads on sm_90 devices only.
-pub const HOPPER_PTX: &str = include_str!("../kernels/hopper.ptx");
+/// The PTX (ISA 8.2, `sm_90a`) of the `wgmma` projections, one module per projection: its
+/// `ENGRAM_CUDA_PROJ` name and the PTX of its kernels (both element types, and the tensor-copy
+/// ones' `_ab` variants), each compiled from [`HOPPER_CU`] with its `HOPPER_FAMILY` so that a
+/// backend has the driver compile only the one it uses. They load on sm_90 devices only.
+pub const HOPPER_PTX: &[(&str, &str)] = &[
+    ("wgmma", include_str!("../kernels/hopper_wgmma.ptx")),
+    (
+        "wgmma-wide",
+        include_str!("../kernels/hopper_wgmma_wide.ptx"),
+    ),
+    ("wgmma-tma", include_str!("../kernels/hopper_wgmma_tma.ptx")),
+    (
+        "wgmma-wide-tma",
+        include_str!("../kernels/hopper_wgmma_wide_tma.ptx"),
+    ),
+    ("wgmma-ws", include_str!("../kernels/hopper_wgmma_ws.ptx")),
+    (
+        "wgmma-ws-tma",
+        include_str!("../kernels/hopper_wgmma_ws_tma.ptx"),
+    ),
+];
 
 /// The device helpers [`FUSED_CU`] and [`HOPPER_CU`] include (`#include "common.cuh"`): a
 /// runtime that compiles those sources itself needs this beside them.
@@ -149,12 +170,13 @@ pub const FUSED_KERNELS: &[&str] = &[
     "gate_conv_decode_",
 ];
 
-/// The kernels of the sm_90a module, by per-dtype prefix.
+/// The kernels of the sm_90a modules ([`HOPPER_PTX`]), by prefix.
 pub const HOPPER_KERNELS: &[&str] = &["proj_wgmma_"];
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::projection::Projection;
 
     #[test]
     fn the_ptx_is_generated_from_the_embedded_source_for_sm_90() {
@@ -199,20 +221,41 @@ mod tests {
         }
     }
 
+    /// The kernel names a module's PTX defines, sorted.
+    fn entries(ptx: &str) -> Vec<String> {
+        let mut names: Vec<String> = ptx
+            .split(".entry ")
+            .skip(1)
+            .map(|e| e.split('(').next().unwrap_or_default().to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     #[test]
-    fn the_wgmma_module_targets_sm_90a() {
-        assert!(HOPPER_PTX
-            .starts_with("// Generated from hopper.cu by tools/gen_ptx.py with NVRTC 12.2"));
-        assert!(HOPPER_PTX.contains(".target sm_90a"));
-        assert!(HOPPER_PTX.contains(".version 8.2"));
-        for kernel in [
-            "proj_wgmma_bf16",
-            "proj_wgmma_f16",
-            "proj_wgmma_wide_bf16",
-            "proj_wgmma_ws_f16",
-        ] {
-            assert!(HOPPER_PTX.contains(&format!(".entry {kernel}(")));
+    fn each_wgmma_module_targets_sm_90a_and_holds_its_projections_kernels_only() {
+        let wgmma: Vec<_> = Projection::ALL
+            .into_iter()
+            .filter(|p| p.needs_sm90a())
+            .collect();
+        assert_eq!(HOPPER_PTX.len(), wgmma.len());
+        for p in wgmma {
+            let ptx = p
+                .hopper_ptx()
+                .expect("every wgmma projection has its module");
+            assert!(
+                ptx.starts_with("// Generated from hopper.cu by tools/gen_ptx.py with NVRTC 12.2")
+            );
+            assert!(ptx.contains(".target sm_90a"));
+            assert!(ptx.contains(".version 8.2"));
+            let mut expected: Vec<String> = ["bf16", "f16"]
+                .into_iter()
+                .flat_map(|t| p.kernels(t))
+                .collect();
+            expected.sort();
+            assert_eq!(entries(ptx), expected, "{}", p.name());
         }
+        assert_eq!(Projection::Mma.hopper_ptx(), None);
         for source in [FUSED_CU, HOPPER_CU] {
             assert!(source.contains("#include \"common.cuh\""));
         }
@@ -225,9 +268,11 @@ mod tests {
 
     #[test]
     fn every_kernel_is_looked_up_in_the_module_that_holds_it() {
-        for (ptx, module) in [(ENGRAM_PTX, 0), (FUSED_PTX, 1), (HOPPER_PTX, 2)] {
-            for entry in ptx.split(".entry ").skip(1) {
-                let name = entry.split('(').next().unwrap_or_default();
+        let modules = [(ENGRAM_PTX, 0), (FUSED_PTX, 1)]
+            .into_iter()
+            .chain(HOPPER_PTX.iter().map(|(_, ptx)| (*ptx, 2)));
+        for (ptx, module) in modules {
+            for name in entries(ptx) {
                 let fused = FUSED_KERNELS.iter().any(|k| name.starts_with(k));
                 let hopper = HOPPER_KERNELS.iter().any(|k| name.starts_with(k));
                 assert_eq!((fused, hopper), (module == 1, module == 2), "{name}");

@@ -98,8 +98,8 @@ pub(crate) fn rows_first(requested: Option<&str>) -> Result<bool> {
 
 impl Projection {
     /// The choice for a device, `requested` being the override's value when it is set.
-    /// `wgmma` is whether the sm_90a module is loaded. An unknown name, or a wgmma kernel on a
-    /// device without it, is an error rather than a silent fallback.
+    /// `wgmma` is whether the device runs sm_90a code (an sm_90 device). An unknown name, or a
+    /// wgmma kernel on a device without it, is an error rather than a silent fallback.
     pub(crate) fn choose(requested: Option<&str>, wgmma: bool) -> Result<Self> {
         let chosen = match requested {
             None => {
@@ -109,23 +109,19 @@ impl Projection {
                     Projection::Mma
                 })
             }
-            Some("mma") => Projection::Mma,
-            Some("mma-wide") => Projection::MmaWide,
-            Some("wgmma") => Projection::Wgmma,
-            Some("wgmma-wide") => Projection::WgmmaWide,
-            Some("wgmma-tma") => Projection::WgmmaTma,
-            Some("wgmma-wide-tma") => Projection::WgmmaWideTma,
-            Some("wgmma-ws") => Projection::WgmmaWs,
-            Some("wgmma-ws-tma") => Projection::WgmmaWsTma,
-            Some(other) => {
-                return Err(Error::Backend {
-                    backend: BACKEND_NAME,
-                    message: format!(
-                    "{OVERRIDE}={other:?}: expected mma, mma-wide, wgmma, wgmma-wide, wgmma-tma, \
-                     wgmma-wide-tma, wgmma-ws or wgmma-ws-tma"
-                ),
-                })
-            }
+            Some(name) => match Projection::ALL.into_iter().find(|p| p.name() == name) {
+                Some(p) => p,
+                None => {
+                    let names: Vec<_> = Projection::ALL.iter().map(|p| p.name()).collect();
+                    return Err(Error::Backend {
+                        backend: BACKEND_NAME,
+                        message: format!(
+                            "{OVERRIDE}={name:?}: expected one of {}",
+                            names.join(", ")
+                        ),
+                    });
+                }
+            },
         };
         if chosen.needs_sm90a() && !wgmma {
             return Err(Error::Backend {
@@ -138,7 +134,31 @@ impl Projection {
         Ok(chosen)
     }
 
-    /// Whether the kernel lives in the sm_90a module.
+    /// The projection's [`OVERRIDE`] name (and, for a wgmma one, its module's in
+    /// [`crate::HOPPER_PTX`]).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Projection::Mma => "mma",
+            Projection::MmaWide => "mma-wide",
+            Projection::Wgmma => "wgmma",
+            Projection::WgmmaWide => "wgmma-wide",
+            Projection::WgmmaTma => "wgmma-tma",
+            Projection::WgmmaWideTma => "wgmma-wide-tma",
+            Projection::WgmmaWs => "wgmma-ws",
+            Projection::WgmmaWsTma => "wgmma-ws-tma",
+        }
+    }
+
+    /// The PTX of the sm_90a module that holds the kernel ([`crate::HOPPER_PTX`]), `None` for
+    /// the mma.sync ones (in the fast path's module).
+    pub(crate) fn hopper_ptx(self) -> Option<&'static str> {
+        crate::HOPPER_PTX
+            .iter()
+            .find(|(name, _)| *name == self.name())
+            .map(|(_, ptx)| *ptx)
+    }
+
+    /// Whether the kernel lives in an sm_90a module.
     pub(crate) fn needs_sm90a(self) -> bool {
         matches!(
             self,
