@@ -550,46 +550,38 @@ __device__ void proj_wgmma_ws_impl(const T* table, u32 d_head, const u64* offset
 // M(NAME, T) for both 16-bit element types.
 #define HOPPER_BOTH(M) M(bf16, __nv_bfloat16) M(f16, __half)
 
+// proj_wgmma##WIDE##_NAME: BN outputs, STAGES stages, BLOCKS blocks per multiprocessor.
+#define HOPPER_WGMMA(WIDE, BN, STAGES, BLOCKS, NAME, T)                                                               \
+    extern "C" __global__ void __launch_bounds__(WG_THREADS, BLOCKS) proj_wgmma##WIDE##_##NAME(PROJ_KERNEL_PARAMS(T)) { \
+        proj_wgmma_impl<T, BN, STAGES>(PROJ_KERNEL_ARGS(T));                                                          \
+    }
+// The same with the weight tiles by tensor copies (_tma), and with the rows' tiles too (_tma_ab).
+#define HOPPER_WGMMA_TMA(WIDE, BN, STAGES, BLOCKS, NAME, T)                                                           \
+    extern "C" __global__ void __launch_bounds__(WG_THREADS, BLOCKS)                                                  \
+        proj_wgmma##WIDE##_tma_##NAME(PROJ_KERNEL_PARAMS(T), const __grid_constant__ TensorMap w_map) {               \
+        proj_wgmma_impl<T, BN, STAGES, true>(PROJ_KERNEL_ARGS(T), &w_map);                                            \
+    }                                                                                                                 \
+    extern "C" __global__ void __launch_bounds__(WG_THREADS, BLOCKS) proj_wgmma##WIDE##_tma_ab_##NAME(                \
+        PROJ_KERNEL_PARAMS(T), const __grid_constant__ TensorMap w_map, const __grid_constant__ TensorMap a_map) {   \
+        proj_wgmma_impl<T, BN, STAGES, true, true>(PROJ_KERNEL_ARGS(T), &w_map, &a_map);                              \
+    }
+// Narrow: 128 outputs, 3 stages, two blocks per multiprocessor; wide: 256, 4 stages, one block.
+#define HOPPER_NARROW(NAME, T) HOPPER_WGMMA(, 128, 3, 2, NAME, T)
+#define HOPPER_WIDE(NAME, T) HOPPER_WGMMA(_wide, 256, 4, 1, NAME, T)
+#define HOPPER_NARROW_TMA(NAME, T) HOPPER_WGMMA_TMA(, 128, 3, 2, NAME, T)
+#define HOPPER_WIDE_TMA(NAME, T) HOPPER_WGMMA_TMA(_wide, 256, 4, 1, NAME, T)
+
 #if HOPPER_BUILDS(1)
-#define HOPPER_WGMMA(NAME, T)                                                                                         \
-    extern "C" __global__ void __launch_bounds__(WG_THREADS, 2) proj_wgmma_##NAME(PROJ_KERNEL_PARAMS(T)) {            \
-        proj_wgmma_impl<T, 128, 3>(PROJ_KERNEL_ARGS(T));                                                              \
-    }
-HOPPER_BOTH(HOPPER_WGMMA)
+HOPPER_BOTH(HOPPER_NARROW)
 #endif
-
 #if HOPPER_BUILDS(2)
-#define HOPPER_WGMMA_WIDE(NAME, T)                                                                                    \
-    extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) proj_wgmma_wide_##NAME(PROJ_KERNEL_PARAMS(T)) {       \
-        proj_wgmma_impl<T, 256, 4>(PROJ_KERNEL_ARGS(T));                                                              \
-    }
-HOPPER_BOTH(HOPPER_WGMMA_WIDE)
+HOPPER_BOTH(HOPPER_WIDE)
 #endif
-
 #if HOPPER_BUILDS(3)
-#define HOPPER_WGMMA_TMA(NAME, T)                                                                                     \
-    extern "C" __global__ void __launch_bounds__(WG_THREADS, 2)                                                       \
-        proj_wgmma_tma_##NAME(PROJ_KERNEL_PARAMS(T), const __grid_constant__ TensorMap w_map) {                       \
-        proj_wgmma_impl<T, 128, 3, true>(PROJ_KERNEL_ARGS(T), &w_map);                                                \
-    }                                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(WG_THREADS, 2) proj_wgmma_tma_ab_##NAME(                             \
-        PROJ_KERNEL_PARAMS(T), const __grid_constant__ TensorMap w_map, const __grid_constant__ TensorMap a_map) {   \
-        proj_wgmma_impl<T, 128, 3, true, true>(PROJ_KERNEL_ARGS(T), &w_map, &a_map);                                  \
-    }
-HOPPER_BOTH(HOPPER_WGMMA_TMA)
+HOPPER_BOTH(HOPPER_NARROW_TMA)
 #endif
-
 #if HOPPER_BUILDS(4)
-#define HOPPER_WGMMA_WIDE_TMA(NAME, T)                                                                                \
-    extern "C" __global__ void __launch_bounds__(WG_THREADS, 1)                                                       \
-        proj_wgmma_wide_tma_##NAME(PROJ_KERNEL_PARAMS(T), const __grid_constant__ TensorMap w_map) {                  \
-        proj_wgmma_impl<T, 256, 4, true>(PROJ_KERNEL_ARGS(T), &w_map);                                                \
-    }                                                                                                                 \
-    extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) proj_wgmma_wide_tma_ab_##NAME(                        \
-        PROJ_KERNEL_PARAMS(T), const __grid_constant__ TensorMap w_map, const __grid_constant__ TensorMap a_map) {   \
-        proj_wgmma_impl<T, 256, 4, true, true>(PROJ_KERNEL_ARGS(T), &w_map, &a_map);                                  \
-    }
-HOPPER_BOTH(HOPPER_WGMMA_WIDE_TMA)
+HOPPER_BOTH(HOPPER_WIDE_TMA)
 #endif
 
 #if HOPPER_BUILDS(5)

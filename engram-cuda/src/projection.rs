@@ -62,17 +62,34 @@ pub(crate) const OVERRIDE: &str = "ENGRAM_CUDA_PROJ";
 /// demo layer's bf16 prefill of 16384 tokens (`benches/NOTES.md`, 2026-12-04).
 pub(crate) const GATE_OVERRIDE: &str = "ENGRAM_CUDA_GATE";
 
+/// The meaning of an override's value `requested` (when it is set) among `choices`, the first
+/// being the default; any other value is an error naming the variable `var` and the choices.
+fn override_choice<T: Copy>(
+    var: &str,
+    requested: Option<&str>,
+    choices: &[(&str, T)],
+) -> Result<T> {
+    let value = requested.unwrap_or(choices[0].0);
+    match choices.iter().find(|(name, _)| *name == value) {
+        Some((_, meaning)) => Ok(*meaning),
+        None => {
+            let names: Vec<_> = choices.iter().map(|(name, _)| *name).collect();
+            Err(Error::Backend {
+                backend: BACKEND_NAME,
+                message: format!("{var}={value:?}: expected one of {}", names.join(", ")),
+            })
+        }
+    }
+}
+
 /// Whether a prefill's projection forms the gate's sums in its epilogue, `requested` being
 /// [`GATE_OVERRIDE`]'s value when it is set; an unknown value is an error.
 pub(crate) fn gate_in_epilogue(requested: Option<&str>) -> Result<bool> {
-    match requested {
-        Some("epilogue") => Ok(true),
-        None | Some("pass") => Ok(false),
-        Some(other) => Err(Error::Backend {
-            backend: BACKEND_NAME,
-            message: format!("{GATE_OVERRIDE}={other:?}: expected epilogue or pass"),
-        }),
-    }
+    override_choice(
+        GATE_OVERRIDE,
+        requested,
+        &[("pass", false), ("epilogue", true)],
+    )
 }
 
 /// The environment variable that says where a prefill's projection finds its table rows:
@@ -86,14 +103,11 @@ pub(crate) const ROWS_OVERRIDE: &str = "ENGRAM_CUDA_ROWS";
 /// Whether a prefill gathers its rows into a matrix before the projection, `requested` being
 /// [`ROWS_OVERRIDE`]'s value when it is set; an unknown value is an error.
 pub(crate) fn rows_first(requested: Option<&str>) -> Result<bool> {
-    match requested {
-        Some("first") => Ok(true),
-        None | Some("inline") => Ok(false),
-        Some(other) => Err(Error::Backend {
-            backend: BACKEND_NAME,
-            message: format!("{ROWS_OVERRIDE}={other:?}: expected first or inline"),
-        }),
-    }
+    override_choice(
+        ROWS_OVERRIDE,
+        requested,
+        &[("inline", false), ("first", true)],
+    )
 }
 
 impl Projection {
@@ -109,19 +123,10 @@ impl Projection {
                     Projection::Mma
                 })
             }
-            Some(name) => match Projection::ALL.into_iter().find(|p| p.name() == name) {
-                Some(p) => p,
-                None => {
-                    let names: Vec<_> = Projection::ALL.iter().map(|p| p.name()).collect();
-                    return Err(Error::Backend {
-                        backend: BACKEND_NAME,
-                        message: format!(
-                            "{OVERRIDE}={name:?}: expected one of {}",
-                            names.join(", ")
-                        ),
-                    });
-                }
-            },
+            Some(_) => {
+                let choices = Projection::ALL.map(|p| (p.name(), p));
+                override_choice(OVERRIDE, requested, &choices)?
+            }
         };
         if chosen.needs_sm90a() && !wgmma {
             return Err(Error::Backend {
@@ -366,16 +371,16 @@ mod tests {
     }
 
     #[test]
-    fn the_rows_override_is_inline_by_default_or_first() {
-        assert!(!rows_first(None).unwrap());
-        assert!(rows_first(Some("first")).unwrap());
-        assert!(!rows_first(Some("inline")).unwrap());
-        assert!(rows_first(Some("First")).is_err());
+    fn every_kernel_is_chosen_by_its_name_and_lives_where_its_module_is() {
+        for p in Projection::ALL {
+            assert_eq!(Projection::choose(Some(p.name()), true).ok(), Some(p));
+            assert_eq!(p.needs_sm90a(), p.hopper_ptx().is_some(), "{}", p.name());
+        }
     }
 
     #[test]
     fn only_the_tensor_copy_kernels_have_a_matrix_variant() {
-        // hopper.cu's HOPPER_INSTANTIATE: proj_wgmma_tma_ab_* and proj_wgmma_wide_tma_ab_*.
+        // hopper.cu's HOPPER_WGMMA_TMA and HOPPER_WGMMA_WS_TMA: the _tma_ab_ kernels.
         assert_eq!(
             Projection::WgmmaTma.kernels("bf16"),
             ["proj_wgmma_tma_bf16", "proj_wgmma_tma_ab_bf16"]
@@ -395,11 +400,18 @@ mod tests {
     }
 
     #[test]
-    fn the_gate_override_is_pass_by_default_or_epilogue() {
-        assert!(!gate_in_epilogue(None).unwrap());
-        assert!(gate_in_epilogue(Some("epilogue")).unwrap());
-        assert!(!gate_in_epilogue(Some("pass")).unwrap());
-        assert!(gate_in_epilogue(Some("Pass")).is_err());
+    fn the_gate_and_rows_overrides_have_a_default_two_values_and_refuse_others() {
+        // (parse, default value, the other value, a near miss)
+        let overrides: [(fn(Option<&str>) -> Result<bool>, &str, &str, &str); 2] = [
+            (gate_in_epilogue, "pass", "epilogue", "Pass"),
+            (rows_first, "inline", "first", "First"),
+        ];
+        for (parse, default, other, near_miss) in overrides {
+            assert!(!parse(None).unwrap());
+            assert!(!parse(Some(default)).unwrap());
+            assert!(parse(Some(other)).unwrap());
+            assert!(parse(Some(near_miss)).is_err());
+        }
     }
 
     #[test]
