@@ -401,8 +401,9 @@ mod tests {
 
     #[test]
     fn the_gate_and_rows_overrides_have_a_default_two_values_and_refuse_others() {
+        type Parse = fn(Option<&str>) -> Result<bool>;
         // (parse, default value, the other value, a near miss)
-        let overrides: [(fn(Option<&str>) -> Result<bool>, &str, &str, &str); 2] = [
+        let overrides: [(Parse, &str, &str, &str); 2] = [
             (gate_in_epilogue, "pass", "epilogue", "Pass"),
             (rows_first, "inline", "first", "First"),
         ];
