@@ -620,6 +620,9 @@ pub enum BadInput {
     /// The same decode step from an uploaded state whose id history holds an id beyond the
     /// vocabulary.
     DecodeTilesHistoryBeyondVocab,
+    /// The hash of decode windows (`hash_decode`) whose id history holds an id beyond the
+    /// vocabulary.
+    HashDecodeHistoryBeyondVocab,
     /// A bias of the wrong length.
     LinearBiasWrongLen,
     /// An MoE input that is not a whole number of tokens.
@@ -632,7 +635,7 @@ pub enum BadInput {
 
 impl BadInput {
     /// Every bad input.
-    pub const ALL: [BadInput; 20] = [
+    pub const ALL: [BadInput; 21] = [
         BadInput::HashIdAtVocab,
         BadInput::HashIdMax,
         BadInput::CompressIdBeyondRaw,
@@ -649,6 +652,7 @@ impl BadInput {
         BadInput::PrefillSeqlensDecreasing,
         BadInput::DecodeTilesIdBeyondVocab,
         BadInput::DecodeTilesHistoryBeyondVocab,
+        BadInput::HashDecodeHistoryBeyondVocab,
         BadInput::LinearBiasWrongLen,
         BadInput::MoeInputWrongLen,
         BadInput::RouteBiasWrongLen,
@@ -674,6 +678,7 @@ impl BadInput {
             BadInput::PrefillSeqlensDecreasing => "prefill_seqlens_decreasing",
             BadInput::DecodeTilesIdBeyondVocab => "decode_tiles_id_beyond_vocab",
             BadInput::DecodeTilesHistoryBeyondVocab => "decode_tiles_history_beyond_vocab",
+            BadInput::HashDecodeHistoryBeyondVocab => "hash_decode_history_beyond_vocab",
             BadInput::LinearBiasWrongLen => "linear_bias_wrong_len",
             BadInput::MoeInputWrongLen => "moe_input_wrong_len",
             BadInput::RouteBiasWrongLen => "route_bias_wrong_len",

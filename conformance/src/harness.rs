@@ -1350,6 +1350,37 @@ fn bad_case<B: EngramOps + MoeOps>(b: &B, bad: BadInput) -> Run {
                 o.close("their rows (exact copy)", &b.to_vec(&y)?, &expected, 0.0);
             }
         }
+        BadInput::HashDecodeHistoryBeyondVocab => {
+            // Three windows; sequence 1's oldest history id is bad: its flat position over the
+            // new ids then the history is seqs + keep, reported modulo the sequences.
+            let (seqs, keep) = (3, layer.multipliers.len() - 1);
+            let ids = inputs.ids[..seqs].to_vec();
+            let good: Vec<u32> = (0..seqs * keep).map(|i| inputs.ids[i % tokens]).collect();
+            let mut history = good.clone();
+            history[keep] = CASE_VOCAB as u32 + 7;
+            let new_d = b.upload(&ids)?;
+            let mut rows = out::<B, u32>(b, seqs * c.num_heads())?;
+            let r = b.hash_decode(
+                layer,
+                k,
+                CASE_VOCAB,
+                &b.upload(&history)?,
+                &new_d,
+                &mut rows,
+            );
+            let expected = Error::IdOutOfRange {
+                position: (seqs + keep) % seqs,
+                id: CASE_VOCAB + 7,
+                limit: CASE_VOCAB,
+            };
+            expect_error(&mut o, b, r, expected, all_fill(b, &rows))?;
+            // Then the good windows on the same backend, against the oracle's rows.
+            let mut expected = vec![0u32; seqs * c.num_heads()];
+            reference::hash_decode(layer, k, CASE_VOCAB, &good, &ids, &mut expected)?;
+            let r = b.hash_decode(layer, k, CASE_VOCAB, &b.upload(&good)?, &new_d, &mut rows);
+            o.flag("the good windows right after", r.is_ok());
+            o.exact("their rows", &b.to_vec(&rows)?, &expected);
+        }
         BadInput::DecodeStateWrongSequences | BadInput::DecodeIdBeyondVocab => {
             let dev = DeviceEngramLayer::upload(b, &inputs.layer)?;
             let seqs = 3;

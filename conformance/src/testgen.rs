@@ -85,7 +85,7 @@ macro_rules! __case_table {
         $cb! { $($args)*; expert_ffn; [in_f32, in_bf16, in_f16, in_f64]; [one_row, odd, empty, wide] }
         $cb! { $($args)*; moe_layer; [in_f32, in_f64]; [sigmoid_grouped_bias, softmax_flat, topk_all, one_token, empty_batch, shared2] }
         $cb! { $($args)*; moe_layer_all_experts; [in_f32, in_bf16, in_f16, in_f64]; [topk_all, softmax_all] }
-        $cb! { $($args)*; bad_input; [in_f32]; [hash_id_at_vocab, hash_id_max, compress_id_beyond_raw, seqlens_decreasing, seqlens_not_ending_at_total, seqlens_not_starting_at_zero, seqlens_empty, prefill_hidden_wrong_len, prefill_output_wrong_len, gather_row_beyond_table, decode_state_wrong_sequences, decode_id_beyond_vocab, prefill_id_beyond_vocab, prefill_seqlens_decreasing, decode_tiles_id_beyond_vocab, decode_tiles_history_beyond_vocab, linear_bias_wrong_len, moe_input_wrong_len, route_bias_wrong_len, unsupported_dtype] }
+        $cb! { $($args)*; bad_input; [in_f32]; [hash_id_at_vocab, hash_id_max, compress_id_beyond_raw, seqlens_decreasing, seqlens_not_ending_at_total, seqlens_not_starting_at_zero, seqlens_empty, prefill_hidden_wrong_len, prefill_output_wrong_len, gather_row_beyond_table, decode_state_wrong_sequences, decode_id_beyond_vocab, prefill_id_beyond_vocab, prefill_seqlens_decreasing, decode_tiles_id_beyond_vocab, decode_tiles_history_beyond_vocab, hash_decode_history_beyond_vocab, linear_bias_wrong_len, moe_input_wrong_len, route_bias_wrong_len, unsupported_dtype] }
     };
 }
 

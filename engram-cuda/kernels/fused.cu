@@ -41,21 +41,19 @@ extern "C" __global__ void hash_rows_fast(const u32* lookup, const u32* ids, u64
     }
 }
 
-// hash_decode_fast(history, ids, seqs, mult, n_max, sizes, magic, shift, k, vocab, status|null, rows):
-// one thread per (sequence, head), grid-stride over seqs * H; the window is history[s] (n_max-1
-// ids, oldest first) then ids[s]. With status (a decode step that validates on the device): the
-// first thread of each sequence records every window id at or beyond vocab into *status by
-// atomicMin of (p << 32 | id), p its flat position over ids then history (the oracle's order;
-// the host keeps seqs * n_max below 2^32). Rows stay in range whatever the ids.
+// hash_decode_fast(history, ids, seqs, mult, n_max, sizes, magic, shift, k, status|null, rows): one
+// thread per (sequence, head), grid-stride over seqs * H; the window is history[s] (n_max-1 ids,
+// oldest first) then ids[s]. Rows stay in range whatever the ids; with status (the windows'
+// check launched before it), nothing is written after a fault.
 extern "C" __global__ void hash_decode_fast(const u32* history, const u32* ids, u64 seqs, const u64* mult, u32 n_max,
-                                            const u32* sizes, const u64* magic, const u32* shift, u32 k, u64 vocab,
-                                            u64* status, u32* rows) {
+                                            const u32* sizes, const u64* magic, const u32* shift, u32 k,
+                                            const u64* status, u32* rows) {
+    if (failed(status)) return;
     const u32 keep = n_max - 1, heads = keep * k;
     for (u64 x = global_index(); x < seqs * heads; x += global_stride()) {
         const u64 s = x / heads;
         const u32 h = (u32)(x - s * heads);
         rows[x] = decode_window_row(history, ids, mult, sizes, magic, shift, keep, k, s, h);
-        if (status && h == 0) record_bad_window_ids(history, ids, seqs, keep, vocab, status, s);
     }
 }
 

@@ -829,20 +829,23 @@ impl EngramOps for CudaBackend {
         rows: &mut CudaBuffer<u32>,
     ) -> Result<()> {
         let seqs = check::hash_decode(layer, heads_per_order, history.len, ids.len, rows.len)?;
-        self.check_window_ids(ids, history, compressed_vocab)?;
-        if seqs == 0 {
-            return Ok(());
-        }
-        self.launch_hash_decode(
-            layer,
-            &*self.hash_params(layer)?,
-            heads_per_order,
-            compressed_vocab,
-            history,
-            ids,
-            0,
-            rows.device_ptr(),
-        )
+        let params = self.hash_params(layer)?;
+        // The check, then the hash, which writes nothing if the check found a bad id: one
+        // read-back for both.
+        self.check_window_ids_then(ids, history, compressed_vocab, |status| {
+            if seqs == 0 {
+                return Ok(());
+            }
+            self.launch_hash_decode(
+                layer,
+                &params,
+                heads_per_order,
+                history,
+                ids,
+                status,
+                rows.device_ptr(),
+            )
+        })
     }
 
     fn gather_rows<T: Element>(

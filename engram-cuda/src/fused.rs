@@ -264,15 +264,14 @@ impl CudaBackend {
         )
     }
 
-    /// The hash of decode windows (`hash_decode_fast`) with the layer's parameters `p`: validated beforehand (`status` 0), or
-    /// recording bad ids into the device word at `status` (a step that validates on the device).
-    #[allow(clippy::too_many_arguments)]
+    /// The hash of decode windows (`hash_decode_fast`) with the layer's parameters `p`, into
+    /// the device address `rows`; nothing written when the status word at `status` (0: none)
+    /// holds a fault.
     pub(crate) fn launch_hash_decode(
         &self,
         layer: &LayerHash,
         p: &HashParams,
         heads_per_order: usize,
-        vocab: u64,
         history: &CudaBuffer<u32>,
         ids: &CudaBuffer<u32>,
         status: u64,
@@ -295,24 +294,27 @@ impl CudaBackend {
                 ptr(&p.magic),
                 ptr(&p.shift),
                 Arg::U32(u32_of("heads", heads_per_order)?),
-                Arg::U64(vocab),
                 Arg::U64(status),
                 Arg::U64(rows),
             ],
         )
     }
 
-    /// Every id of a decode window (`ids`, then `history`) below `limit`, or the oracle's error
-    /// for the first one that is not; one scan and one 8-byte read back.
-    pub(crate) fn check_window_ids(
+    /// Checks that every id of a decode window (`ids`, then `history`) is below `limit` on the
+    /// device, runs `then` (the launches that depend on it, given the status word's address:
+    /// each must write nothing when it holds a fault) and reads the word once: the oracle's
+    /// error for the first bad id, if any.
+    pub(crate) fn check_window_ids_then(
         &self,
         ids: &CudaBuffer<u32>,
         history: &CudaBuffer<u32>,
         limit: u64,
+        then: impl FnOnce(u64) -> Result<()>,
     ) -> Result<()> {
         let total = ids.len + history.len;
         if total == 0 {
-            return Ok(());
+            // No id to check: nothing to wait for either.
+            return then(0);
         }
         let found = self.checked(|first| {
             self.launch_n(
@@ -326,7 +328,8 @@ impl CudaBackend {
                     Arg::U64(limit),
                     Arg::U64(first),
                 ],
-            )
+            )?;
+            then(first)
         })?;
         let Some(p) = found else {
             return Ok(());
@@ -1130,7 +1133,7 @@ impl CudaBackend {
 
 /// The oracle's error for the first bad window id a decode step of `seqs` sequences recorded
 /// (`position << 32 | id`, the position flat over the step's ids then the id history, as
-/// `hash_decode_fast` documents).
+/// `record_bad_window_ids` in `kernels/common.cuh` documents).
 pub(crate) fn decode_fault_in_word(word: u64, seqs: usize, vocab: u64) -> Error {
     Error::IdOutOfRange {
         position: (word >> 32) as usize % seqs.max(1),
