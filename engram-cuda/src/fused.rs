@@ -267,6 +267,7 @@ impl CudaBackend {
     /// The hash of decode windows (`hash_decode_fast`) with the layer's parameters `p`, into
     /// the device address `rows`; nothing written when the status word at `status` (0: none)
     /// holds a fault.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn launch_hash_decode(
         &self,
         layer: &LayerHash,
