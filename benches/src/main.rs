@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use engram_benches::{copy_bandwidth, median_seconds};
+use engram_benches::{backend_settings, copy_bandwidth, median_seconds};
 use engram_core::{
     bf16, f16, synthetic, Backend, DeviceEngramLayer, DeviceEngramState, Element, EngramConfig,
     EngramOps, MoeConfig, MoeOps, NgramHasher, ScoreFunc,
@@ -828,7 +828,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(lines) => {
-            for json in lines {
+            for mut json in lines {
+                let backend = json["backend"].as_str().unwrap_or_default().to_owned();
+                if let Some(settings) = backend_settings(&backend, std::env::vars()) {
+                    json["settings"] = serde_json::json!(settings);
+                }
                 println!("{json}");
             }
             ExitCode::SUCCESS
